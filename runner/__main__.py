@@ -1,0 +1,46 @@
+"""`python -m runner [group=option ...] [key=value ...]`: compose the config, run one job.
+
+TensorFlow is imported only once Hydra has composed and validated the config, so a typo on the
+command line is reported in a moment, not after seconds of imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.config import register_configs
+from runner.errors import RunnerError
+
+# Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
+# itself reports the device it trains on.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+register_configs()
+log = logging.getLogger("runner")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from runner.train import run  # heavy: TensorFlow, Keras, MLflow
+
+    for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its own levels
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    try:
+        return run(cfg)
+    except RunnerError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records the failed job and goes on
+        log.error("%s", error)
+        print(f"\nerror: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""MNIST from Keras' `mnist.npz` (arrays x_train, y_train, x_test, y_test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runner.config import DownloadedDataConfig
+from runner.data.base import RawArrays
+from runner.data.download import fetch_all
+from runner.errors import DataError
+
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
+
+
+def read_npz(path: Path) -> RawArrays:
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise DataError(
+                    f"{path} is not an MNIST npz: arrays {missing} are missing "
+                    f"(found {archive.files})."
+                )
+            arrays = {key: archive[key] for key in keys}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable .npz file ({error}).") from None
+    return RawArrays(**arrays, class_names=CLASS_NAMES)
+
+
+def load(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
+    files = fetch_all(cfg, data_dir)
+    return read_npz(files["archive"])

@@ -1,0 +1,38 @@
+"""The parts every model shares: the input (raw uint8 pixels) and the classifier head.
+
+The task kind decides the head, the loss and the metrics, in this one module.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from runner.data.base import DataInfo
+
+
+def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Model input taking raw 0-255 pixels, and the same scaled to [0, 1].
+
+    Scaling inside the model means the saved model predicts on images exactly as they are read.
+    """
+    inputs = keras.Input(shape=info.input_shape, name="image")
+    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+
+
+def classifier_head(x: keras.KerasTensor, info: DataInfo) -> keras.KerasTensor:
+    if info.task == "binary":
+        return layers.Dense(1, activation="sigmoid", name="predictions")(x)
+    activation = "sigmoid" if info.task == "multilabel" else "softmax"
+    return layers.Dense(info.num_classes, activation=activation, name="predictions")(x)
+
+
+def loss_and_metrics(info: DataInfo) -> tuple[str, list]:
+    if info.task == "multiclass":
+        return "sparse_categorical_crossentropy", ["accuracy"]
+    if info.task == "binary":
+        return "binary_crossentropy", ["accuracy"]
+    return "binary_crossentropy", [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc"),
+    ]

@@ -1,0 +1,58 @@
+"""Matplotlib figures a run logs: learning curves and the confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+
+def learning_curves(history: Mapping[str, Sequence[float]], title: str) -> Figure:
+    """Loss and every other metric, train vs validation, one panel each, by epoch."""
+    names = [name for name in history if not name.startswith("val_") and name != "learning_rate"]
+    names.sort(key=lambda name: name != "loss")  # loss first
+    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=True):
+        epochs = np.arange(1, len(history[name]) + 1)
+        axis.plot(epochs, history[name], marker="o", label=f"train {name}")
+        if f"val_{name}" in history:
+            axis.plot(epochs, history[f"val_{name}"], marker="o", label=f"validation {name}")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], title: str
+) -> Figure:
+    size = max(5.0, 0.6 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true,
+        y_pred,
+        labels=list(range(len(class_names))),
+        display_labels=list(class_names),
+        xticks_rotation=45,
+        cmap="Blues",
+        colorbar=False,
+        ax=axis,
+    )
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def close(figure: Figure) -> None:
+    plt.close(figure)

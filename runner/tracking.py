@@ -1,0 +1,196 @@
+"""The MLflow side of a job: the run's lifecycle and honest status, params, metrics, artifacts.
+
+MLflow on its own leaves a run RUNNING on SIGTERM and FINISHED after an uncaught exception
+outside a `with` block; `tracked_run` ends every run as FINISHED, FAILED or KILLED itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LENGTH = 6000  # MLflow cuts longer param values
+PARENT_RUN_ENV = "RUNNER_PARENT_RUN_ID"  # set by a sweep so each job becomes a child run
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so the run can be marked KILLED on the way out."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (MLflow params are strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_params(cfg: DictConfig) -> dict[str, str]:
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": str(bool(git("status", "--porcelain")))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+    """Point MLflow at the store and return the experiment id, creating the experiment once."""
+    mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if artifact_location:
+        location = artifact_location if "://" in artifact_location else Path(artifact_location).absolute().as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another job of a parallel sweep created it first.
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextmanager
+def tracked_run(
+    cfg: DictConfig, *, tags: dict[str, str], checkpoint_dir: Path
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run for one job, ended with a status that tells what happened.
+
+    On failure or interruption the checkpoints written so far are logged to the run, so a
+    crashed job keeps its best model.
+    """
+    experiment_id = use_experiment(
+        cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
+    )
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=cfg.logger.run_name,
+        parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
+        tags=tags,
+    )
+    previous_handler = _install_sigterm_handler()
+    try:
+        mlflow.log_params(config_params(cfg))
+        yield run
+    except (KeyboardInterrupt, Terminated) as interrupt:
+        _record_end(f"interrupted: {interrupt or 'KeyboardInterrupt'}", checkpoint_dir)
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as error:
+        _record_end(f"{type(error).__name__}: {error}", checkpoint_dir)
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _install_sigterm_handler() -> Any:
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _record_end(reason: str, checkpoint_dir: Path) -> None:
+    try:
+        mlflow.set_tag("error", reason[:MAX_PARAM_LENGTH])
+        if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
+            mlflow.log_artifacts(str(checkpoint_dir), "checkpoints")
+    except Exception:  # the original error matters more than a failed log
+        log.exception("Could not record the end of the run in MLflow")
+
+
+def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
+    mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=epoch)
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    mlflow.log_metrics(dict(metrics))
+
+
+def log_dataset(
+    class_names: Sequence[str], input_shape: tuple, task: str, sizes: Mapping[str, int]
+) -> None:
+    """What the data turned out to be: sizes, shape, classes (as params and class_names.json)."""
+    mlflow.log_params(
+        {
+            **{f"data.size.{split}": size for split, size in sizes.items()},
+            "data.input_shape": str(input_shape),
+            "data.num_classes": len(class_names),
+        }
+    )
+    mlflow.set_tag("task", task)
+    mlflow.log_dict(list(class_names), "class_names.json")
+
+
+def log_json(data: Any, artifact_file: str) -> None:
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_config(cfg: DictConfig, hydra_dir: Path) -> None:
+    """Hydra's own files (composed config, overrides) and the fully resolved config."""
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        if (hydra_dir / name).exists():
+            mlflow.log_artifact(str(hydra_dir / name), "config")
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+
+def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> None:
+    """Log the model as an MLflow Keras model with an input signature and its class names."""
+    import keras
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        # Pinned here instead of inferred: inference re-loads the model in a subprocess.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        metadata={"class_names": class_names},
+    )

@@ -1,0 +1,226 @@
+"""One job, top to bottom: data -> model -> fit -> evaluate the best weights -> log to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from sklearn.metrics import classification_report
+
+from runner import data as data_sources
+from runner import models, optimizers, plots, tracking
+from runner.data.base import DataInfo, Splits
+from runner.data.pipeline import to_dataset
+from runner.errors import RunnerError
+
+log = logging.getLogger(__name__)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = dict(logs or {})
+        metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
+        tracking.log_epoch(metrics, epoch)
+
+
+def configure_tensorflow(cfg: DictConfig) -> str:
+    """Seed everything, size the thread pools; return the device the job trains on."""
+    if cfg.trainer.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.trainer.intra_op_threads)
+    if cfg.trainer.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.trainer.inter_op_threads)
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
+def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "optimizer": cfg.optimizer.name,
+        "augmentation": cfg.augmentation.name,
+        "overrides": " ".join(overrides) if overrides else "(none)",
+        "output_dir": str(Path(hydra.runtime.output_dir).resolve()),
+        "device": device,
+        **tracking.git_tags(Path(cfg.paths.root)),
+    }
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and evaluate one configuration; return the best validation accuracy (or -loss)."""
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    device = configure_tensorflow(cfg)
+    with tracking.tracked_run(cfg, tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir) as run:
+        tracking.log_config(cfg, output_dir / ".hydra")
+        splits = data_sources.load(
+            cfg.data,
+            data_dir=Path(cfg.paths.data_dir).expanduser(),
+            validation_split=cfg.trainer.validation_split,
+            seed=cfg.trainer.seed,
+        )
+        info = splits.info
+        _log_data(splits)
+        model = models.build(cfg.model, info)
+        loss, metrics = models.heads.loss_and_metrics(info)
+        model.compile(
+            optimizer=optimizers.build(cfg.optimizer, epochs=cfg.trainer.epochs),
+            loss=loss,
+            metrics=metrics,
+        )
+        tracking.log_text(_summary_text(model), "model_summary.txt")
+        history = _fit(cfg, model, splits, checkpoint_dir)
+        best = _best_model(cfg, model, checkpoint_dir)
+        test_metrics = _evaluate(cfg, best, splits)
+        _log_plots(history, info, cfg)
+        if cfg.logger.log_model:
+            tracking.log_keras_model(best, splits.test.x[:8], list(info.class_names))
+        objective = _objective(history)
+        _print_summary(run, test_metrics, output_dir, cfg, device)
+    return objective
+
+
+def _log_data(splits: Splits) -> None:
+    info = splits.info
+    tracking.log_dataset(info.class_names, info.input_shape, info.task, splits.sizes())
+    log.info(
+        "data=%s: %s, %d classes; train %d, validation %d, test %d",
+        info.name, info.input_shape, info.num_classes, *splits.sizes().values(),
+    )  # fmt: skip
+
+
+def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Path) -> dict:
+    trainer = cfg.trainer
+    callbacks: list[keras.callbacks.Callback] = [MlflowEpochLogger()]
+    if trainer.early_stopping.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=trainer.early_stopping.monitor,
+                patience=trainer.early_stopping.patience,
+                restore_best_weights=trainer.early_stopping.restore_best_weights,
+                verbose=1,
+            )
+        )
+    if trainer.checkpoint.enabled:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                checkpoint_dir / "best.keras",
+                monitor=trainer.checkpoint.monitor,
+                save_best_only=trainer.checkpoint.save_best_only,
+            )
+        )
+    verbose = trainer.verbose if trainer.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    history = model.fit(
+        to_dataset(splits.train, batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed),
+        validation_data=to_dataset(splits.val, batch_size=trainer.batch_size),
+        epochs=trainer.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the training dataset shuffles itself each epoch
+    )
+    _check_monitored(history.history, trainer)
+    return history.history
+
+
+def _check_monitored(history: dict, trainer: DictConfig) -> None:
+    for key in ("early_stopping", "checkpoint"):
+        section = trainer[key]
+        if section.enabled and section.monitor not in history:
+            raise RunnerError(
+                f"trainer.{key}.monitor={section.monitor!r} is not a metric of this run; "
+                f"choose one of {sorted(history)}."
+            )
+
+
+def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> keras.Model:
+    """The checkpointed best model, loaded back in safe mode (proves the file is usable)."""
+    path = checkpoint_dir / "best.keras"
+    if cfg.trainer.checkpoint.enabled and path.exists():
+        return keras.saving.load_model(path, safe_mode=True)
+    return model
+
+
+def _evaluate(cfg: DictConfig, model: keras.Model, splits: Splits) -> dict[str, float]:
+    info = splits.info
+    test = to_dataset(splits.test, batch_size=cfg.trainer.batch_size)
+    results = model.evaluate(test, return_dict=True, verbose=0)
+    test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
+    tracking.log_metrics(test_metrics)
+
+    probabilities = model.predict(test, verbose=0)
+    y_pred = _predicted_labels(probabilities, info)
+    y_true = splits.test.y
+    names = list(info.class_names)
+    labels = list(range(len(names)))
+    tracking.log_text(
+        classification_report(
+            y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0
+        ),
+        "reports/classification_report.txt",
+    )
+    tracking.log_json(
+        classification_report(
+            y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
+        ),
+        "reports/classification_report.json",
+    )
+    figure = plots.confusion_matrix(
+        y_true, y_pred, names, f"{cfg.model.name} on {info.name}: test confusion matrix"
+    )
+    tracking.log_figure(figure, "plots/confusion_matrix.png")
+    plots.close(figure)
+    return test_metrics
+
+
+def _predicted_labels(probabilities: np.ndarray, info: DataInfo) -> np.ndarray:
+    if info.task == "binary":
+        return (probabilities[:, 0] >= 0.5).astype(np.int64)
+    return probabilities.argmax(axis=1)
+
+
+def _log_plots(history: dict, info: DataInfo, cfg: DictConfig) -> None:
+    figure = plots.learning_curves(history, f"{cfg.model.name} on {info.name}")
+    tracking.log_figure(figure, "plots/learning_curves.png")
+    plots.close(figure)
+
+
+def _objective(history: dict) -> float:
+    if "val_accuracy" in history:
+        return float(np.nanmax(history["val_accuracy"]))
+    return float(-np.nanmin(history["val_loss"]))
+
+
+def _summary_text(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    return "\n".join(lines)
+
+
+def _print_summary(
+    run, test_metrics: dict[str, float], output_dir: Path, cfg: DictConfig, device: str
+) -> None:
+    metrics = "  ".join(f"{name}={value:.4f}" for name, value in sorted(test_metrics.items()))
+    uri = cfg.logger.tracking_uri
+    ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+    run_id, experiment_id = run.info.run_id, run.info.experiment_id
+    print(
+        f"\n[runner] done: {metrics}\n"
+        f"[runner] MLflow run {run_id} (experiment '{cfg.logger.experiment}', id {experiment_id})\n"
+        f"[runner] artifacts: {run.info.artifact_uri}\n"
+        f"[runner] outputs (config, checkpoints, log): {output_dir.resolve()}\n"
+        f"[runner] open the UI: `make ui` or `{ui}`, then "
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}",
+        flush=True,
+    )
