@@ -53,7 +53,8 @@ def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
         "overrides": " ".join(overrides) if overrides else "(none)",
         "output_dir": str(Path(hydra.runtime.output_dir).resolve()),
         "device": device,
-        **tracking.git_tags(Path(cfg.paths.root)),
+        # The commit of the runner code that ran (not of the folder the command ran in).
+        **tracking.git_tags(Path(__file__).resolve().parents[1]),
     }
 
 
@@ -216,7 +217,7 @@ def _print_summary(
     ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
     print(
-        f"\n[runner] done: {metrics}\n"
+        f"\n[runner] done on {device}: {metrics}\n"
         f"[runner] MLflow run {run_id} (experiment '{cfg.logger.experiment}', id {experiment_id})\n"
         f"[runner] artifacts: {run.info.artifact_uri}\n"
         f"[runner] outputs (config, checkpoints, log): {output_dir.resolve()}\n"

@@ -26,6 +26,8 @@ ALLOWED_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # Protocol-2 pickles written by Python 3 spell byte strings as _codecs.encode(text, "latin1").
+    ("_codecs", "encode"),
 }
 
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real HTTP mirror on 127.0.0.1 serving real-format dataset files, and a
+helper that runs the real CLI in a subprocess against a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests import fixtures
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Mirror:
+    url: str
+    folder: Path
+    requests: list[str] = field(default_factory=list)
+
+    def sha(self, name: str) -> str:
+        return sha256(self.folder / name)
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory: pytest.TempPathFactory):
+    """A real HTTP server on loopback laid out like a dataset mirror (files side by side)."""
+    folder = tmp_path_factory.mktemp("mirror")
+    fixtures.write_mnist_npz(folder / "mnist.npz")
+    fixtures.write_fashion_mnist(folder)
+    fixtures.write_cifar10(folder / "cifar-10-python.tar.gz")
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib's name
+            requests.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Mirror(url=f"http://127.0.0.1:{server.server_port}", folder=folder, requests=requests)
+    server.shutdown()
+
+
+def checksum_overrides(mirror: Mirror, data: str) -> list[str]:
+    """Point `data=<name>` at the fixture mirror and its files' checksums."""
+    roles = {
+        "mnist": {"archive": "mnist.npz"},
+        "fashion_mnist": {
+            "train_images": "train-images-idx3-ubyte.gz",
+            "train_labels": "train-labels-idx1-ubyte.gz",
+            "test_images": "t10k-images-idx3-ubyte.gz",
+            "test_labels": "t10k-labels-idx1-ubyte.gz",
+        },
+        "cifar10": {"archive": "cifar-10-python.tar.gz"},
+    }[data]
+    return [f"data={data}", f"data.mirror={mirror.url}"] + [
+        f"data.files.{role}.sha256={mirror.sha(name)}" for role, name in roles.items()
+    ]
+
+
+@dataclass
+class Workspace:
+    """A project-like folder: the CLI runs here, so mlruns/ and outputs/ land here."""
+
+    root: Path
+    data_dir: Path
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root}/mlruns/mlflow.db"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RUNNER_"))}
+        env.update(RUNNER_DATA_DIR=str(self.data_dir), PYTHONPATH=str(PROJECT_ROOT), **extra)
+        return env
+
+    def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    root = tmp_path / "project"
+    root.mkdir()
+    return Workspace(root=root, data_dir=tmp_path / "cache")
+
+
+FAST = ["trainer.epochs=1", "trainer.batch_size=32", "logger.experiment=tests"]
