@@ -84,7 +84,7 @@ class CifarCNNConfig(ModelConfig):
 # ---------------------------------------------------------------------------------- optimizer
 
 
-class Schedule(str, Enum):
+class Schedule(Enum):
     constant = "constant"
     # lr / (1 + decay_rate * step): the tutorials' legacy `SGD(decay=...)`.
     inverse_time = "inverse_time"

@@ -11,10 +11,12 @@ from runner.config import Schedule
 from runner.errors import RunnerError
 
 
-def learning_rate(cfg: Any, *, epochs: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(
+    cfg: Any, *, epochs: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     if Schedule(cfg.schedule) is Schedule.constant:
         return cfg.lr
-    # Keras 2's `SGD(decay=d)` used lr / (1 + d * iteration): an InverseTimeDecay stepping per batch.
+    # Keras 2's `SGD(decay=d)`: lr / (1 + d * iteration), an InverseTimeDecay stepping per batch.
     decay_rate = cfg.decay_rate if cfg.decay_rate is not None else cfg.lr / epochs
     return keras.optimizers.schedules.InverseTimeDecay(
         initial_learning_rate=cfg.lr, decay_steps=1, decay_rate=decay_rate

@@ -57,7 +57,10 @@ def git_tags(root: Path) -> dict[str, str]:
         ).stdout.strip()
 
     try:
-        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": str(bool(git("status", "--porcelain")))}
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": str(bool(git("status", "--porcelain"))),
+        }
     except (OSError, subprocess.SubprocessError):
         return {}
 
@@ -72,7 +75,11 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
         return experiment.experiment_id
     location = None
     if artifact_location:
-        location = artifact_location if "://" in artifact_location else Path(artifact_location).absolute().as_uri()
+        location = (
+            artifact_location
+            if "://" in artifact_location
+            else Path(artifact_location).absolute().as_uri()
+        )
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except MlflowException:

@@ -63,7 +63,9 @@ def run(cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     device = configure_tensorflow(cfg)
-    with tracking.tracked_run(cfg, tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir) as run:
+    with tracking.tracked_run(
+        cfg, tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
+    ) as run:
         tracking.log_config(cfg, output_dir / ".hydra")
         splits = data_sources.load(
             cfg.data,
@@ -75,6 +77,7 @@ def run(cfg: DictConfig) -> float:
         _log_data(splits)
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
+        check_monitors(cfg.trainer, metrics)
         model.compile(
             optimizer=optimizers.build(cfg.optimizer, epochs=cfg.trainer.epochs),
             loss=loss,
@@ -131,17 +134,19 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
         verbose=verbose,
         shuffle=False,  # the training dataset shuffles itself each epoch
     )
-    _check_monitored(history.history, trainer)
     return history.history
 
 
-def _check_monitored(history: dict, trainer: DictConfig) -> None:
+def check_monitors(trainer: DictConfig, metrics: list) -> None:
+    """Fail before training when a callback watches a metric this run will never report."""
+    names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
+    available = names + [f"val_{name}" for name in names]
     for key in ("early_stopping", "checkpoint"):
         section = trainer[key]
-        if section.enabled and section.monitor not in history:
+        if section.enabled and section.monitor not in available:
             raise RunnerError(
                 f"trainer.{key}.monitor={section.monitor!r} is not a metric of this run; "
-                f"choose one of {sorted(history)}."
+                f"choose one of {available}."
             )
 
 

@@ -42,7 +42,9 @@ def _read_member(archive: tarfile.TarFile, member: str, path: Path) -> dict:
     try:
         stream = archive.extractfile(f"{FOLDER}/{member}")
     except KeyError:
-        raise DataError(f"{path} has no {FOLDER}/{member}: is it the CIFAR-10 python archive?")
+        raise DataError(
+            f"{path} has no {FOLDER}/{member}: is it the CIFAR-10 python archive?"
+        ) from None
     if stream is None:
         raise DataError(f"{path}: {FOLDER}/{member} is not a regular file.")
     try:

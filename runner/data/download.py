@@ -34,9 +34,7 @@ def fetch(
     url = f"{mirror.rstrip('/')}/{spec.name}"
     expected = spec.sha256 if verify_checksum else None
     if not verify_checksum:
-        log.warning(
-            "data.verify_checksum=false: using %s without checking its sha256.", target
-        )
+        log.warning("data.verify_checksum=false: using %s without checking its sha256.", target)
     if target.exists():
         _check(target, expected, role=role, downloaded=False)
         return target
@@ -54,16 +52,14 @@ def fetch(
     except Exception as error:
         raise DataError(
             f"Could not get {spec.name}: it is not in {cache_dir}/ and the download from {url} "
-            f"failed ({_reason(error)}). Put the file into {cache_dir}/, or point data.mirror "
+            f"failed ({_reason(error, url)}). Put the file into {cache_dir}/, or point data.mirror "
             f"(or the RUNNER_DATA_MIRROR environment variable) at a server that has it."
         ) from None
     _check(target, expected, role=role, downloaded=True, url=url)
     return target
 
 
-def _check(
-    path: Path, expected: str | None, *, role: str, downloaded: bool, url: str = ""
-) -> None:
+def _check(path: Path, expected: str | None, *, role: str, downloaded: bool, url: str = "") -> None:
     if expected is None:
         return
     actual = sha256_of(path)
@@ -84,10 +80,11 @@ def _check(
     )
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, url: str) -> str:
+    """Keras words it "URL fetch failure on <url>: <code> -- <reason>"; the URL is said already."""
     text = str(error).strip() or type(error).__name__
-    # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; the URL is already said.
-    return text.split(" -- ", 1)[-1] if " -- " in text else text
+    text = text.removeprefix(f"URL fetch failure on {url}: ").removeprefix("None -- ")
+    return text.replace(" -- ", " ", 1)
 
 
 def fetch_all(cfg: DownloadedDataConfig, data_dir: Path) -> dict[str, Path]:

@@ -1,0 +1,48 @@
+# Everything goes through the project's virtualenv, created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
+HOST ?= 127.0.0.1
+PORT ?= 5000
+ARGS ?=
+
+.PHONY: install train demo test lint format ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+## train: python -m runner with ARGS, e.g. make train ARGS="model=mlp data=fashion_mnist"
+train: install
+	$(PY) -m runner $(ARGS)
+
+## demo: LeNet on scikit-learn's bundled digits, offline, about a minute on a laptop CPU
+demo: install
+	$(PY) -m runner experiment=digits_lenet $(ARGS)
+	@echo
+	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT))"
+
+## test: the whole suite, offline
+test: install
+	$(PY) -m pytest $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## ui: the MLflow UI on the local store (mlruns/)
+ui: install
+	mkdir -p mlruns
+	$(PY) -m mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""Readers on real-format files and the download path against the loopback mirror."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from runner.config import DigitsDataConfig, DownloadedDataConfig, FileSpec
+from runner.data import LOADERS, load
+from runner.data.cifar10 import read_archive
+from runner.data.download import fetch
+from runner.data.fashion_mnist import read_idx
+from runner.data.mnist import read_npz
+from runner.errors import DataError
+from tests import fixtures
+
+
+def test_mnist_npz_reader(tmp_path):
+    raw = read_npz(fixtures.write_mnist_npz(tmp_path / "mnist.npz", n_train=50, n_test=20))
+    assert raw.x_train.shape == (50, 28, 28) and raw.x_train.dtype == np.uint8
+    assert raw.y_test.shape == (20,)
+    assert raw.class_names == tuple("0123456789")
+
+
+def test_mnist_npz_missing_array_is_a_clear_error(tmp_path):
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"arrays \['y_train', 'x_test', 'y_test'\] are missing"):
+        read_npz(path)
+
+
+def test_idx_reader_reads_images_and_labels(tmp_path):
+    paths = fixtures.write_fashion_mnist(tmp_path, n_train=30, n_test=10)
+    images = read_idx(paths["train-images-idx3-ubyte.gz"])
+    labels = read_idx(paths["train-labels-idx1-ubyte.gz"])
+    assert images.shape == (30, 28, 28) and labels.shape == (30,)
+    # The bright block of each image sits in its label's grid cell.
+    expected = fixtures.class_images(labels, 28, seed=3)
+    np.testing.assert_array_equal(images, expected)
+
+
+def test_idx_reader_rejects_bad_magic_and_truncation(tmp_path):
+    bad = tmp_path / "bad.gz"
+    with gzip.open(bad, "wb") as stream:
+        stream.write(b"\x00\x00\x08\x05" + b"\x00" * 12)
+    with pytest.raises(DataError, match="magic number 2053"):
+        read_idx(bad)
+    short = tmp_path / "short.gz"
+    with gzip.open(short, "wb") as stream:
+        stream.write(fixtures.idx_bytes(np.zeros((4, 28, 28), np.uint8))[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(short)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_cifar_archive_reader_is_channels_last(tmp_path, protocol):
+    path = fixtures.write_cifar10(tmp_path / "c.tar.gz", per_batch=10, n_test=10, protocol=protocol)
+    raw = read_archive(path)
+    assert raw.x_train.shape == (50, 32, 32, 3) and raw.x_test.shape == (10, 32, 32, 3)
+    assert raw.class_names[0] == "airplane" and len(raw.class_names) == 10
+    with tarfile.open(path) as archive:
+        batch = pickle.load(archive.extractfile("cifar-10-batches-py/test_batch"), encoding="bytes")
+    first = batch[b"data"][0]
+    # Row layout: 1024 red, 1024 green, 1024 blue values.
+    np.testing.assert_array_equal(raw.x_test[0, :, :, 0].ravel(), first[:1024])
+    np.testing.assert_array_equal(raw.x_test[0, :, :, 2].ravel(), first[2048:])
+
+
+def test_cifar_reader_refuses_code_in_pickles(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.tar.gz"
+    payload = pickle.dumps({b"data": Evil(), b"labels": []}, protocol=4)
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(payload)
+        import io
+
+        archive.addfile(info, io.BytesIO(payload))
+    with pytest.raises(DataError, match="builtins.print is not allowed"):
+        read_archive(path)
+
+
+def test_fetch_downloads_once_then_uses_the_cache(tmp_path, mirror):
+    spec = FileSpec(name="mnist.npz", sha256=mirror.sha("mnist.npz"))
+    before = len(mirror.requests)
+    for _ in range(2):
+        path = fetch(spec, role="archive", mirror=mirror.url, cache_dir=tmp_path / "mnist",
+                     verify_checksum=True)  # fmt: skip
+    assert path == tmp_path / "mnist" / "mnist.npz"
+    assert path.read_bytes() == (mirror.folder / "mnist.npz").read_bytes()
+    assert mirror.requests[before:] == ["/mnist.npz"]
+
+
+def test_fetch_404_is_a_clear_error(tmp_path, mirror):
+    spec = FileSpec(name="nope.npz", sha256=None)
+    with pytest.raises(DataError) as error:
+        fetch(spec, role="a", mirror=mirror.url + "/", cache_dir=tmp_path, verify_checksum=True)
+    message = str(error.value)
+    assert f"the download from {mirror.url}/nope.npz failed (404 File not found)" in message
+    assert "RUNNER_DATA_MIRROR" in message
+
+
+def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, mirror):
+    cfg = DownloadedDataConfig(
+        name="mnist", mirror=mirror.url,
+        files={"archive": FileSpec(name="mnist.npz", sha256=mirror.sha("mnist.npz"))},
+    )  # fmt: skip
+    first = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=7)
+    again = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=7)
+    other = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=8)
+    assert first.sizes() == {"train": 240, "val": 60, "test": 100}
+    assert np.bincount(first.val.y).tolist() == [6] * 10  # stratified
+    np.testing.assert_array_equal(first.val.x, again.val.x)
+    assert not np.array_equal(first.val.x, other.val.x)
+    assert first.train.x.shape[1:] == (28, 28, 1)
+    assert first.info.input_shape == (28, 28, 1)
+
+
+def test_digits_ships_with_scikit_learn(tmp_path):
+    raw = LOADERS["digits"](DigitsDataConfig(name="digits"), data_dir=tmp_path, seed=0)
+    assert raw.x_train.shape[1:] == (28, 28) and raw.x_train.dtype == np.uint8
+    assert len(raw.x_train) + len(raw.x_test) == 1797
+    assert raw.x_train.max() > 200  # 0-16 scaled to 0-255

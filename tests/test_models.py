@@ -1,0 +1,57 @@
+"""Architectures match ../shared/SPEC.md; input shape and classes come from the data."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner import models
+from runner.config import CifarCNNConfig, LeNetConfig, MLPConfig
+from runner.data.base import DataInfo
+from runner.errors import RunnerError
+
+DIGITS = tuple("0123456789")
+
+
+def conv(k: int, c_in: int, c_out: int) -> int:
+    return k * k * c_in * c_out + c_out
+
+
+def dense(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def test_lenet_parameter_count_matches_spec():
+    # CONV20 5x5 same, pool -> 14x14; CONV50 5x5 same, pool -> 7x7; FC500; softmax 10.
+    expected = conv(5, 1, 20) + conv(5, 20, 50) + dense(7 * 7 * 50, 500) + dense(500, 10)
+    model = models.build(LeNetConfig(name="lenet"), DataInfo("mnist", (28, 28, 1), DIGITS))
+    assert model.count_params() == expected == 1_256_080
+
+
+def test_cifar_cnn_parameter_count_matches_spec():
+    # CONV32 3x3 valid -> 30x30, pool -> 15x15, Dense 1024, Dense 10.
+    expected = conv(3, 3, 32) + dense(15 * 15 * 32, 1024) + dense(1024, 10)
+    info = DataInfo("cifar10", (32, 32, 3), DIGITS)
+    assert models.build(CifarCNNConfig(name="cifar_cnn"), info).count_params() == expected
+
+
+def test_mlp_follows_the_data_shape():
+    info = DataInfo("animals", (32, 32, 3), ("cats", "dogs", "panda"))
+    model = models.build(MLPConfig(name="mlp"), info)
+    expected = dense(3072, 1024) + dense(1024, 512) + dense(512, 3)
+    assert model.count_params() == expected
+    assert model.output_shape == (None, 3)
+
+
+def test_binary_task_gets_one_sigmoid_output():
+    info = DataInfo("cats_vs_dogs", (28, 28, 3), ("cat", "dog"), task="binary")
+    model = models.build(LeNetConfig(name="lenet"), info)
+    assert model.output_shape == (None, 1)
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+
+
+def test_unknown_builder_and_impossible_shapes_are_clear():
+    info = DataInfo("mnist", (28, 28, 1), DIGITS)
+    with pytest.raises(RunnerError, match="model.name should be one of"):
+        models.build(LeNetConfig(name="alexnet"), info)
+    with pytest.raises(RunnerError, match="cannot be built for data=tiny"):
+        models.build(CifarCNNConfig(name="cifar_cnn"), DataInfo("tiny", (2, 2, 1), DIGITS))
