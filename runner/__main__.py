@@ -32,11 +32,17 @@ def main(cfg: DictConfig) -> float | None:
     for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its own levels
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
-    except RunnerError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep records the failed job and goes on
+    except Exception as error:
+        if in_sweep:
+            # The run is already FAILED in MLflow with the reason. NaN tells the sweeper (Optuna
+            # included) this trial failed, and the sweep goes on with the next job.
+            log.error("job failed: %s", error, exc_info=not isinstance(error, RunnerError))
+            return float("nan")
+        if not isinstance(error, RunnerError):
+            raise
         log.error("%s", error)
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -64,6 +64,8 @@ class LeNetConfig(ModelConfig):
     kernel_size: int = 5
     dense_units: int = 500
     activation: str = "relu"
+    # Dropout before the dense layer; 0 is the tutorial's LeNet.
+    dropout: float = 0.0
 
 
 @dataclass
@@ -178,6 +180,19 @@ class PathsConfig:
     output_dir: str | None = None
 
 
+class Mode(Enum):
+    max = "max"
+    min = "min"
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a job returns to a sweeper: the best value of `metric` over its epochs."""
+
+    metric: str = "val_accuracy"
+    mode: Mode = Mode.max
+
+
 @dataclass
 class Config:
     data: DataConfig = MISSING
@@ -187,6 +202,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # Free-form: an `experiment=` preset may record what it reproduces here.
     notes: Any = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import classification_report
 
 from runner import data as data_sources
 from runner import models, optimizers, plots, tracking
+from runner.config import Mode
 from runner.data.base import DataInfo, Splits
 from runner.data.pipeline import to_dataset
 from runner.errors import RunnerError
@@ -33,13 +35,29 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 def configure_tensorflow(cfg: DictConfig) -> str:
     """Seed everything, size the thread pools; return the device the job trains on."""
-    if cfg.trainer.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.trainer.intra_op_threads)
-    if cfg.trainer.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(cfg.trainer.inter_op_threads)
+    keras.backend.clear_session()  # a sweep runs jobs one after another in this process
+    intra, inter = thread_pools(cfg.trainer)
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        pass  # already fixed by an earlier job in this process
     keras.utils.set_random_seed(cfg.trainer.seed)
     gpus = tf.config.list_physical_devices("GPU")
     return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
+def thread_pools(trainer: DictConfig) -> tuple[int, int]:
+    """Configured sizes; with N parallel jobs (joblib launcher) each gets its share of cores."""
+    intra, inter = trainer.intra_op_threads, trainer.inter_op_threads
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    if isinstance(n_jobs, int) and n_jobs != 1:
+        cores = os.cpu_count() or 1
+        share = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+        intra, inter = intra or share, inter or min(2, share)
+    return intra, inter
 
 
 def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
@@ -77,7 +95,7 @@ def run(cfg: DictConfig) -> float:
         _log_data(splits)
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
-        check_monitors(cfg.trainer, metrics)
+        check_monitors(cfg.trainer, cfg.objective, metrics)
         model.compile(
             optimizer=optimizers.build(cfg.optimizer, epochs=cfg.trainer.epochs),
             loss=loss,
@@ -90,7 +108,7 @@ def run(cfg: DictConfig) -> float:
         _log_plots(history, info, cfg)
         if cfg.logger.log_model:
             tracking.log_keras_model(best, splits.test.x[:8], list(info.class_names))
-        objective = _objective(history)
+        objective = _objective(history, cfg.objective)
         _print_summary(run, test_metrics, output_dir, cfg, device)
     return objective
 
@@ -106,7 +124,10 @@ def _log_data(splits: Splits) -> None:
 
 def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Path) -> dict:
     trainer = cfg.trainer
-    callbacks: list[keras.callbacks.Callback] = [MlflowEpochLogger()]
+    callbacks: list[keras.callbacks.Callback] = [
+        MlflowEpochLogger(),
+        keras.callbacks.TerminateOnNaN(),
+    ]
     if trainer.early_stopping.enabled:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -134,19 +155,29 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
         verbose=verbose,
         shuffle=False,  # the training dataset shuffles itself each epoch
     )
+    losses = history.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise RunnerError(
+            f"Training diverged: the loss became {losses[-1]} in epoch {len(losses)}. "
+            f"Lower optimizer.lr (now {cfg.optimizer.lr}) or check the data for bad values."
+        )
     return history.history
 
 
-def check_monitors(trainer: DictConfig, metrics: list) -> None:
+def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) -> None:
     """Fail before training when a callback watches a metric this run will never report."""
     names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
     available = names + [f"val_{name}" for name in names]
-    for key in ("early_stopping", "checkpoint"):
-        section = trainer[key]
-        if section.enabled and section.monitor not in available:
+    watched = {
+        f"trainer.{key}.monitor": trainer[key].monitor
+        for key in ("early_stopping", "checkpoint")
+        if trainer[key].enabled
+    }
+    watched["objective.metric"] = objective.metric
+    for key, metric in watched.items():
+        if metric not in available:
             raise RunnerError(
-                f"trainer.{key}.monitor={section.monitor!r} is not a metric of this run; "
-                f"choose one of {available}."
+                f"{key}={metric!r} is not a metric of this run; choose one of {available}."
             )
 
 
@@ -202,10 +233,12 @@ def _log_plots(history: dict, info: DataInfo, cfg: DictConfig) -> None:
     plots.close(figure)
 
 
-def _objective(history: dict) -> float:
-    if "val_accuracy" in history:
-        return float(np.nanmax(history["val_accuracy"]))
-    return float(-np.nanmin(history["val_loss"]))
+def _objective(history: dict, objective: DictConfig) -> float:
+    """Best value of the objective metric over the epochs, logged as best_<metric>."""
+    values = np.asarray(history[objective.metric], dtype=float)
+    best = float(np.nanmax(values) if Mode(objective.mode) is Mode.max else np.nanmin(values))
+    tracking.log_metrics({f"best_{objective.metric}": best})
+    return best
 
 
 def _summary_text(model: keras.Model) -> str:

@@ -19,5 +19,7 @@ def build(info: DataInfo, cfg: LeNetConfig) -> keras.Model:
         )(x)  # fmt: skip
         x = layers.MaxPooling2D(pool_size=2, strides=2, name=f"block{block}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
+    if cfg.dropout > 0:
+        x = layers.Dropout(cfg.dropout, name="flatten_dropout")(x)
     x = layers.Dense(cfg.dense_units, activation=cfg.activation, name="fc1")(x)
     return keras.Model(inputs, classifier_head(x, info), name="lenet")

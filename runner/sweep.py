@@ -1,0 +1,122 @@
+"""One parent MLflow run per Hydra multirun, with every job of the sweep as its child.
+
+Hydra calls this callback around a sweep (`python -m runner -m ...`). The parent's id reaches
+the jobs through the environment, so it works for jobs in this process (basic launcher) and in
+worker processes (joblib launcher) alike. At the end the parent gets the sweep's outcome: how
+many jobs finished or failed, the best job by the objective, and Optuna's best trial.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from runner.tracking import PARENT_RUN_ENV
+
+log = logging.getLogger(__name__)
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        from runner.tracking import use_experiment
+
+        HydraConfig.instance().set_config(config)  # so ${hydra:...} in the config resolves
+        logger = config.logger
+        self.experiment_id = use_experiment(
+            logger.tracking_uri, logger.experiment, logger.artifact_location
+        )
+        self.client = MlflowClient(tracking_uri=logger.tracking_uri)
+        hydra = config.hydra
+        overrides = list(hydra.overrides.task)
+        sweeper = str(OmegaConf.select(hydra, "sweeper._target_", default="")).split(".")[-1]
+        launcher = str(OmegaConf.select(hydra, "launcher._target_", default="")).split(".")[-1]
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"sweep {Path(hydra.sweep.dir).name}",
+            tags={
+                "sweep": "parent",
+                "sweep_overrides": " ".join(overrides) or "(none)",
+                "sweep_dir": str(Path(hydra.sweep.dir).resolve()),
+                "sweeper": sweeper,
+                "launcher": launcher,
+                "objective": f"{config.objective.mode} {config.objective.metric}",
+            },
+        )
+        self.parent_id = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = self.parent_id
+        # A sweep that dies (Ctrl-C, a crashed sweeper) never reaches on_multirun_end.
+        atexit.register(self._end, "KILLED")
+        log.info("MLflow parent run of this sweep: %s", self.parent_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        try:
+            self._summarize(config)
+        finally:
+            self._end("FINISHED")
+
+    def _summarize(self, config: DictConfig) -> None:
+        children = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=10000,
+        )
+        statuses = [child.info.status for child in children]
+        metrics = {
+            "jobs": len(children),
+            "jobs_finished": statuses.count("FINISHED"),
+            "jobs_failed": len(children) - statuses.count("FINISHED"),
+        }
+        key = f"best_{config.objective.metric}"
+        scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics]
+        if scored:
+            pick = max if config.objective.mode == "max" else min
+            best = pick(scored, key=lambda child: child.data.metrics[key])
+            metrics[key] = best.data.metrics[key]
+            self.client.set_tag(self.parent_id, "best_run_id", best.info.run_id)
+            self.client.set_tag(self.parent_id, "best_overrides", best.data.tags.get("overrides"))
+        for name, value in metrics.items():
+            self.client.log_metric(self.parent_id, name, value)
+        self._log_optuna_result(Path(config.hydra.sweep.dir) / "optimization_results.yaml")
+        print(
+            f"\n[runner] sweep done: {metrics['jobs_finished']} of {metrics['jobs']} jobs "
+            f"finished, {metrics['jobs_failed']} failed. MLflow parent run {self.parent_id}"
+            + (f"; best {key}={metrics[key]:.4f}" if key in metrics else ""),
+            flush=True,
+        )
+
+    def _log_optuna_result(self, path: Path) -> None:
+        if not path.exists():
+            return
+        result = yaml.safe_load(path.read_text())
+        for name, value in (result.get("best_params") or {}).items():
+            self.client.log_param(self.parent_id, f"best.{name}", value)
+        if result.get("best_value") is not None:
+            self.client.log_metric(self.parent_id, "best_value", float(result["best_value"]))
+        self.client.log_artifact(self.parent_id, str(path))
+
+    def _end(self, status: str) -> None:
+        if self.parent_id is None:
+            return
+        parent_id, self.parent_id = self.parent_id, None
+        os.environ.pop(PARENT_RUN_ENV, None)
+        try:
+            self.client.set_terminated(parent_id, status)
+        except Exception:  # at exit the store may be gone; nothing more to do
+            log.warning("Could not close the sweep's MLflow run %s", parent_id)
