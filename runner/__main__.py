@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_configs
+from runner.config import Mode, register_configs
 from runner.errors import RunnerError
 
 # Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
@@ -37,10 +37,11 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except Exception as error:
         if in_sweep:
-            # The run is already FAILED in MLflow with the reason. NaN tells the sweeper (Optuna
-            # included) this trial failed, and the sweep goes on with the next job.
+            # The run is already FAILED in MLflow with the reason. The sweep goes on, and the
+            # sweeper gets the worst possible value (Optuna 2 rejects NaN, and an exception
+            # would end a basic sweep at its first failed job).
             log.error("job failed: %s", error, exc_info=not isinstance(error, RunnerError))
-            return float("nan")
+            return float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf")
         if not isinstance(error, RunnerError):
             raise
         log.error("%s", error)

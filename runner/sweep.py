@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config import Mode
 from runner.tracking import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class MlflowSweepCallback(Callback):
                 "sweep_dir": str(Path(hydra.sweep.dir).resolve()),
                 "sweeper": sweeper,
                 "launcher": launcher,
-                "objective": f"{config.objective.mode} {config.objective.metric}",
+                "objective": f"{Mode(config.objective.mode).value} {config.objective.metric}",
             },
         )
         self.parent_id = run.info.run_id
@@ -86,7 +87,7 @@ class MlflowSweepCallback(Callback):
         key = f"best_{config.objective.metric}"
         scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics]
         if scored:
-            pick = max if config.objective.mode == "max" else min
+            pick = max if Mode(config.objective.mode) is Mode.max else min
             best = pick(scored, key=lambda child: child.data.metrics[key])
             metrics[key] = best.data.metrics[key]
             self.client.set_tag(self.parent_id, "best_run_id", best.info.run_id)
@@ -97,7 +98,7 @@ class MlflowSweepCallback(Callback):
         print(
             f"\n[runner] sweep done: {metrics['jobs_finished']} of {metrics['jobs']} jobs "
             f"finished, {metrics['jobs_failed']} failed. MLflow parent run {self.parent_id}"
-            + (f"; best {key}={metrics[key]:.4f}" if key in metrics else ""),
+            + (f"; best {config.objective.metric}={metrics[key]:.4f}" if key in metrics else ""),
             flush=True,
         )
 

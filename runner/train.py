@@ -34,7 +34,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 def configure_tensorflow(cfg: DictConfig) -> str:
-    """Seed everything, size the thread pools; return the device the job trains on."""
+    """Seed everything, size the thread pools; describe the device the job trains on."""
     keras.backend.clear_session()  # a sweep runs jobs one after another in this process
     intra, inter = thread_pools(cfg.trainer)
     try:
@@ -46,7 +46,10 @@ def configure_tensorflow(cfg: DictConfig) -> str:
         pass  # already fixed by an earlier job in this process
     keras.utils.set_random_seed(cfg.trainer.seed)
     gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU x{len(gpus)}" if gpus else "CPU"
+    if gpus:
+        return f"GPU x{len(gpus)}"
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    return f"CPU ({threads} threads)"
 
 
 def thread_pools(trainer: DictConfig) -> tuple[int, int]:

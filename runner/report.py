@@ -1,0 +1,187 @@
+"""`python -m runner.report`: compare the runs of an experiment or of one sweep.
+
+Reads runs with `mlflow.search_runs` (a pandas DataFrame) and writes, into one folder:
+  runs.csv, runs.md          the runs sorted by the objective, with the params that differ
+  validation_curves.png      the per-epoch validation metric of every run on one plot
+  objective_vs_params.png    the objective against each parameter that differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+# Params that differ between any two runs but say nothing about the setting.
+RUN_SPECIFIC = ("params.paths.output_dir", "params.logger.run_name")
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd().resolve()}/mlruns/mlflow.db"
+    )
+
+
+def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple[pd.DataFrame, str]:
+    """Job runs of the experiment (parents left out), or the children of one sweep."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"error: no MLflow experiment named {experiment!r} in this store.")
+    experiment_id = found.experiment_id
+    if sweep == "latest":
+        parents = client.search_runs(
+            [experiment_id], "tags.sweep = 'parent'", order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )  # fmt: skip
+        if not parents:
+            raise SystemExit(f"error: experiment {experiment!r} has no sweep yet.")
+        sweep = parents[0].info.run_id
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep}'" if sweep else "",
+        max_results=10000,
+    )
+    if "tags.sweep" in runs:
+        runs = runs[runs["tags.sweep"] != "parent"]
+    label = f"sweep-{sweep[:8]}" if sweep else "all-runs"
+    return runs.reset_index(drop=True), label
+
+
+def differing_params(runs: pd.DataFrame) -> list[str]:
+    columns = [c for c in runs.columns if c.startswith("params.") and c not in RUN_SPECIFIC]
+    return [c for c in columns if runs[c].astype(str).nunique(dropna=False) > 1]
+
+
+def comparison_table(runs: pd.DataFrame, objective: str, mode: str) -> pd.DataFrame:
+    metric_columns = [
+        f"metrics.{name}"
+        for name in (f"best_{objective}", "test_accuracy", "test_loss")
+        if f"metrics.{name}" in runs
+    ]
+    columns = ["run_id", "status", *differing_params(runs), *metric_columns]
+    table = runs[[c for c in columns if c in runs]].copy()
+    sort_key = f"metrics.best_{objective}"
+    if sort_key in table:
+        table = table.sort_values(sort_key, ascending=(mode == "min"), na_position="last")
+    table.columns = [c.removeprefix("params.").removeprefix("metrics.") for c in table.columns]
+    return table.reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.4f}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines) + "\n"
+
+
+def run_label(row: pd.Series, params: list[str]) -> str:
+    """Short run id plus the settings that tell this run apart."""
+    settings = " ".join(f"{p.removeprefix('params.')}={row[p]}" for p in params)
+    return f"{row['run_id'][:8]} {settings}".strip()
+
+
+def plot_validation_curves(client: MlflowClient, runs: pd.DataFrame, metric: str, path: Path):
+    figure, axis = plt.subplots(figsize=(9, 5))
+    params = differing_params(runs)
+    for _, row in runs.iterrows():
+        history = sorted(client.get_metric_history(row["run_id"], metric), key=lambda m: m.step)
+        if history:
+            axis.plot([m.step + 1 for m in history], [m.value for m in history], marker="o",
+                      label=run_label(row, params))  # fmt: skip
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(metric)
+    axis.set_title(f"{metric} of every run")
+    axis.grid(alpha=0.3)
+    if len(runs) <= 20:
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_objective_vs_params(table: pd.DataFrame, params: list[str], objective: str, path: Path):
+    key = f"best_{objective}"
+    names = [p.removeprefix("params.") for p in params]
+    if key not in table or not names:
+        return False
+    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=True):
+        values = pd.to_numeric(table[name], errors="coerce")
+        if values.notna().all():
+            axis.scatter(values, table[key])
+            if values.min() > 0 and values.max() / values.min() >= 100:
+                axis.set_xscale("log")
+        else:  # categorical: one column of points per value
+            categories = sorted(table[name].astype(str).unique())
+            positions = table[name].astype(str).map(categories.index)
+            axis.scatter(positions, table[key])
+            axis.set_xticks(range(len(categories)), categories, rotation=30)
+        axis.set_xlabel(name)
+        axis.set_ylabel(key)
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"{key} against each parameter that differs")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def write_report(
+    tracking_uri: str, experiment: str, sweep: str | None, out: Path, objective: str, mode: str
+) -> Path:
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    runs, label = find_runs(client, experiment, sweep)
+    if runs.empty:
+        raise SystemExit(f"error: no runs found in {experiment!r} ({label}).")
+    folder = out / experiment / label
+    folder.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(runs, objective, mode)
+    table.to_csv(folder / "runs.csv", index=False)
+    header = (
+        f"# {experiment}: {label}\n\n{len(table)} runs, sorted by best {objective} ({mode}).\n\n"
+    )
+    (folder / "runs.md").write_text(header + to_markdown(table))
+    plot_validation_curves(client, runs, objective, folder / "validation_curves.png")
+    plot_objective_vs_params(
+        table, differing_params(runs), objective, folder / "objective_vs_params.png"
+    )
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--experiment", default="runner", help="MLflow experiment (runner)")
+    parser.add_argument("--sweep", default=None,
+                        help="a sweep's parent run id, or 'latest'; default: every run")  # fmt: skip
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("experiments"))
+    parser.add_argument("--objective", default="val_accuracy")
+    parser.add_argument("--mode", choices=("max", "min"), default="max")
+    args = parser.parse_args(argv)
+    folder = write_report(
+        args.tracking_uri or default_tracking_uri(), args.experiment, args.sweep, args.out,
+        args.objective, args.mode,
+    )  # fmt: skip
+    print(
+        f"[runner.report] wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}"
+    )
+
+
+if __name__ == "__main__":
+    main()
