@@ -39,9 +39,11 @@ def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple
     experiment_id = found.experiment_id
     if sweep == "latest":
         parents = client.search_runs(
-            [experiment_id], "tags.sweep = 'parent'", order_by=["attributes.start_time DESC"],
+            [experiment_id],
+            "tags.sweep = 'parent'",
+            order_by=["attributes.start_time DESC"],
             max_results=1,
-        )  # fmt: skip
+        )
         if not parents:
             raise SystemExit(f"error: experiment {experiment!r} has no sweep yet.")
         sweep = parents[0].info.run_id
@@ -99,8 +101,12 @@ def plot_validation_curves(client: MlflowClient, runs: pd.DataFrame, metric: str
     for _, row in runs.iterrows():
         history = sorted(client.get_metric_history(row["run_id"], metric), key=lambda m: m.step)
         if history:
-            axis.plot([m.step + 1 for m in history], [m.value for m in history], marker="o",
-                      label=run_label(row, params))  # fmt: skip
+            axis.plot(
+                [m.step + 1 for m in history],
+                [m.value for m in history],
+                marker="o",
+                label=run_label(row, params),
+            )
     axis.set_xlabel("epoch")
     axis.set_ylabel(metric)
     axis.set_title(f"{metric} of every run")
@@ -163,21 +169,32 @@ def write_report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--experiment", default="runner", help="MLflow experiment (runner)")
-    parser.add_argument("--sweep", default=None,
-                        help="a sweep's parent run id, or 'latest'; default: every run")  # fmt: skip
-    parser.add_argument("--tracking-uri", default=None,
-                        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")  # fmt: skip
+    parser.add_argument(
+        "--sweep", default=None, help="a sweep's parent run id, or 'latest'; default: every run"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments"))
     parser.add_argument("--objective", default="val_accuracy")
     parser.add_argument("--mode", choices=("max", "min"), default="max")
     args = parser.parse_args(argv)
     folder = write_report(
-        args.tracking_uri or default_tracking_uri(), args.experiment, args.sweep, args.out,
-        args.objective, args.mode,
-    )  # fmt: skip
+        args.tracking_uri or default_tracking_uri(),
+        args.experiment,
+        args.sweep,
+        args.out,
+        args.objective,
+        args.mode,
+    )
     print(
         f"[runner.report] wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}"
     )
