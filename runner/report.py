@@ -58,9 +58,35 @@ def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple
     return runs.reset_index(drop=True), label
 
 
+def as_text(column: pd.Series) -> pd.Series:
+    """Values as strings; a param a run does not have (another model's key) reads '-'."""
+    return column.astype(object).where(column.notna(), "-").astype(str)
+
+
 def differing_params(runs: pd.DataFrame) -> list[str]:
+    """The param columns that tell the runs apart.
+
+    Taken from the command-line overrides that differ between runs (`model=mlp` stands for
+    `model.name`), so a grid over `model=lenet,mlp` shows `model.name`, not every key that
+    one model has and the other lacks. Without such overrides: every param that differs.
+    """
     columns = [c for c in runs.columns if c.startswith("params.") and c not in RUN_SPECIFIC]
-    return [c for c in columns if runs[c].astype(str).nunique(dropna=False) > 1]
+    differing = [c for c in columns if as_text(runs[c]).nunique() > 1]
+    if "tags.overrides" not in runs:
+        return differing
+    overrides = [
+        dict(item.split("=", 1) for item in str(text).split() if "=" in item)
+        for text in runs["tags.overrides"].fillna("")
+    ]
+    keys = {key for job in overrides for key in job}
+    swept = [key for key in sorted(keys) if len({job.get(key) for job in overrides}) > 1]
+    picked = []
+    for key in swept:
+        for column in (f"params.{key}", f"params.{key}.name"):
+            if column in differing and column not in picked:
+                picked.append(column)
+                break
+    return picked or differing
 
 
 def comparison_table(runs: pd.DataFrame, objective: str, mode: str) -> pd.DataFrame:
@@ -131,8 +157,9 @@ def plot_objective_vs_params(table: pd.DataFrame, params: list[str], objective: 
             if values.min() > 0 and values.max() / values.min() >= 100:
                 axis.set_xscale("log")
         else:  # categorical: one column of points per value
-            categories = sorted(table[name].astype(str).unique())
-            positions = table[name].astype(str).map(categories.index)
+            labels = as_text(table[name])
+            categories = sorted(labels.unique())
+            positions = labels.map(categories.index)
             axis.scatter(positions, table[key])
             axis.set_xticks(range(len(categories)), categories, rotation=30)
         axis.set_xlabel(name)
