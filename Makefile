@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install train demo test lint format ui clean
+.PHONY: install train demo test lint format ui report clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ format: install
 ui: install
 	mkdir -p mlruns
 	$(PY) -m mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+## report: compare runs into experiments/ (ARGS="--sweep latest", "--experiment NAME", ...)
+report: install
+	$(PY) -m runner.report $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

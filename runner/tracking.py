@@ -92,7 +92,7 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, *, tags: dict[str, str], checkpoint_dir: Path
+    cfg: DictConfig, *, run_name: str, tags: dict[str, str], checkpoint_dir: Path
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one job, ended with a status that tells what happened.
 
@@ -104,7 +104,7 @@ def tracked_run(
     )
     run = mlflow.start_run(
         experiment_id=experiment_id,
-        run_name=cfg.logger.run_name,
+        run_name=run_name,
         parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
         tags=tags,
     )

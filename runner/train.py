@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import classification_report
 
@@ -63,6 +64,18 @@ def thread_pools(trainer: DictConfig) -> tuple[int, int]:
     return intra, inter
 
 
+def run_name(cfg: DictConfig) -> str:
+    """`logger.run_name`, else model-data, numbered within a sweep.
+
+    (MLflow's random names would repeat: they come from Python's `random`, seeded per job.)
+    """
+    if cfg.logger.run_name:
+        return cfg.logger.run_name
+    hydra = HydraConfig.get()
+    name = f"{cfg.model.name}-{cfg.data.name}"
+    return f"{name} #{hydra.job.num}" if hydra.mode == RunMode.MULTIRUN else name
+
+
 def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
@@ -85,7 +98,7 @@ def run(cfg: DictConfig) -> float:
     checkpoint_dir = output_dir / "checkpoints"
     device = configure_tensorflow(cfg)
     with tracking.tracked_run(
-        cfg, tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
+        cfg, run_name=run_name(cfg), tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
     ) as run:
         tracking.log_config(cfg, output_dir / ".hydra")
         splits = data_sources.load(

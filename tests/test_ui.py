@@ -1,0 +1,106 @@
+"""The real MLflow UI shows a sweep: `mlflow server` on 127.0.0.1, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT_DIR = PROJECT_ROOT / "test-artifacts"
+
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI needs Debian's chromium for the UI test: .ci/run installs it")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs chromium (apt-get install chromium); CI installs it"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium(*args: str, timeout: float = 90) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,900",
+             "--virtual-time-budget=20000", *args],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    return result.stdout
+
+
+@pytest.fixture
+def mlflow_server(workspace):
+    port = free_port()
+    (workspace.root / "mlruns").mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", workspace.tracking_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=workspace.root, env=workspace.env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, "mlflow server exited"
+        assert time.monotonic() < deadline, "mlflow server did not answer"
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_mlflow_ui_lists_the_sweep_runs_and_their_metrics(workspace, mlflow_server):
+    result = workspace.run(
+        "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=ui",
+        "logger.log_model=false", "optimizer.lr=0.05,0.01",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    experiment_id = client.get_experiment_by_name("ui").experiment_id
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == 3
+
+    parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
+    children = [r for r in runs if r is not parent]
+    SCREENSHOT_DIR.mkdir(exist_ok=True)
+
+    # The experiment's runs table lists the sweep (its jobs folded under the parent run).
+    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
+    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_runs.png'}", runs_page)
+    assert (SCREENSHOT_DIR / "mlflow_ui_runs.png").stat().st_size > 10_000
+    dom = chromium("--dump-dom", runs_page)
+    assert parent.info.run_name in dom, "the sweep's parent run is listed"
+    assert re.search(r"3\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 2 jobs"
+
+    # Comparing the sweep's jobs shows each run with its params and metrics.
+    ids = ",".join(f'"{r.info.run_id}"' for r in children)
+    compare = f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
+    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_compare.png'}", compare)
+    dom = chromium("--dump-dom", compare)
+    assert {r.info.run_name for r in children} == {"lenet-digits #0", "lenet-digits #1"}
+    for child in children:
+        assert child.info.run_name in dom
+    assert "best_val_accuracy" in dom and "test_accuracy" in dom, "metric rows are shown"
+    assert "optimizer.lr" in dom, "the swept param is shown"
