@@ -22,10 +22,11 @@ from omegaconf import MISSING
 
 @dataclass
 class FileSpec:
-    """One file of a dataset: its name on the mirror and in the cache, and its sha256."""
+    """One file of a dataset: its name on the mirror and in the cache, and its checksum."""
 
     name: str = MISSING
     sha256: str | None = None
+    md5: str | None = None  # only where no sha256 is published (Pascal VOC)
 
 
 @dataclass
@@ -50,12 +51,75 @@ class DigitsDataConfig(DataConfig):
     test_fraction: float = 0.2
 
 
+class ColorMode(Enum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
+    """Images decoded from files. Size and color default to the model's (`model.input_size`)."""
+
+    path: str | None = None
+    image_size: list[int] | None = None  # [height, width]
+    color_mode: ColorMode | None = None
+
+
+@dataclass
+class FolderDataConfig(ImageDataConfig):
+    """One sub-folder per class. Test is a seeded, stratified fraction; validation comes from
+    the rest (trainer.validation_split)."""
+
+    test_split: float = 0.25
+
+
+@dataclass
+class CatsVsDogsDataConfig(ImageDataConfig):
+    """Kaggle's train/ (cat.N.jpg, dog.N.jpg), its zip, or Microsoft's PetImages/Cat|Dog/N.jpg.
+    Ordered by N: the first `train_per_class` of each class train, the next ones validation,
+    then test."""
+
+    train_per_class: int = 1000
+    val_per_class: int = 500
+    test_per_class: int = 500
+
+
+class VocSplit(Enum):
+    imagesets = "imagesets"  # ImageSets/Main train.txt / val.txt
+    random = "random"  # seeded fractions of all annotation files
+
+
+class Difficult(Enum):
+    include = "include"  # an object flagged difficult still makes its class present
+    exclude = "exclude"  # ignore difficult objects (the class is present only via others)
+
+
+@dataclass
+class VocDataConfig(ImageDataConfig):
+    """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched."""
+
+    year: str = "2012"
+    mirror: str = MISSING
+    files: dict[str, FileSpec] = field(default_factory=dict)
+    verify_checksum: bool = True
+    split: VocSplit = VocSplit.imagesets
+    # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
+    train_fraction: float = 0.7
+    val_fraction: float = 0.2
+    difficult: Difficult = Difficult.include
+    threshold: float = 0.5  # a class is predicted present at this probability
+
+
 # -------------------------------------------------------------------------------------- model
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING
+    # Image size and color this model is meant for; image datasets decode to it unless
+    # data.image_size / data.color_mode say otherwise. Arrays (MNIST, CIFAR) keep their own.
+    input_size: list[int] = field(default_factory=lambda: [32, 32])
+    color_mode: ColorMode = ColorMode.rgb
 
 
 @dataclass
@@ -72,6 +136,28 @@ class LeNetConfig(ModelConfig):
 class MLPConfig(ModelConfig):
     hidden_units: list[int] = field(default_factory=lambda: [1024, 512])
     activation: str = "sigmoid"
+    dropout: float = 0.0
+
+
+@dataclass
+class SmallVGGNetConfig(ModelConfig):
+    # (filters, convs) per block; each block ends with max pooling and dropout.
+    blocks: list[list[int]] = field(default_factory=lambda: [[32, 1], [64, 2], [128, 3]])
+    dense_units: int = 512
+    conv_dropout: float = 0.25
+    dense_dropout: float = 0.5
+
+
+@dataclass
+class ConvNetSmallConfig(ModelConfig):
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    dense_units: int = 512
+    dropout: float = 0.0  # before the dense layer; 0.5 in the augmented variant
+
+
+@dataclass
+class VGG16Config(ModelConfig):
+    fc_units: int = 4096  # width of the two fully connected layers of the head
     dropout: float = 0.0
 
 
@@ -211,11 +297,17 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
         "downloaded": DownloadedDataConfig,
         "digits": DigitsDataConfig,
+        "folder": FolderDataConfig,
+        "cats_vs_dogs": CatsVsDogsDataConfig,
+        "voc": VocDataConfig,
     },
     "model": {
         "lenet": LeNetConfig,
         "mlp": MLPConfig,
         "cifar_cnn": CifarCNNConfig,
+        "smallvggnet": SmallVGGNetConfig,
+        "convnet_small": ConvNetSmallConfig,
+        "vgg16": VGG16Config,
     },
     "optimizer": {
         "sgd": SGDConfig,

@@ -56,3 +56,16 @@ def confusion_matrix(
 
 def close(figure: Figure) -> None:
     plt.close(figure)
+
+
+def per_class_bars(values: Mapping[str, float], label: str, title: str) -> Figure:
+    names = list(values)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4))
+    axis.bar(names, [values[name] for name in names])
+    axis.set_ylim(0, 1)
+    axis.set_ylabel(label)
+    axis.set_title(title)
+    axis.tick_params(axis="x", rotation=60)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure

@@ -166,6 +166,16 @@ def log_dataset(
     mlflow.log_dict(list(class_names), "class_names.json")
 
 
+def log_skipped(skipped: Sequence[Any]) -> None:
+    """How many files were left out of the data, and which ones with the reason."""
+    mlflow.log_metric("skipped_files", len(skipped))
+    if skipped:
+        mlflow.log_dict(
+            [{"path": item.path, "reason": item.reason} for item in skipped],
+            "data/skipped_files.json",
+        )
+
+
 def log_json(data: Any, artifact_file: str) -> None:
     mlflow.log_dict(data, artifact_file)
 

@@ -13,14 +13,14 @@ import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import classification_report
 
 from runner import data as data_sources
 from runner import models, optimizers, plots, tracking
-from runner.config import Mode
-from runner.data.base import DataInfo, Splits
+from runner.config import ColorMode, Mode
+from runner.data.base import DataInfo, LoadContext, Splits
 from runner.data.pipeline import to_dataset
 from runner.errors import RunnerError
+from runner.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,21 @@ def thread_pools(trainer: DictConfig) -> tuple[int, int]:
     return intra, inter
 
 
+def load_context(cfg: DictConfig) -> LoadContext:
+    """Image size and color: the data config's if set, else what the model is meant for."""
+    size = OmegaConf.select(cfg, "data.image_size", default=None) or cfg.model.input_size
+    color = OmegaConf.select(cfg, "data.color_mode", default=None) or cfg.model.color_mode
+    if len(size) != 2 or min(size) < 1:
+        raise RunnerError(f"data.image_size should be [height, width]. Received: {list(size)}")
+    return LoadContext(
+        data_dir=Path(cfg.paths.data_dir).expanduser(),
+        seed=cfg.trainer.seed,
+        validation_split=cfg.trainer.validation_split,
+        image_size=(int(size[0]), int(size[1])),
+        channels=1 if ColorMode(color) is ColorMode.grayscale else 3,
+    )
+
+
 def run_name(cfg: DictConfig) -> str:
     """`logger.run_name`, else model-data, numbered within a sweep.
 
@@ -101,12 +116,7 @@ def run(cfg: DictConfig) -> float:
         cfg, run_name=run_name(cfg), tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
     ) as run:
         tracking.log_config(cfg, output_dir / ".hydra")
-        splits = data_sources.load(
-            cfg.data,
-            data_dir=Path(cfg.paths.data_dir).expanduser(),
-            validation_split=cfg.trainer.validation_split,
-            seed=cfg.trainer.seed,
-        )
+        splits = data_sources.load(cfg.data, load_context(cfg))
         info = splits.info
         _log_data(splits)
         model = models.build(cfg.model, info)
@@ -120,7 +130,13 @@ def run(cfg: DictConfig) -> float:
         tracking.log_text(_summary_text(model), "model_summary.txt")
         history = _fit(cfg, model, splits, checkpoint_dir)
         best = _best_model(cfg, model, checkpoint_dir)
-        test_metrics = _evaluate(cfg, best, splits)
+        test_metrics = evaluate(
+            best,
+            splits,
+            batch_size=cfg.trainer.batch_size,
+            threshold=OmegaConf.select(cfg, "data.threshold", default=0.5),
+            title=f"{cfg.model.name} on {info.name}",
+        )
         _log_plots(history, info, cfg)
         if cfg.logger.log_model:
             tracking.log_keras_model(best, splits.test.x[:8], list(info.class_names))
@@ -132,6 +148,13 @@ def run(cfg: DictConfig) -> float:
 def _log_data(splits: Splits) -> None:
     info = splits.info
     tracking.log_dataset(info.class_names, info.input_shape, info.task, splits.sizes())
+    tracking.log_skipped(splits.skipped)
+    if splits.skipped:
+        log.warning(
+            "skipped %d file(s) that are not usable images (listed in the run's "
+            "data/skipped_files.json), e.g. %s: %s",
+            len(splits.skipped), splits.skipped[0].path, splits.skipped[0].reason,
+        )  # fmt: skip
     log.info(
         "data=%s: %s, %d classes; train %d, validation %d, test %d",
         info.name, info.input_shape, info.num_classes, *splits.sizes().values(),
@@ -203,44 +226,6 @@ def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> ke
     if cfg.trainer.checkpoint.enabled and path.exists():
         return keras.saving.load_model(path, safe_mode=True)
     return model
-
-
-def _evaluate(cfg: DictConfig, model: keras.Model, splits: Splits) -> dict[str, float]:
-    info = splits.info
-    test = to_dataset(splits.test, batch_size=cfg.trainer.batch_size)
-    results = model.evaluate(test, return_dict=True, verbose=0)
-    test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
-    tracking.log_metrics(test_metrics)
-
-    probabilities = model.predict(test, verbose=0)
-    y_pred = _predicted_labels(probabilities, info)
-    y_true = splits.test.y
-    names = list(info.class_names)
-    labels = list(range(len(names)))
-    tracking.log_text(
-        classification_report(
-            y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0
-        ),
-        "reports/classification_report.txt",
-    )
-    tracking.log_json(
-        classification_report(
-            y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
-        ),
-        "reports/classification_report.json",
-    )
-    figure = plots.confusion_matrix(
-        y_true, y_pred, names, f"{cfg.model.name} on {info.name}: test confusion matrix"
-    )
-    tracking.log_figure(figure, "plots/confusion_matrix.png")
-    plots.close(figure)
-    return test_metrics
-
-
-def _predicted_labels(probabilities: np.ndarray, info: DataInfo) -> np.ndarray:
-    if info.task == "binary":
-        return (probabilities[:, 0] >= 0.5).astype(np.int64)
-    return probabilities.argmax(axis=1)
 
 
 def _log_plots(history: dict, info: DataInfo, cfg: DictConfig) -> None:

@@ -98,8 +98,10 @@ class Workspace:
         )
 
     def client(self):
+        """A client on this workspace's store; `runs:/` URIs resolve against it too."""
         import mlflow
 
+        mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from runner import models
-from runner.config import CifarCNNConfig, LeNetConfig, MLPConfig
+from runner.config import (
+    CifarCNNConfig,
+    ConvNetSmallConfig,
+    LeNetConfig,
+    MLPConfig,
+    SmallVGGNetConfig,
+    VGG16Config,
+)
 from runner.data.base import DataInfo
 from runner.errors import RunnerError
 
@@ -55,3 +62,42 @@ def test_unknown_builder_and_impossible_shapes_are_clear():
         models.build(LeNetConfig(name="alexnet"), info)
     with pytest.raises(RunnerError, match="cannot be built for data=tiny"):
         models.build(CifarCNNConfig(name="cifar_cnn"), DataInfo("tiny", (2, 2, 1), DIGITS))
+
+
+def test_cats_vs_dogs_convnet_parameter_count_matches_spec():
+    info = DataInfo("cats_vs_dogs", (150, 150, 3), ("cat", "dog"), task="binary")
+    model = models.build(ConvNetSmallConfig(name="convnet_small"), info)
+    assert model.count_params() == 3_453_121
+    assert model.output_shape == (None, 1)
+    with_dropout = models.build(ConvNetSmallConfig(name="convnet_small", dropout=0.5), info)
+    assert with_dropout.count_params() == 3_453_121
+    assert any(layer.name == "flatten_dropout" for layer in with_dropout.layers)
+
+
+def test_vgg16_parameter_count_matches_the_paper():
+    info = DataInfo("imagenet", (224, 224, 3), tuple(str(i) for i in range(1000)))
+    assert models.build(VGG16Config(name="vgg16"), info).count_params() == 138_357_544
+
+
+def test_smallvggnet_and_simple_nn_build_for_the_animals_data():
+    info = DataInfo("animals", (64, 64, 3), ("cats", "dogs", "panda"))
+    model = models.build(SmallVGGNetConfig(name="smallvggnet"), info)
+    convs = [
+        layer
+        for layer in model.layers
+        if layer.name.endswith(tuple("123")) and "conv" in layer.name
+    ]
+    assert len(convs) == 6  # 1 + 2 + 3
+    assert model.get_layer("flatten").output.shape[1:] == (8 * 8 * 128,)  # three 2x2 pools
+    assert model.output_shape == (None, 3)
+    simple = models.build(
+        MLPConfig(name="simple_nn"), DataInfo("animals", (32, 32, 3), info.class_names)
+    )
+    assert simple.count_params() == dense(3072, 1024) + dense(1024, 512) + dense(512, 3)
+
+
+def test_multilabel_head_is_independent_sigmoids():
+    info = DataInfo("voc", (32, 32, 3), tuple(f"c{i}" for i in range(20)), task="multilabel")
+    model = models.build(LeNetConfig(name="lenet"), info)
+    assert model.output_shape == (None, 20)
+    assert model.layers[-1].activation.__name__ == "sigmoid"

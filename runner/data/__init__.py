@@ -1,33 +1,48 @@
-"""Data sources: `data.name` -> the loader that reads it. Every loader returns `RawArrays`."""
+"""Data sources: `data.name` -> the loader that reads it into train/validation/test splits.
+
+Sources read as arrays with an official test split (MNIST, Fashion-MNIST, CIFAR-10, digits)
+share `to_splits`; image-file sources (folders, cats vs dogs, VOC) build their splits themselves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from runner.data import cifar10, digits, fashion_mnist, mnist
-from runner.data.base import DataInfo, RawArrays, Splits, to_splits
+from runner.data import cats_vs_dogs, cifar10, digits, fashion_mnist, folders, mnist, voc
+from runner.data.base import DataInfo, LoadContext, RawArrays, Splits, to_splits
 from runner.errors import RunnerError
 
-Loader = Callable[..., RawArrays]
+Loader = Callable[[Any, LoadContext], Splits]
+
+
+def _arrays(read: Callable[..., RawArrays]) -> Loader:
+    def load(cfg: Any, ctx: LoadContext) -> Splits:
+        raw = read(cfg, data_dir=ctx.data_dir, seed=ctx.seed)
+        return to_splits(raw, name=cfg.name, validation_split=ctx.validation_split, seed=ctx.seed)
+
+    return load
+
 
 LOADERS: dict[str, Loader] = {
-    "mnist": mnist.load,
-    "fashion_mnist": fashion_mnist.load,
-    "cifar10": cifar10.load,
-    "digits": digits.load,
+    "mnist": _arrays(mnist.load),
+    "fashion_mnist": _arrays(fashion_mnist.load),
+    "cifar10": _arrays(cifar10.load),
+    "digits": _arrays(digits.load),
+    "image_folder": folders.load,
+    "animals": folders.load,
+    "cats_vs_dogs": cats_vs_dogs.load,
+    "voc": voc.load,
 }
 
-__all__ = ["DataInfo", "LOADERS", "Splits", "load"]
+__all__ = ["DataInfo", "LOADERS", "LoadContext", "Splits", "load"]
 
 
-def load(data_cfg: Any, *, data_dir: Path, validation_split: float, seed: int) -> Splits:
+def load(data_cfg: Any, ctx: LoadContext) -> Splits:
     try:
         loader = LOADERS[data_cfg.name]
     except KeyError:
         raise RunnerError(
             f"data.name should be one of {sorted(LOADERS)}. Received: data.name={data_cfg.name!r}"
         ) from None
-    raw = loader(data_cfg, data_dir=data_dir, seed=seed)
-    return to_splits(raw, name=data_cfg.name, validation_split=validation_split, seed=seed)
+    return loader(data_cfg, ctx)

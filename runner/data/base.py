@@ -7,11 +7,13 @@ names, task kind) and the training loop only sees the splits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from runner.data.images import Skipped
 from runner.errors import DataError
 
 Task = Literal["multiclass", "binary", "multilabel"]
@@ -40,13 +42,24 @@ class ArraySplit:
         return len(self.x)
 
 
+@dataclass(frozen=True)
+class LoadContext:
+    """What a loader needs besides its own config section."""
+
+    data_dir: Path
+    seed: int
+    validation_split: float
+    image_size: tuple[int, int]  # for sources decoded from image files
+    channels: int
+
+
 @dataclass
 class Splits:
     train: ArraySplit
     val: ArraySplit
     test: ArraySplit
     info: DataInfo
-    extra: dict[str, float] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)  # files left out, with the reason
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -61,6 +74,21 @@ class RawArrays:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
+
+
+def task_for(class_names: tuple[str, ...], multilabel: bool = False) -> Task:
+    """Two classes are one sigmoid output; more are softmax (or sigmoids when multi-label)."""
+    if multilabel:
+        return "multilabel"
+    return "binary" if len(class_names) == 2 else "multiclass"
+
+
+def check_classes(class_names: tuple[str, ...], where: str) -> None:
+    if len(class_names) < 2:
+        raise DataError(
+            f"{where} has {len(class_names)} class(es) {list(class_names)}: a classifier needs "
+            "at least two (one sub-folder per class)."
+        )
 
 
 def stratified_split(
@@ -96,5 +124,10 @@ def to_splits(raw: RawArrays, *, name: str, validation_split: float, seed: int) 
         x_train, raw.y_train.astype(np.int64), validation_split, seed, "trainer.validation_split"
     )
     test = ArraySplit(x_test, raw.y_test.astype(np.int64))
-    info = DataInfo(name=name, input_shape=tuple(x_train.shape[1:]), class_names=raw.class_names)
+    info = DataInfo(
+        name=name,
+        input_shape=tuple(x_train.shape[1:]),
+        class_names=raw.class_names,
+        task=task_for(raw.class_names),
+    )
     return Splits(train=train, val=val, test=test, info=info)

@@ -18,8 +18,8 @@ from runner.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(chunk_size), b""):
             digest.update(chunk)
@@ -32,11 +32,12 @@ def fetch(
     """Return the local path of `spec`, downloading it into `cache_dir` when it is not there."""
     target = cache_dir / spec.name
     url = f"{mirror.rstrip('/')}/{spec.name}"
-    expected = spec.sha256 if verify_checksum else None
+    algorithm = "sha256" if spec.sha256 or not spec.md5 else "md5"
+    expected = (spec.sha256 or spec.md5) if verify_checksum else None
     if not verify_checksum:
         log.warning("data.verify_checksum=false: using %s without checking its sha256.", target)
     if target.exists():
-        _check(target, expected, role=role, downloaded=False)
+        _check(target, expected, algorithm, role=role, downloaded=False)
         return target
 
     import keras  # deferred: importing TensorFlow costs seconds
@@ -55,22 +56,30 @@ def fetch(
             f"failed ({_reason(error, url)}). Put the file into {cache_dir}/, or point data.mirror "
             f"(or the RUNNER_DATA_MIRROR environment variable) at a server that has it."
         ) from None
-    _check(target, expected, role=role, downloaded=True, url=url)
+    _check(target, expected, algorithm, role=role, downloaded=True, url=url)
     return target
 
 
-def _check(path: Path, expected: str | None, *, role: str, downloaded: bool, url: str = "") -> None:
+def _check(
+    path: Path,
+    expected: str | None,
+    algorithm: str,
+    *,
+    role: str,
+    downloaded: bool,
+    url: str = "",
+) -> None:
     if expected is None:
         return
-    actual = sha256_of(path)
+    actual = digest_of(path, algorithm)
     if actual == expected.lower():
         return
     where = f"downloaded from {url}" if downloaded else "in the cache"
     if downloaded:
         path.unlink()  # a bad download is worth nothing; the next run retries
     raise DataError(
-        f"Checksum mismatch for {path.name} ({where}, {path.parent}/): sha256 is {actual}, "
-        f"expected {expected} (data.files.{role}.sha256). "
+        f"Checksum mismatch for {path.name} ({where}, {path.parent}/): {algorithm} is {actual}, "
+        f"expected {expected} (data.files.{role}.{algorithm}). "
         + (
             "The download was removed; check data.mirror."
             if downloaded

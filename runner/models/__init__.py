@@ -12,7 +12,7 @@ import keras
 
 from runner.data.base import DataInfo
 from runner.errors import RunnerError
-from runner.models import cifar_cnn, lenet, mlp
+from runner.models import cifar_cnn, convnet_small, lenet, mlp, smallvggnet, vgg16
 
 Builder = Callable[[DataInfo, Any], keras.Model]
 
@@ -20,6 +20,10 @@ BUILDERS: dict[str, Builder] = {
     "lenet": lenet.build,
     "mlp": mlp.build,
     "cifar_cnn": cifar_cnn.build,
+    "simple_nn": mlp.build,  # the tutorials' name for the MLP
+    "smallvggnet": smallvggnet.build,
+    "convnet_small": convnet_small.build,
+    "vgg16": vgg16.build,
 }
 
 

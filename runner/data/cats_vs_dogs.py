@@ -1,0 +1,117 @@
+"""Cats vs dogs as the tutorial splits it: first N of each class train, next validation, then test.
+
+Accepts Kaggle's `train/` folder (`cat.0.jpg` ... `dog.12499.jpg`: the class is in the file
+name), Kaggle's zip of it, or Microsoft's `PetImages/Cat/N.jpg`, `PetImages/Dog/N.jpg`. Files
+are ordered by their number N. Bad files (the real data has corrupt and non-JPEG ones) are
+skipped and reported, and the next files of that class take their place.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, task_for
+from runner.data.folders import require_folder
+from runner.data.images import Skipped, decode_files, is_image_name
+from runner.errors import DataError
+
+CLASS_NAMES = ("cat", "dog")
+KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
+
+
+def extract_zip(archive: Path, destination: Path) -> Path:
+    """Extract once into `destination`, refusing members that would land outside it."""
+    done = destination / ".extracted"
+    if done.exists():
+        return destination
+    destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                target = (root / member.filename).resolve()
+                if not target.is_relative_to(root):
+                    raise DataError(f"{archive}: member {member.filename!r} escapes the folder.")
+            zipped.extractall(root)
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{archive} is not a readable zip file ({error}).") from None
+    done.touch()
+    return destination
+
+
+def numbered_files(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
+    """Per class, its files ordered by number; plus the files that match no layout."""
+    by_class: dict[str, list[tuple[int, Path]]] = {name: [] for name in CLASS_NAMES}
+    skipped: list[Skipped] = []
+    pet_images = next((p for p in (root / "PetImages", root) if (p / "Cat").is_dir()), None)
+    if pet_images is not None:  # Microsoft: PetImages/Cat/N.jpg
+        for name, folder in (("cat", pet_images / "Cat"), ("dog", pet_images / "Dog")):
+            for path in sorted(p for p in folder.iterdir() if p.is_file()):
+                if is_image_name(path) and path.stem.isdigit():
+                    by_class[name].append((int(path.stem), path))
+                else:
+                    skipped.append(Skipped(str(path), "not a numbered image file"))
+    else:  # Kaggle: train/cat.N.jpg
+        folder = root / "train" if (root / "train").is_dir() else root
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            match = KAGGLE_NAME.match(path.name)
+            if match and is_image_name(path):
+                by_class[match.group(1).lower()].append((int(match.group(2)), path))
+            else:
+                skipped.append(Skipped(str(path), "name is not cat.N.<ext> or dog.N.<ext>"))
+    for name, files in by_class.items():
+        if not files:
+            raise DataError(
+                f"No {name} images under {root}: expected Kaggle's train/{name}.N.jpg or "
+                f"Microsoft's PetImages/{name.capitalize()}/N.jpg."
+            )
+    return {name: [p for _, p in sorted(files)] for name, files in by_class.items()}, skipped
+
+
+def decode_first_good(
+    files: list[Path], needed: int, ctx: LoadContext
+) -> tuple[np.ndarray, list[Skipped]]:
+    """Decode files in order until `needed` decode (or the files run out)."""
+    images, skipped, start = [], [], 0
+    while sum(len(chunk) for chunk in images) < needed and start < len(files):
+        missing = needed - sum(len(chunk) for chunk in images)
+        chunk = files[start : start + missing]
+        decoded, _, bad = decode_files(chunk, size=ctx.image_size, channels=ctx.channels)
+        images.append(decoded)
+        skipped += bad
+        start += len(chunk)
+    return np.concatenate(images), skipped
+
+
+def load(cfg: Any, ctx: LoadContext) -> Splits:
+    root = require_folder(cfg.path, cfg.name)
+    if root.is_file():
+        root = extract_zip(root, ctx.data_dir / "cats_vs_dogs" / root.stem)
+    by_class, skipped = numbered_files(root)
+    sizes = (cfg.train_per_class, cfg.val_per_class, cfg.test_per_class)
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(CLASS_NAMES):
+        images, bad = decode_first_good(by_class[name], sum(sizes), ctx)
+        skipped += bad
+        if len(images) < sum(sizes):
+            raise DataError(
+                f"Only {len(images)} usable {name} images under {root}; the split needs "
+                f"{sum(sizes)} (data.train_per_class + val_per_class + test_per_class)."
+            )
+        bounds = np.cumsum((0, *sizes))
+        for split, start, end in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            parts[split].append((images[start:end], np.full(end - start, label, np.int64)))
+    splits = {
+        split: ArraySplit(
+            np.concatenate([x for x, _ in pieces]), np.concatenate([y for _, y in pieces])
+        )
+        for split, pieces in parts.items()
+    }
+    shape = tuple(splits["train"].x.shape[1:])
+    info = DataInfo(cfg.name, shape, CLASS_NAMES, task_for(CLASS_NAMES))
+    return Splits(splits["train"], splits["val"], splits["test"], info, skipped=skipped)

@@ -1,0 +1,79 @@
+"""Any folder of class sub-folders (`data=image_folder data.path=...`), and the tutorial's
+`animals` layout (cats/, dogs/, panda/) as a preset of it.
+
+Class names are the sub-folder names, sorted. Files are decoded in one parallel `tf.data` pass
+(see images.py); files that are not images or do not decode are skipped and reported. The test
+split is a seeded, stratified `data.test_split`; validation is `trainer.validation_split` of the
+rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.data.base import (
+    DataInfo,
+    LoadContext,
+    Splits,
+    check_classes,
+    stratified_split,
+    task_for,
+)
+from runner.data.images import Skipped, decode_files, is_image_name
+from runner.errors import DataError
+
+
+def require_folder(path: str | None, what: str) -> Path:
+    if not path:
+        raise DataError(f"data={what} needs data.path: the folder that holds the images.")
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DataError(f"data.path={folder} does not exist.")
+    return folder
+
+
+def scan_class_folders(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...], list[Skipped]]:
+    """Image files under each class folder (recursively), their labels, and the non-images."""
+    if not root.is_dir():
+        raise DataError(f"data.path={root} is not a folder of class sub-folders.")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_names = tuple(d.name for d in class_dirs)
+    check_classes(class_names, f"data.path={root}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    skipped: list[Skipped] = []
+    for label, folder in enumerate(class_dirs):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if is_image_name(path):
+                paths.append(path)
+                labels.append(label)
+            else:
+                skipped.append(Skipped(str(path), "not an image file (extension)"))
+    return paths, np.asarray(labels, dtype=np.int64), class_names, skipped
+
+
+def require_every_class(labels: np.ndarray, class_names: tuple[str, ...], root: Path) -> None:
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+    if empty:
+        raise DataError(
+            f"Class folder(s) {empty} under {root} hold no usable image: add images or remove "
+            "the folder."
+        )
+
+
+def load(cfg: Any, ctx: LoadContext) -> Splits:
+    root = require_folder(cfg.path, cfg.name)
+    paths, labels, class_names, skipped = scan_class_folders(root)
+    images, kept, undecodable = decode_files(paths, size=ctx.image_size, channels=ctx.channels)
+    labels = labels[kept]
+    require_every_class(labels, class_names, root)
+    rest, test = stratified_split(images, labels, cfg.test_split, ctx.seed, "data.test_split")
+    train, val = stratified_split(
+        rest.x, rest.y, ctx.validation_split, ctx.seed, "trainer.validation_split"
+    )
+    info = DataInfo(cfg.name, tuple(images.shape[1:]), class_names, task_for(class_names))
+    return Splits(train, val, test, info, skipped=skipped + undecodable)

@@ -1,0 +1,73 @@
+"""Decoding image files in parallel with `tf.data`, skipping the ones that are not images.
+
+One pass over the files reads, decodes (JPEG, PNG, BMP, GIF; grayscale, RGBA, palette, CMYK and
+16-bit forms included), converts to the wanted channels and resizes, in parallel, and keeps the
+result in memory. Files TensorFlow cannot decode (corrupt, truncated, empty, not images) are
+dropped by `ignore_errors` and reported by name, so a bad file never reaches training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_files(
+    paths: list[Path], *, size: tuple[int, int], channels: int, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
+    """Decode `paths` to uint8 (N, H, W, C); returns (images, indices of kept paths, skipped)."""
+    import tensorflow as tf  # deferred: only image datasets need it here
+
+    skipped: list[Skipped] = []
+    candidates = []
+    for index, path in enumerate(paths):
+        if os.path.getsize(path) == 0:
+            skipped.append(Skipped(str(path), "empty file"))
+        else:
+            candidates.append(index)
+
+    def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # Decoding to RGB first works for every form (CMYK JPEGs cannot decode to 1 channel).
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
+        )
+        image = tf.image.resize(image, size)  # bilinear, as image_dataset_from_directory
+        if channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        return index, tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+    names = [str(paths[i]) for i in candidates]
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((np.asarray(candidates, dtype=np.int64), names))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        .ignore_errors()
+        .batch(batch_size)
+    )
+    kept, images = [], []
+    for index_batch, image_batch in dataset.as_numpy_iterator():
+        kept.append(index_batch)
+        images.append(image_batch)
+    kept_indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    decoded = set(kept_indices.tolist())
+    skipped += [
+        Skipped(str(paths[i]), "cannot be decoded (corrupt, truncated or not an image)")
+        for i in candidates
+        if i not in decoded
+    ]
+    array = np.concatenate(images) if images else np.zeros((0, *size, channels), dtype=np.uint8)
+    return array, kept_indices, skipped

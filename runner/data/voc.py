@@ -1,0 +1,149 @@
+"""Pascal VOC as multi-label classification over its 20 classes.
+
+Reads a `VOCdevkit/VOC20XX` tree (`data.path`), or fetches the trainval tar into the cache and
+extracts it there. Each image's target is the set of classes of its objects, as a multi-hot
+vector; objects flagged `difficult` count or not as `data.difficult` says. Splits come from
+`ImageSets/Main` (train -> train and validation, val -> test) or from seeded fractions of all
+annotation files (`data.split=random`, the tutorial's 70/20/10).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.config import Difficult, VocSplit
+from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits
+from runner.data.download import fetch_all
+from runner.data.images import Skipped, decode_files
+from runner.errors import DataError
+
+CLASS_NAMES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+
+def find_year_folder(path: Path) -> Path:
+    """Accept VOCdevkit/VOC20XX itself, VOCdevkit, or a folder holding VOCdevkit."""
+    for candidate in (path, path / "VOCdevkit"):
+        if (candidate / "Annotations").is_dir():
+            return candidate
+        years = sorted(candidate.glob("VOC20*")) if candidate.is_dir() else []
+        if years and (years[-1] / "Annotations").is_dir():
+            return years[-1]
+    raise DataError(
+        f"{path} is not a Pascal VOC tree: expected VOCdevkit/VOC20XX/ with Annotations/, "
+        "JPEGImages/ and ImageSets/Main/."
+    )
+
+
+def extract_tar(archive: Path, destination: Path) -> Path:
+    done = destination / ".extracted"
+    if not done.exists():
+        destination.mkdir(parents=True, exist_ok=True)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(destination, filter="data")  # refuses paths outside, links out
+        except (tarfile.TarError, OSError) as error:
+            raise DataError(f"Cannot extract {archive} ({error}).") from None
+        done.touch()
+    return destination
+
+
+def read_annotation(path: Path, difficult: Difficult) -> np.ndarray:
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as error:
+        raise DataError(f"{path} is not valid annotation XML ({error}).") from None
+    target = np.zeros(len(CLASS_NAMES), dtype=np.float32)
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in CLASS_NAMES:
+            raise DataError(
+                f"{path} names the class {name!r}, which is not one of the 20 VOC classes "
+                f"{list(CLASS_NAMES)}. Fix or remove that annotation."
+            )
+        is_difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        if is_difficult and difficult is Difficult.exclude:
+            continue
+        target[CLASS_NAMES.index(name)] = 1.0
+    return target
+
+
+def read_ids(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"{path} is missing: use data.split=random to split without ImageSets.")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def voc_root(cfg: Any, ctx: LoadContext) -> Path:
+    if cfg.path:
+        path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise DataError(f"data.path={path} does not exist.")
+        return find_year_folder(path)
+    files = fetch_all(cfg, ctx.data_dir)
+    extracted = ctx.data_dir / cfg.name / f"VOC{cfg.year}"
+    for archive in files.values():
+        extract_tar(archive, extracted)
+    return find_year_folder(extracted)
+
+
+def load(cfg: Any, ctx: LoadContext) -> Splits:
+    root = voc_root(cfg, ctx)
+    difficult = Difficult(cfg.difficult)
+    annotations = sorted((root / "Annotations").glob("*.xml"))
+    if not annotations:
+        raise DataError(f"{root / 'Annotations'} holds no .xml annotation.")
+    targets = {path.stem: read_annotation(path, difficult) for path in annotations}
+    ids = list(targets)
+    skipped: list[Skipped] = []
+    rng = np.random.default_rng(ctx.seed)
+    if VocSplit(cfg.split) is VocSplit.imagesets:
+        main = root / "ImageSets" / "Main"
+        train_ids, test_ids = read_ids(main / "train.txt"), read_ids(main / "val.txt")
+        listed = set(train_ids) | set(test_ids)
+        skipped += [
+            Skipped(str(root / "Annotations" / f"{i}.xml"), "in no ImageSets/Main list")
+            for i in ids
+            if i not in listed
+        ]
+        train_ids = [i for i in train_ids if i in targets]
+        test_ids = [i for i in test_ids if i in targets]
+        order = rng.permutation(len(train_ids))
+        n_val = max(1, round(ctx.validation_split * len(train_ids)))
+        groups = {
+            "train": [train_ids[i] for i in order[n_val:]],
+            "val": [train_ids[i] for i in order[:n_val]],
+            "test": test_ids,
+        }
+    else:
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        n_train = round(cfg.train_fraction * len(ids))
+        n_val = round(cfg.val_fraction * len(ids))
+        groups = {
+            "train": order[:n_train],
+            "val": order[n_train : n_train + n_val],
+            "test": order[n_train + n_val :],
+        }
+    splits = {}
+    for split, split_ids in groups.items():
+        if not split_ids:
+            raise DataError(f"The VOC {split} split is empty: check ImageSets or the fractions.")
+        paths = [root / "JPEGImages" / f"{i}.jpg" for i in split_ids]
+        missing = [p for p in paths if not p.exists()]
+        skipped += [Skipped(str(p), "image file missing") for p in missing]
+        present = [p for p in paths if p.exists()]
+        images, kept, bad = decode_files(present, size=ctx.image_size, channels=ctx.channels)
+        skipped += bad
+        labels = np.stack([targets[present[i].stem] for i in kept])
+        splits[split] = ArraySplit(images, labels)
+    shape = tuple(splits["train"].x.shape[1:])
+    info = DataInfo(cfg.name, shape, CLASS_NAMES, task="multilabel")
+    return Splits(splits["train"], splits["val"], splits["test"], info, skipped=skipped)

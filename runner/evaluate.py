@@ -1,0 +1,94 @@
+"""Evaluate the best model on the test split and log the reports a reader of the run wants.
+
+Single-label (multiclass, binary): test metrics, classification report, confusion matrix.
+Multi-label: test metrics plus per-class average precision, mAP and F1 at a threshold, and a
+per-class report (true/false positives and negatives per class) instead of a confusion matrix.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    classification_report,
+    f1_score,
+    multilabel_confusion_matrix,
+)
+
+from runner import plots, tracking
+from runner.data.base import DataInfo, Splits
+from runner.data.pipeline import to_dataset
+
+
+def evaluate(
+    model: keras.Model, splits: Splits, *, batch_size: int, threshold: float, title: str
+) -> dict[str, float]:
+    info = splits.info
+    test = to_dataset(splits.test, batch_size=batch_size)
+    results = model.evaluate(test, return_dict=True, verbose=0)
+    metrics = {f"test_{name}": float(value) for name, value in results.items()}
+    probabilities = model.predict(test, verbose=0)
+    y_true = splits.test.y
+    y_pred = predicted_labels(probabilities, info, threshold)
+    names = list(info.class_names)
+    _log_classification_report(y_true, y_pred, names)
+    if info.task == "multilabel":
+        metrics.update(_multilabel_reports(y_true, y_pred, probabilities, names, title))
+    else:
+        figure = plots.confusion_matrix(y_true, y_pred, names, f"{title}: test confusion matrix")
+        tracking.log_figure(figure, "plots/confusion_matrix.png")
+        plots.close(figure)
+    tracking.log_metrics(metrics)
+    return metrics
+
+
+def predicted_labels(probabilities: np.ndarray, info: DataInfo, threshold: float) -> np.ndarray:
+    if info.task == "multilabel":
+        return (probabilities >= threshold).astype(np.int64)
+    if info.task == "binary":
+        return (probabilities[:, 0] >= threshold).astype(np.int64)
+    return probabilities.argmax(axis=1)
+
+
+def _log_classification_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> None:
+    options = dict(labels=list(range(len(names))), target_names=names, zero_division=0)
+    tracking.log_text(
+        classification_report(y_true, y_pred, digits=4, **options),
+        "reports/classification_report.txt",
+    )
+    tracking.log_json(
+        classification_report(y_true, y_pred, output_dict=True, **options),
+        "reports/classification_report.json",
+    )
+
+
+def _multilabel_reports(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, names: list[str], title: str
+) -> dict[str, float]:
+    # AP is undefined for a class with no positive example in the test split: left out of mAP.
+    present = [c for c in range(len(names)) if y_true[:, c].any()]
+    per_class_ap = {
+        names[c]: float(average_precision_score(y_true[:, c], scores[:, c])) for c in present
+    }
+    matrices = multilabel_confusion_matrix(y_true, y_pred)
+    per_class = {
+        name: {
+            "true_negatives": int(m[0, 0]),
+            "false_positives": int(m[0, 1]),
+            "false_negatives": int(m[1, 0]),
+            "true_positives": int(m[1, 1]),
+            "support": int(y_true[:, index].sum()),
+            "average_precision": per_class_ap.get(name),
+        }
+        for index, (name, m) in enumerate(zip(names, matrices, strict=True))
+    }
+    tracking.log_json(per_class, "reports/per_class.json")
+    figure = plots.per_class_bars(per_class_ap, "average precision", f"{title}: test AP per class")
+    tracking.log_figure(figure, "plots/per_class_ap.png")
+    plots.close(figure)
+    return {
+        "test_mAP": float(np.mean(list(per_class_ap.values()))) if per_class_ap else 0.0,
+        "test_f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "test_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }

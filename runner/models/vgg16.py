@@ -1,0 +1,29 @@
+"""VGG16 from scratch (Simonyan & Zisserman): 13 convs 3x3 same in 5 blocks, each block closed
+by 2x2 max pooling, then two fully connected layers of `fc_units` and the head."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from runner.config import VGG16Config
+from runner.data.base import DataInfo
+from runner.models.heads import classifier_head, image_input
+
+BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convs)
+
+
+def build(info: DataInfo, cfg: VGG16Config) -> keras.Model:
+    inputs, x = image_input(info)
+    for block, (filters, convs) in enumerate(BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            x = layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}"
+            )(x)
+        x = layers.MaxPooling2D(pool_size=2, strides=2, name=f"block{block}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for index in (1, 2):
+        x = layers.Dense(cfg.fc_units, activation="relu", name=f"fc{index}")(x)
+        if cfg.dropout > 0:
+            x = layers.Dropout(cfg.dropout, name=f"fc{index}_dropout")(x)
+    return keras.Model(inputs, classifier_head(x, info), name="vgg16")

@@ -1,0 +1,167 @@
+"""Image-file sources: class folders, cats vs dogs, Pascal VOC (loaders called directly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runner.config import CatsVsDogsDataConfig, FolderDataConfig, VocDataConfig
+from runner.data import LoadContext, load
+from runner.data.images import decode_files
+from runner.errors import DataError
+from tests import image_fixtures as fx
+
+
+def context(tmp_path: Path, size=(32, 32), channels=3) -> LoadContext:
+    return LoadContext(
+        data_dir=tmp_path / "cache", seed=42, validation_split=0.2, image_size=size,
+        channels=channels,
+    )  # fmt: skip
+
+
+def test_unusual_valid_images_are_kept_and_bad_files_skipped(tmp_path):
+    counts = fx.write_class_tree(tmp_path / "animals")
+    splits = load(
+        FolderDataConfig(name="animals", path=str(tmp_path / "animals")), context(tmp_path)
+    )
+    assert splits.info.class_names == ("cats", "dogs", "panda")
+    assert splits.info.task == "multiclass"
+    total = sum(splits.sizes().values())
+    assert total == counts["cats"] + counts["dogs"] + counts["panda"]  # every valid image kept
+    skipped = {Path(item.path).name: item.reason for item in splits.skipped}
+    assert set(skipped) == set(fx.BAD)
+    assert skipped["empty.jpg"] == "empty file"
+    assert skipped["notes.txt"].startswith("not an image")
+    assert "cannot be decoded" in skipped["truncated.jpg"]
+    # 25% stratified test split, then 20% of the rest for validation.
+    assert splits.sizes()["test"] == round(0.25 * total)
+    per_class = [counts["cats"], counts["dogs"], counts["panda"]]
+    expected = 0.25 * np.asarray(per_class)
+    assert np.abs(np.bincount(splits.test.y) - expected).max() <= 1  # stratified
+    assert splits.train.x.shape[1:] == (32, 32, 3) and splits.train.x.dtype == np.uint8
+
+
+def test_decoding_converts_every_form_to_the_requested_channels(tmp_path):
+    paths = []
+    for name, write in fx.UNUSUAL.items():
+        write(fx.picture(0, seed=1), tmp_path / name)
+        paths.append(tmp_path / name)
+    images, kept, skipped = decode_files(paths, size=(20, 24), channels=1)
+    assert skipped == [] and len(kept) == len(paths)
+    assert images.shape == (len(paths), 20, 24, 1)
+    rgb, _, _ = decode_files(paths, size=(20, 24), channels=3)
+    red = rgb[[i for i, p in enumerate(paths) if p.name != "gray.png"]]
+    assert (red[..., 0].mean(axis=(1, 2)) > red[..., 2].mean(axis=(1, 2))).all()  # still red
+
+
+def test_two_classes_make_a_binary_task(tmp_path):
+    fx.write_class_tree(tmp_path / "pets", classes=("cat", "dog"), per_class=10, unusual_in=None,
+                        bad_in=None)  # fmt: skip
+    splits = load(
+        FolderDataConfig(name="image_folder", path=str(tmp_path / "pets")), context(tmp_path)
+    )
+    assert splits.info.task == "binary"
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [("one_class", "needs at least two"), ("empty_class", "hold no usable image"),
+     ("missing", "does not exist")],
+)  # fmt: skip
+def test_unusable_folders_fail_with_a_clear_error(tmp_path, layout, message):
+    root = tmp_path / "images"
+    if layout == "one_class":
+        fx.write_class_tree(root, classes=("only",), per_class=4, unusual_in=None, bad_in=None)
+    elif layout == "empty_class":
+        fx.write_class_tree(root, classes=("a", "b"), per_class=4, unusual_in=None, bad_in=None)
+        (root / "c").mkdir()
+        (root / "c" / "broken.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=message):
+        load(FolderDataConfig(name="image_folder", path=str(root)), context(tmp_path))
+
+
+def cats_vs_dogs(path: Path, **sizes) -> CatsVsDogsDataConfig:
+    sizes = {"train_per_class": 8, "val_per_class": 4, "test_per_class": 4, **sizes}
+    return CatsVsDogsDataConfig(name="cats_vs_dogs", path=str(path), **sizes)
+
+
+def test_kaggle_zip_is_split_in_file_number_order_and_bad_files_replaced(tmp_path):
+    train = fx.write_kaggle_train(tmp_path / "kaggle", per_class=20, bad_numbers=(3,))
+    archive = fx.zip_folder(train, tmp_path / "train.zip")
+    splits = load(cats_vs_dogs(archive), context(tmp_path))
+    assert splits.sizes() == {"train": 16, "val": 8, "test": 8}
+    assert splits.info.class_names == ("cat", "dog") and splits.info.task == "binary"
+    skipped = sorted(Path(item.path).name for item in splits.skipped)
+    assert skipped == ["Thumbs.db", "cat.3.jpg"]
+    # Extracted into the cache, once.
+    assert (tmp_path / "cache" / "cats_vs_dogs" / "train" / ".extracted").exists()
+
+
+def test_kaggle_folder_needs_enough_images(tmp_path):
+    fx.write_kaggle_train(tmp_path / "kaggle", per_class=10)
+    with pytest.raises(DataError, match=r"Only 9 usable cat images .* needs 16"):
+        load(cats_vs_dogs(tmp_path / "kaggle"), context(tmp_path))
+
+
+def test_microsoft_petimages_layout(tmp_path):
+    fx.write_pet_images(tmp_path / "ms", per_class=12)
+    splits = load(cats_vs_dogs(tmp_path / "ms", train_per_class=6, val_per_class=3,
+                               test_per_class=3), context(tmp_path))  # fmt: skip
+    assert splits.sizes() == {"train": 12, "val": 6, "test": 6}
+    assert np.bincount(splits.test.y).tolist() == [3, 3]
+
+
+def voc(path: Path | None, **options) -> VocDataConfig:
+    return VocDataConfig(name="voc", path=str(path) if path else None, mirror="http://unused",
+                         **options)  # fmt: skip
+
+
+def test_voc_imagesets_multilabel_targets(tmp_path):
+    fx.write_voc(tmp_path / "voc")
+    splits = load(voc(tmp_path / "voc"), context(tmp_path))
+    info = splits.info
+    assert info.task == "multilabel" and len(info.class_names) == 20
+    assert splits.sizes()["test"] == len(fx.VOC_VAL)
+    assert splits.sizes()["train"] + splits.sizes()["val"] == len(fx.VOC_TRAIN)
+    assert [Path(s.path).name for s in splits.skipped] == ["2008_000013.xml"]
+    targets = np.concatenate([splits.train.y, splits.val.y])
+    assert targets.shape == (8, 20)
+    # 2008_000003: car, bus and a difficult person -> three positives with difficult included.
+    assert sorted(targets.sum(axis=1).astype(int).tolist()) == [1, 1, 1, 1, 2, 2, 2, 3]
+
+
+def test_voc_difficult_objects_can_be_excluded(tmp_path):
+    fx.write_voc(tmp_path / "voc")
+    included = load(voc(tmp_path / "voc", split="random"), context(tmp_path))
+    excluded = load(voc(tmp_path / "voc", split="random", difficult="exclude"), context(tmp_path))
+    count = lambda s: sum(split.y.sum() for split in (s.train, s.val, s.test))  # noqa: E731
+    assert count(included) - count(excluded) == 3  # dog (also non-difficult), person, sofa, chair
+    assert sum(excluded.sizes().values()) == len(fx.VOC_OBJECTS)  # random split uses every file
+    assert excluded.sizes()["train"] == round(0.7 * len(fx.VOC_OBJECTS))
+
+
+def test_voc_unknown_class_is_a_clear_error(tmp_path):
+    fx.write_voc(tmp_path / "voc", objects={**fx.VOC_OBJECTS, "2008_000001": [("unicorn", 0)]})
+    with pytest.raises(DataError, match=r"2008_000001.xml names the class 'unicorn'"):
+        load(voc(tmp_path / "voc"), context(tmp_path))
+
+
+def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
+    year = fx.write_voc(tmp_path / "src")
+    archive = fx.tar_folder(year.parent, mirror.folder / "VOCtrainval_fixture.tar")
+    import hashlib
+
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    from runner.config import FileSpec
+
+    cfg = VocDataConfig(
+        name="voc", path=None, mirror=mirror.url,
+        files={"trainval": FileSpec(name="VOCtrainval_fixture.tar", md5=md5)},
+    )  # fmt: skip
+    splits = load(cfg, context(tmp_path))
+    assert splits.sizes()["test"] == len(fx.VOC_VAL)
+    assert (
+        tmp_path / "cache" / "voc" / "VOC2012" / "VOCdevkit" / "VOC2012" / "Annotations"
+    ).is_dir()

@@ -1,0 +1,100 @@
+"""Image-file datasets through the real CLI, read back from MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+
+from tests import image_fixtures as fx
+from tests.test_e2e import artifact_paths, only_run
+
+COMMON = ["logger.experiment=tests", "trainer.batch_size=16"]
+
+
+def load_json(run, path: str):
+    return json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{path}"))
+
+
+def test_animals_folder_trains_and_the_model_predicts_class_names(workspace, tmp_path):
+    counts = fx.write_class_tree(tmp_path / "animals")
+    result = workspace.run(
+        "data=animals", f"data.path={tmp_path / 'animals'}", "model=simple_nn", "optimizer=adam",
+        "trainer.epochs=6", "trainer.early_stopping.enabled=false", *COMMON,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 5 file(s)" in result.stdout
+    client = workspace.client()
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    class_names = load_json(run, "class_names.json")
+    assert class_names == ["cats", "dogs", "panda"]
+    total = counts["cats"] + counts["dogs"] + counts["panda"]
+    sizes = [int(run.data.params[f"data.size.{s}"]) for s in ("train", "val", "test")]
+    assert sum(sizes) == total and sizes[2] == round(0.25 * total)
+    assert run.data.params["data.input_shape"] == "(32, 32, 3)"  # the model's input size
+    assert run.data.metrics["skipped_files"] == len(fx.BAD)
+    skipped = load_json(run, "data/skipped_files.json")
+    assert sorted(item["path"].rsplit("/", 1)[-1] for item in skipped) == sorted(fx.BAD)
+    assert "plots/confusion_matrix.png" in artifact_paths(client, run.info.run_id)
+
+    # The logged model maps new images to the right class names.
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    images = np.stack(
+        [np.asarray(fx.picture(label, seed=9000 + label).resize((32, 32))) for label in (0, 1, 2)]
+    )
+    predicted = np.asarray(model.predict(images)).argmax(axis=1)
+    assert [class_names[i] for i in predicted] == ["cats", "dogs", "panda"]
+
+
+def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
+    train = fx.write_kaggle_train(tmp_path / "kaggle", per_class=20, bad_numbers=(3, 5))
+    archive = fx.zip_folder(train, tmp_path / "train.zip")
+    result = workspace.run(
+        "data=cats_vs_dogs", f"data.path={archive}", "data.train_per_class=8",
+        "data.val_per_class=4", "data.test_per_class=4", "data.image_size=[48,48]",
+        "model=convnet_small", "optimizer=rmsprop", "trainer.epochs=1", *COMMON,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(workspace.client())
+    params = run.data.params
+    assert (params["data.size.train"], params["data.size.val"], params["data.size.test"]) == (
+        "16", "8", "8",
+    )  # fmt: skip
+    assert run.data.tags["task"] == "binary"
+    assert run.data.metrics["skipped_files"] == 3  # cat.3, cat.5, Thumbs.db
+    assert load_json(run, "class_names.json") == ["cat", "dog"]
+    report = load_json(run, "reports/classification_report.json")
+    assert report["cat"]["support"] == 4 and report["dog"]["support"] == 4
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.output_shape == (None, 1)
+
+
+def test_voc_multilabel_end_to_end(workspace, tmp_path):
+    fx.write_voc(tmp_path / "voc")
+    result = workspace.run(
+        "data=voc", f"data.path={tmp_path / 'voc' / 'VOCdevkit'}", "model=lenet",
+        "data.image_size=[32,32]", "trainer.epochs=2", "optimizer=adam", *COMMON,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    run = only_run(client)
+    assert run.data.tags["task"] == "multilabel"
+    metrics = run.data.metrics
+    for name in ("test_mAP", "test_f1_micro", "test_f1_macro", "test_loss", "test_pr_auc"):
+        assert 0.0 <= metrics[name] <= (1.0 if name != "test_loss" else 100.0), name
+    assert metrics["skipped_files"] == 1  # the image in no ImageSets list
+    assert len(client.get_metric_history(run.info.run_id, "val_pr_auc")) == 2
+    artifacts = artifact_paths(client, run.info.run_id)
+    assert {"reports/per_class.json", "plots/per_class_ap.png"} <= artifacts
+    assert "plots/confusion_matrix.png" not in artifacts
+    per_class = load_json(run, "reports/per_class.json")
+    assert set(per_class) == set(load_json(run, "class_names.json"))
+    assert per_class["person"]["support"] == 2  # val.txt: 2008_000010, 2008_000012
+    predictions = np.asarray(
+        mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(
+            np.zeros((2, 32, 32, 1), np.uint8)
+        )
+    )
+    assert predictions.shape == (2, 20) and ((predictions >= 0) & (predictions <= 1)).all()
