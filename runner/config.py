@@ -212,7 +212,20 @@ class RMSpropConfig(OptimizerConfig):
 
 @dataclass
 class AugmentationConfig:
+    """ImageDataGenerator's random transforms, applied to training batches only."""
+
     name: str = "none"
+    rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
+    width_shift: float = 0.0  # fraction of the width, uniform in [-s, s]
+    height_shift: float = 0.0  # fraction of the height
+    shear: float = 0.0  # degrees (ImageDataGenerator's shear_range unit)
+    zoom: float = 0.0  # scale uniform in [1 - zoom, 1 + zoom] per axis
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    fill_mode: str = "nearest"  # nearest | reflect | wrap | constant
+    fill_value: float = 0.0  # for fill_mode=constant
+    brightness: float = 0.0  # add uniform [-b, b] x 255
+    contrast: float = 0.0  # scale around the image mean by uniform [1 - c, 1 + c]
 
 
 # ------------------------------------------------------------------------ trainer and logging

@@ -69,3 +69,24 @@ def per_class_bars(values: Mapping[str, float], label: str, title: str) -> Figur
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def augmentation_grid(originals: np.ndarray, augmented: np.ndarray, title: str) -> Figure:
+    """One row per training image: the original, then its augmented variants."""
+    rows, variants = augmented.shape[:2]
+    figure, axes = plt.subplots(
+        rows, variants + 1, figsize=(1.6 * (variants + 1), 1.6 * rows), squeeze=False
+    )
+    gray = originals.shape[-1] == 1
+    for row in range(rows):
+        pictures = [originals[row], *augmented[row]]
+        for col, image in enumerate(pictures):
+            axis = axes[row][col]
+            axis.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title("original" if col == 0 else f"#{col}", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure

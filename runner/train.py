@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from runner import augment, models, optimizers, plots, tracking
 from runner import data as data_sources
-from runner import models, optimizers, plots, tracking
 from runner.config import ColorMode, Mode
 from runner.data.base import DataInfo, LoadContext, Splits
 from runner.data.pipeline import to_dataset
@@ -67,6 +67,8 @@ def thread_pools(trainer: DictConfig) -> tuple[int, int]:
 def load_context(cfg: DictConfig) -> LoadContext:
     """Image size and color: the data config's if set, else what the model is meant for."""
     size = OmegaConf.select(cfg, "data.image_size", default=None) or cfg.model.input_size
+    if isinstance(size, int):  # digits: the side of a square
+        size = [size, size]
     color = OmegaConf.select(cfg, "data.color_mode", default=None) or cfg.model.color_mode
     if len(size) != 2 or min(size) < 1:
         raise RunnerError(f"data.image_size should be [height, width]. Received: {list(size)}")
@@ -111,6 +113,7 @@ def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration; return the best validation accuracy (or -loss)."""
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
+    augment.validate(cfg.augmentation)
     device = configure_tensorflow(cfg)
     with tracking.tracked_run(
         cfg, run_name=run_name(cfg), tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
@@ -119,6 +122,8 @@ def run(cfg: DictConfig) -> float:
         splits = data_sources.load(cfg.data, load_context(cfg))
         info = splits.info
         _log_data(splits)
+        if augment.is_active(cfg.augmentation):
+            _log_augmentation_preview(cfg, splits)
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
         check_monitors(cfg.trainer, cfg.objective, metrics)
@@ -186,9 +191,10 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
             )
         )
     verbose = trainer.verbose if trainer.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    train, validation = input_pipelines(cfg, splits)
     history = model.fit(
-        to_dataset(splits.train, batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed),
-        validation_data=to_dataset(splits.val, batch_size=trainer.batch_size),
+        train,
+        validation_data=validation,
         epochs=trainer.epochs,
         callbacks=callbacks,
         verbose=verbose,
@@ -201,6 +207,14 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
             f"Lower optimizer.lr (now {cfg.optimizer.lr}) or check the data for bad values."
         )
     return history.history
+
+
+def input_pipelines(cfg: DictConfig, splits: Splits) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Training batches: shuffled each epoch, then augmented. Validation: as read, in order."""
+    trainer = cfg.trainer
+    train = to_dataset(splits.train, batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed)
+    validation = to_dataset(splits.val, batch_size=trainer.batch_size)
+    return augment.apply(train, cfg.augmentation, seed=trainer.seed), validation
 
 
 def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) -> None:
@@ -226,6 +240,15 @@ def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> ke
     if cfg.trainer.checkpoint.enabled and path.exists():
         return keras.saving.load_model(path, safe_mode=True)
     return model
+
+
+def _log_augmentation_preview(cfg: DictConfig, splits: Splits) -> None:
+    figure = plots.augmentation_grid(
+        *augment.preview(splits.train.x, cfg.augmentation, seed=cfg.trainer.seed),
+        title=f"augmentation={cfg.augmentation.name} on {splits.info.name} (training images)",
+    )
+    tracking.log_figure(figure, "plots/augmentation_preview.png")
+    plots.close(figure)
 
 
 def _log_plots(history: dict, info: DataInfo, cfg: DictConfig) -> None:

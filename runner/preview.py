@@ -1,0 +1,42 @@
+"""`python -m runner.preview data=... augmentation=...`: a grid of augmented training images.
+
+Same config as a training run (any override works); writes the PNG into the job's output
+folder and prints its path. Nothing is trained or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from runner.config import register_configs
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from runner import augment, plots
+    from runner.data import load
+    from runner.train import load_context
+
+    augment.validate(cfg.augmentation)
+    splits = load(cfg.data, load_context(cfg))
+    originals, augmented = augment.preview(
+        splits.train.x, cfg.augmentation, seed=cfg.trainer.seed, count=8, variants=7
+    )
+    figure = plots.augmentation_grid(
+        originals, augmented, f"augmentation={cfg.augmentation.name} on {splits.info.name}"
+    )
+    path = Path(cfg.paths.output_dir) / f"augmentation_{cfg.augmentation.name}.png"
+    figure.savefig(path, dpi=110)
+    plots.close(figure)
+    print(f"[runner.preview] wrote {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Augmentation changes training batches only, is seeded, and shows up as a preview."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from runner import augment
+from runner.data.base import ArraySplit, DataInfo, Splits
+from runner.errors import RunnerError
+from runner.train import input_pipelines
+from tests.test_config import CONF, options
+from tests.test_e2e import artifact_paths, only_run
+
+
+def random_splits(n: int = 64) -> Splits:
+    rng = np.random.default_rng(0)
+
+    def split():
+        return ArraySplit(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3)
+
+    return Splits(split(), split(), split(), DataInfo("x", (32, 32, 3), ("a", "b", "c")))
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+
+def batches(dataset) -> list[np.ndarray]:
+    return [images for images, _ in dataset.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("option", [o for o in options("augmentation") if o != "none"])
+def test_each_augmentation_transforms_training_batches_only(option):
+    cfg = compose_cfg([f"augmentation={option}", "trainer.batch_size=16"])
+    splits = random_splits()
+    train, validation = input_pipelines(cfg, splits)
+    # Validation batches are the split itself, in order, bit for bit.
+    np.testing.assert_array_equal(np.concatenate(batches(validation)), splits.val.x)
+    plain, _ = input_pipelines(compose_cfg(["augmentation=none", "trainer.batch_size=16"]), splits)
+    augmented, unaugmented = np.concatenate(batches(train)), np.concatenate(batches(plain))
+    assert augmented.shape == unaugmented.shape and augmented.dtype == np.uint8
+    changed = (augmented != unaugmented).reshape(len(augmented), -1).any(axis=1)
+    assert changed.mean() > 0.5, f"{option} left most training images unchanged"
+
+
+def test_fixed_seed_gives_identical_batches_and_epochs_differ():
+    cfg = compose_cfg(["augmentation=tutorial", "trainer.batch_size=16"])
+    splits = random_splits()
+    first, _ = input_pipelines(cfg, splits)
+    again, _ = input_pipelines(cfg, splits)
+    epoch_one = np.concatenate(batches(first))
+    np.testing.assert_array_equal(epoch_one, np.concatenate(batches(again)))
+    assert not np.array_equal(epoch_one, np.concatenate(batches(first)))  # new draws per epoch
+
+
+def test_flip_alone_mirrors_exactly():
+    cfg = compose_cfg(["augmentation=none", "augmentation.horizontal_flip=true"])
+    images = random_splits().train.x[:16]
+    out = augment.augment_batch(
+        tf.constant(images), tf.constant([3, 4], tf.int64), cfg.augmentation
+    )
+    for original, result in zip(images, out.numpy(), strict=True):
+        assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1])
+
+
+def test_fields_are_overridable_and_checked():
+    cfg = compose_cfg(["augmentation=tutorial", "augmentation.rotation=15"])
+    assert cfg.augmentation.rotation == 15 and cfg.augmentation.zoom == 0.2
+    with pytest.raises(RunnerError, match="fill_mode should be one of"):
+        augment.validate(compose_cfg(["augmentation.fill_mode=mirror"]).augmentation)
+    with pytest.raises(RunnerError, match="zoom should be below 1"):
+        augment.validate(compose_cfg(["augmentation.zoom=1.5"]).augmentation)
+
+
+def test_training_run_logs_a_preview_grid(workspace):
+    result = workspace.run(
+        "experiment=digits_lenet", "augmentation=light", "augmentation.rotation=10",
+        "trainer.epochs=1", "logger.experiment=tests", "logger.log_model=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    run = only_run(client)
+    assert run.data.params["augmentation.rotation"] == "10.0"
+    assert run.data.tags["augmentation"] == "light"
+    assert "plots/augmentation_preview.png" in artifact_paths(client, run.info.run_id)
+
+
+def test_preview_command_writes_a_grid(workspace):
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.preview", "data=digits", "augmentation=tutorial"],
+        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    [grid] = workspace.root.glob("outputs/runs/*/augmentation_tutorial.png")
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+    assert str(grid) in result.stdout
