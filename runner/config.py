@@ -226,6 +226,13 @@ class AugmentationConfig:
     fill_value: float = 0.0  # for fill_mode=constant
     brightness: float = 0.0  # add uniform [-b, b] x 255
     contrast: float = 0.0  # scale around the image mean by uniform [1 - c, 1 + c]
+    # Normalization, fitted on the training split and built into the model (all splits and
+    # predictions go through it): per-channel mean / std, per-image mean and std, ZCA.
+    featurewise_center: bool = False
+    featurewise_std_normalization: bool = False
+    samplewise_normalization: bool = False
+    zca_whitening: bool = False
+    zca_epsilon: float = 1e-6
 
 
 # ------------------------------------------------------------------------ trainer and logging

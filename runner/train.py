@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -14,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import augment, models, optimizers, plots, tracking
+from runner import augment, models, normalize, optimizers, plots, tracking
 from runner import data as data_sources
 from runner.config import ColorMode, Mode
 from runner.data.base import DataInfo, LoadContext, Splits
@@ -124,6 +125,10 @@ def run(cfg: DictConfig) -> float:
         _log_data(splits)
         if augment.is_active(cfg.augmentation):
             _log_augmentation_preview(cfg, splits)
+        if normalize.is_active(cfg.augmentation):
+            info = replace(
+                info, preprocessing=tuple(normalize.fit(cfg.augmentation, splits.train.x))
+            )
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
         check_monitors(cfg.trainer, cfg.objective, metrics)

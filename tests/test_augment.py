@@ -85,7 +85,8 @@ def test_fields_are_overridable_and_checked():
 def test_training_run_logs_a_preview_grid(workspace):
     result = workspace.run(
         "experiment=digits_lenet", "augmentation=light", "augmentation.rotation=10",
-        "trainer.epochs=1", "logger.experiment=tests", "logger.log_model=false",
+        "augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true",
+        "trainer.epochs=1", "logger.experiment=tests",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
@@ -93,6 +94,12 @@ def test_training_run_logs_a_preview_grid(workspace):
     assert run.data.params["augmentation.rotation"] == "10.0"
     assert run.data.tags["augmentation"] == "light"
     assert "plots/augmentation_preview.png" in artifact_paths(client, run.info.run_id)
+    # The fitted normalization travels with the logged model.
+    import mlflow
+
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.get_layer("featurewise") is not None
+    assert np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.uint8))).shape == (2, 10)
 
 
 def test_preview_command_writes_a_grid(workspace):
@@ -104,3 +111,72 @@ def test_preview_command_writes_a_grid(workspace):
     [grid] = workspace.root.glob("outputs/runs/*/augmentation_tutorial.png")
     assert grid.read_bytes()[:4] == b"\x89PNG"
     assert str(grid) in result.stdout
+
+
+def fitted_model(overrides: list[str], train_x: np.ndarray, tmp_path):
+    """A LeNet with normalization fitted on `train_x`, saved and loaded back in safe mode."""
+    import dataclasses
+
+    import keras
+
+    from runner import models, normalize
+    from runner.config import LeNetConfig
+
+    cfg = compose_cfg(overrides)
+    info = DataInfo("x", train_x.shape[1:], ("a", "b"))
+    info = dataclasses.replace(info, preprocessing=tuple(normalize.fit(cfg.augmentation, train_x)))
+    model = models.build(LeNetConfig(name="lenet"), info)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    return loaded
+
+
+def normalized(model, x: np.ndarray, last: str) -> np.ndarray:
+    import keras
+
+    probe = keras.Model(model.input, model.get_layer(last).output)
+    return np.asarray(probe.predict(x, verbose=0))
+
+
+def test_featurewise_statistics_come_from_the_training_split_only(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.integers(20, 80, (200, 8, 8, 3), dtype=np.uint8)  # dark
+    other = rng.integers(180, 250, (50, 8, 8, 3), dtype=np.uint8)  # bright validation/test
+    model = fitted_model(
+        ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"],
+        train, tmp_path,
+    )  # fmt: skip
+    out_train = normalized(model, train, "featurewise")
+    np.testing.assert_allclose(out_train.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
+    np.testing.assert_allclose(out_train.std(axis=(0, 1, 2)), 1.0, atol=1e-2)
+    # Other splits get the training statistics, so they stay far from zero mean.
+    assert normalized(model, other, "featurewise").mean() > 5
+
+
+def test_samplewise_normalization_standardizes_each_image(tmp_path):
+    train = np.random.default_rng(2).integers(0, 255, (20, 8, 8, 1), dtype=np.uint8)
+    model = fitted_model(["augmentation.samplewise_normalization=true"], train, tmp_path)
+    out = normalized(model, train, "samplewise").reshape(20, -1)
+    np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=1), 1.0, atol=1e-3)
+
+
+def test_zca_whitening_gives_identity_covariance_on_its_fitting_data(tmp_path):
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3000, 8, 8, 1))
+    correlated = base + 0.8 * np.roll(base, 1, axis=2)  # neighbouring pixels correlate
+    train = np.clip(128 + 30 * correlated, 0, 255).astype(np.uint8)
+    model = fitted_model(["augmentation.zca_whitening=true", "augmentation.zca_epsilon=1e-6"],
+                         train, tmp_path)  # fmt: skip
+    white = normalized(model, train, "zca").reshape(len(train), -1).astype(np.float64)
+    covariance = np.cov(white, rowvar=False, bias=True)
+    np.testing.assert_allclose(covariance, np.eye(64), atol=0.02)
+
+
+def test_zca_refuses_large_images():
+    from runner import normalize
+
+    cfg = compose_cfg(["augmentation.zca_whitening=true"]).augmentation
+    with pytest.raises(RunnerError, match="meant for small images"):
+        normalize.fit(cfg, np.zeros((4, 64, 64, 3), np.uint8))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runner.config import DigitsDataConfig, DownloadedDataConfig, FileSpec
-from runner.data import LOADERS, load
+from runner.data import LoadContext, digits, load
 from runner.data.cifar10 import read_archive
 from runner.data.download import fetch
 from runner.data.fashion_mnist import read_idx
@@ -112,9 +112,11 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
         name="mnist", mirror=mirror.url,
         files={"archive": FileSpec(name="mnist.npz", sha256=mirror.sha("mnist.npz"))},
     )  # fmt: skip
-    first = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=7)
-    again = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=7)
-    other = load(cfg, data_dir=tmp_path, validation_split=0.2, seed=8)
+
+    def context(seed: int) -> LoadContext:
+        return LoadContext(tmp_path, seed, validation_split=0.2, image_size=(1, 1), channels=1)
+
+    first, again, other = load(cfg, context(7)), load(cfg, context(7)), load(cfg, context(8))
     assert first.sizes() == {"train": 240, "val": 60, "test": 100}
     assert np.bincount(first.val.y).tolist() == [6] * 10  # stratified
     np.testing.assert_array_equal(first.val.x, again.val.x)
@@ -124,7 +126,7 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
 
 
 def test_digits_ships_with_scikit_learn(tmp_path):
-    raw = LOADERS["digits"](DigitsDataConfig(name="digits"), data_dir=tmp_path, seed=0)
+    raw = digits.load(DigitsDataConfig(name="digits"), data_dir=tmp_path, seed=0)
     assert raw.x_train.shape[1:] == (28, 28) and raw.x_train.dtype == np.uint8
     assert len(raw.x_train) + len(raw.x_test) == 1797
     assert raw.x_train.max() > 200  # 0-16 scaled to 0-255

@@ -36,10 +36,14 @@ def build(model_cfg: Any, info: DataInfo) -> keras.Model:
             f"Received: model.name={model_cfg.name!r}"
         ) from None
     try:
-        return builder(info, model_cfg)
+        model = builder(info, model_cfg)
     except ValueError as error:
         # e.g. a model whose pooling shrinks a small input below 1x1.
         raise RunnerError(
             f"model={model_cfg.name} cannot be built for data={info.name} "
             f"(input {info.input_shape}, {info.num_classes} classes): {error}"
         ) from None
+    for layer, weights in info.preprocessing:
+        if weights is not None:
+            layer.set_weights(weights)
+    return model

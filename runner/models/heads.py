@@ -14,10 +14,14 @@ from runner.data.base import DataInfo
 def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Model input taking raw 0-255 pixels, and the same scaled to [0, 1].
 
-    Scaling inside the model means the saved model predicts on images exactly as they are read.
+    Scaling inside the model means the saved model predicts on images exactly as they are read;
+    so does any normalization fitted on the training data (`info.preprocessing`).
     """
     inputs = keras.Input(shape=info.input_shape, name="image")
-    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for layer, _ in info.preprocessing:
+        x = layer(x)
+    return inputs, x
 
 
 def classifier_head(x: keras.KerasTensor, info: DataInfo) -> keras.KerasTensor:
