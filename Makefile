@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install train demo test lint format ui report clean
+.PHONY: install train demo test lint format ui report bench clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ ui: install
 ## report: compare runs into experiments/ (ARGS="--sweep latest", "--experiment NAME", ...)
 report: install
 	$(PY) -m runner.report $(ARGS)
+
+## bench: runner vs the tutorials' way, side by side (ARGS="pipeline", "--quick", ...)
+bench: install
+	$(PY) bench/run.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

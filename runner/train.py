@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,10 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate."""
+    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate and the
+    epoch's wall time (`epoch_seconds`, training and validation)."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = dict(logs or {})
+        metrics["epoch_seconds"] = time.perf_counter() - self.started
         metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
         tracking.log_epoch(metrics, epoch)
 

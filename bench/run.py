@@ -1,0 +1,382 @@
+"""`make bench`: the runner against the tutorials' way, side by side in one invocation.
+
+  overhead   steady-state epoch time and whole-process wall time of `python -m runner` vs a bare
+             Keras script (bench/bare_keras_lenet.py): LeNet, MNIST-format data in memory
+             (60,000 synthetic images in a real mnist.npz), batch 128, same threads.
+  pipeline   images/s of augmented 64x64 training batches with the `tutorial` augmentation from a
+             folder of 3,000 JPEGs: our tf.data pipeline vs a PIL loop + the legacy
+             ImageDataGenerator.flow; and the time to load the folder both ways.
+  accuracy   time to 90% validation accuracy: `experiment=digits_lenet` (offline, bundled data).
+
+A and B alternate (the machine may be noisy); medians and ratios are reported, with the peak
+memory (max RSS) of each process. Results go to experiments/bench/<name>.json with the machine.
+Timings live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "bench"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def run_process(args: list[str], cwd: Path, env: dict | None = None) -> tuple[str, float, float]:
+    """Run to completion; returns (stdout, wall seconds, peak RSS in MB of that process)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{output[-3000:]}")
+    return output, wall, usage.ru_maxrss / 1024
+
+
+def steady(seconds: list[float]) -> float:
+    """Median epoch time without the first epoch (tracing, warm-up)."""
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures import balanced_labels, class_images
+
+    cache = work / "cache"
+    (cache / "mnist").mkdir(parents=True, exist_ok=True)
+    npz = cache / "mnist" / "mnist.npz"
+    y = balanced_labels(samples, seed=1)
+    np.savez(
+        npz,
+        x_train=class_images(y, 28, seed=1),
+        y_train=y,
+        x_test=class_images(y[:1000], 28, seed=2),
+        y_test=y[:1000],
+    )
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    runner_args = [
+        sys.executable,
+        "-m",
+        "runner",
+        "data=mnist",
+        "model=lenet",
+        "data.verify_checksum=false",
+        f"trainer.epochs={epochs}",
+        "trainer.batch_size=128",
+        "trainer.validation_split=0.1",
+        "trainer.early_stopping.enabled=false",
+        "trainer.checkpoint.enabled=false",
+        "trainer.verbose=2",
+        f"logger.tracking_uri={uri}",
+        "logger.experiment=bench",
+    ]
+    bare_args = [
+        sys.executable,
+        str(ROOT / "bench" / "bare_keras_lenet.py"),
+        str(npz),
+        str(epochs),
+        "128",
+        "0.1",
+    ]
+    env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
+    results: dict[str, list] = {"runner": [], "bare": []}
+    import mlflow
+
+    for round_ in range(rounds):
+        for name in ("runner", "bare") if round_ % 2 == 0 else ("bare", "runner"):
+            output, wall, rss = run_process(
+                runner_args if name == "runner" else bare_args, work, env
+            )
+            if name == "bare":
+                epochs_s = json.loads(output.strip().splitlines()[-1])["epoch_seconds"]
+            else:
+                client = mlflow.MlflowClient(uri)
+                experiment = client.get_experiment_by_name("bench").experiment_id
+                run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+                history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+                epochs_s = [m.value for m in sorted(history, key=lambda m: m.step)]
+            results[name].append(
+                {"epoch_seconds": epochs_s, "wall_seconds": wall, "peak_rss_mb": rss}
+            )
+            print(
+                f"  overhead round {round_ + 1} {name}: epoch {steady(epochs_s):.2f} s, "
+                f"process {wall:.1f} s, {rss:.0f} MB",
+                flush=True,
+            )
+
+    def summary(name: str) -> dict:
+        runs = results[name]
+        return {
+            "steady_epoch_seconds": statistics.median(steady(r["epoch_seconds"]) for r in runs),
+            "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        }
+
+    runner, bare = summary("runner"), summary("bare")
+    return {
+        "what": f"LeNet on {samples} MNIST-format images, {epochs} epochs, batch 128",
+        "runner": runner,
+        "bare_keras": bare,
+        "epoch_time_ratio": runner["steady_epoch_seconds"] / bare["steady_epoch_seconds"],
+        "wall_time_ratio": runner["wall_seconds"] / bare["wall_seconds"],
+        "goal": "epoch_time_ratio <= 1.05",
+        "rounds": results,
+    }
+
+
+def write_jpeg_folder(folder: Path, count: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        label = index % 3
+        height, width = rng.integers(200, 401, size=2)
+        pixels = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize((int(width), int(height)))
+        (folder / f"class{label}").mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"class{label}" / f"{index:05d}.jpg", quality=90)
+
+
+TUTORIAL_AUGMENTATION = dict(
+    rotation_range=30,
+    width_shift_range=0.1,
+    height_shift_range=0.1,
+    shear_range=0.2,
+    zoom_range=0.2,
+    horizontal_flip=True,
+    fill_mode="nearest",
+)
+
+
+def bench_pipeline(work: Path, rounds: int, count: int, batches: int) -> dict:
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from runner import augment
+    from runner.config import AugmentationConfig
+    from runner.data.base import ArraySplit
+    from runner.data.folders import scan_class_folders
+    from runner.data.images import decode_files
+    from runner.data.pipeline import to_dataset
+
+    folder = work / "jpegs"
+    write_jpeg_folder(folder, count)
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(AugmentationConfig),
+        OmegaConf.load(ROOT / "conf" / "augmentation" / "tutorial.yaml"),
+    )
+    ImageDataGenerator = tf.keras.preprocessing.image.ImageDataGenerator
+
+    def ours_load():
+        paths, labels, _, _ = scan_class_folders(folder)
+        images, kept, _ = decode_files(paths, size=(64, 64), channels=3)
+        return images, labels[kept]
+
+    def tutorial_load():  # the tutorial: a Python loop with PIL into a NumPy array
+        paths, labels, _, _ = scan_class_folders(folder)
+        data = [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in paths]
+        return np.stack(data), labels
+
+    def ours_rate(x, y):
+        dataset = augment.apply(
+            to_dataset(ArraySplit(x, y), batch_size=32, shuffle=True, seed=0), cfg, seed=0
+        ).repeat()
+        iterator = iter(dataset)
+        next(iterator)  # warm-up: tracing
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        return batches * 32 / (time.perf_counter() - started)
+
+    def tutorial_rate(x, y):
+        flow = ImageDataGenerator(**TUTORIAL_AUGMENTATION).flow(x, y, batch_size=32, seed=0)
+        next(flow)
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(flow)
+        return batches * 32 / (time.perf_counter() - started)
+
+    loads: dict[str, list[float]] = {"ours": [], "tutorial": []}
+    rates: dict[str, list[float]] = {"ours": [], "tutorial": []}
+    arrays = {}
+    for round_ in range(rounds):
+        order = ("ours", "tutorial") if round_ % 2 == 0 else ("tutorial", "ours")
+        for name in order:
+            started = time.perf_counter()
+            arrays[name] = ours_load() if name == "ours" else tutorial_load()
+            loads[name].append(time.perf_counter() - started)
+        for name in order:
+            rate = ours_rate(*arrays[name]) if name == "ours" else tutorial_rate(*arrays[name])
+            rates[name].append(rate)
+            print(
+                f"  pipeline round {round_ + 1} {name}: {rate:,.0f} augmented images/s, "
+                f"load {loads[name][-1]:.2f} s",
+                flush=True,
+            )
+    ours, tutorial = statistics.median(rates["ours"]), statistics.median(rates["tutorial"])
+    return {
+        "what": f"{count} JPEGs (200-400 px) -> 64x64, batch 32, augmentation=tutorial",
+        "augmented_images_per_second": {"ours": ours, "tutorial": tutorial},
+        "throughput_ratio": ours / tutorial,
+        "load_seconds": {k: statistics.median(v) for k, v in loads.items()},
+        "load_ratio": statistics.median(loads["tutorial"]) / statistics.median(loads["ours"]),
+        "goal": "throughput_ratio >= 5 (aim 10)",
+        "rounds": {"rates": rates, "loads": loads},
+    }
+
+
+def bench_accuracy(work: Path, target: float = 0.9) -> dict:
+    import mlflow
+
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    args = [
+        sys.executable,
+        "-m",
+        "runner",
+        "experiment=digits_lenet",
+        "trainer.verbose=2",
+        "trainer.early_stopping.enabled=false",
+        f"logger.tracking_uri={uri}",
+        "logger.experiment=bench_accuracy",
+        "logger.log_model=false",
+    ]
+    _, wall, rss = run_process(args, work)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bench_accuracy").experiment_id
+    run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+
+    def history(name):
+        return [
+            m.value
+            for m in sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        ]
+
+    seconds, accuracy = np.cumsum(history("epoch_seconds")), history("val_accuracy")
+    reached = next((i for i, a in enumerate(accuracy) if a >= target), None)
+    return {
+        "what": f"experiment=digits_lenet (offline): training time to val_accuracy >= {target}",
+        "epochs_to_target": None if reached is None else reached + 1,
+        "seconds_to_target": None if reached is None else float(seconds[reached]),
+        "final_test_accuracy": run.data.metrics["test_accuracy"],
+        "process_wall_seconds": wall,
+        "peak_rss_mb": rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("which", nargs="*", default=["overhead", "pipeline", "accuracy"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    table = []
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        for name in args.which:
+            print(f"[bench] {name} ...", flush=True)
+            if name == "overhead":
+                result = bench_overhead(
+                    work,
+                    args.rounds,
+                    epochs=2 if args.quick else 3,
+                    samples=6000 if args.quick else 60000,
+                )
+                table.append(
+                    (
+                        "overhead: epoch time runner / bare Keras",
+                        f"{result['epoch_time_ratio']:.3f}",
+                        result["goal"],
+                    )
+                )
+                table.append(
+                    (
+                        "overhead: process wall time runner / bare Keras",
+                        f"{result['wall_time_ratio']:.2f}",
+                        "",
+                    )
+                )
+            elif name == "pipeline":
+                result = bench_pipeline(
+                    work,
+                    args.rounds,
+                    count=300 if args.quick else 3000,
+                    batches=20 if args.quick else 200,
+                )
+                table.append(
+                    (
+                        "pipeline: augmented images/s ours / tutorial",
+                        f"{result['throughput_ratio']:.2f}",
+                        result["goal"],
+                    )
+                )
+                table.append(
+                    (
+                        "pipeline: folder load time tutorial / ours",
+                        f"{result['load_ratio']:.2f}",
+                        "",
+                    )
+                )
+            elif name == "accuracy":
+                result = bench_accuracy(work)
+                table.append(
+                    (
+                        "accuracy: seconds to 90% val accuracy (digits LeNet)",
+                        f"{result['seconds_to_target']}",
+                        "",
+                    )
+                )
+            else:
+                raise SystemExit(f"unknown benchmark {name!r}")
+            record = {
+                "benchmark": name,
+                "when": datetime.now(UTC).isoformat(),
+                "machine": info,
+                "quick": args.quick,
+                **result,
+            }
+            (OUT / f"{name}.json").write_text(json.dumps(record, indent=2))
+    width = max(len(row[0]) for row in table)
+    print(
+        f"\nmachine: {info['platform']}, {info['cpu_count']} CPUs, GPUs: {info['gpus'] or 'none'}"
+    )
+    print(f"{'measure'.ljust(width)}  value   goal")
+    for measure, value, goal in table:
+        print(f"{measure.ljust(width)}  {value:<6}  {goal}")
+    print(f"JSON: {OUT}/")
+
+
+if __name__ == "__main__":
+    main()
