@@ -63,6 +63,8 @@ class ImageDataConfig(DataConfig):
     path: str | None = None
     image_size: list[int] | None = None  # [height, width]
     color_mode: ColorMode | None = None
+    # Decoded images up to this size are kept in memory; a larger dataset streams from disk.
+    max_memory_mb: float = 4096
 
 
 @dataclass

@@ -17,6 +17,8 @@ from keras import layers
 
 from runner.errors import RunnerError
 
+# Statistics come from up to this many training images (all of them for smaller splits).
+FIT_SAMPLE = 50_000
 # A ZCA matrix has (H*W*C)^2 entries: 4096 dimensions (e.g. 32x32x3 has 3072) is 64 MB.
 MAX_ZCA_DIMENSIONS = 4096
 

@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     augment.validate(cfg.augmentation)
     splits = load(cfg.data, load_context(cfg))
     originals, augmented = augment.preview(
-        splits.train.x, cfg.augmentation, seed=cfg.trainer.seed, count=8, variants=7
+        splits.train.sample(8), cfg.augmentation, seed=cfg.trainer.seed, count=8, variants=7
     )
     figure = plots.augmentation_grid(
         originals, augmented, f"augmentation={cfg.augmentation.name} on {splits.info.name}"

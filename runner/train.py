@@ -85,6 +85,7 @@ def load_context(cfg: DictConfig) -> LoadContext:
         validation_split=cfg.trainer.validation_split,
         image_size=(int(size[0]), int(size[1])),
         channels=1 if ColorMode(color) is ColorMode.grayscale else 3,
+        max_memory_mb=OmegaConf.select(cfg, "data.max_memory_mb", default=4096),
     )
 
 
@@ -133,7 +134,10 @@ def run(cfg: DictConfig) -> float:
             _log_augmentation_preview(cfg, splits)
         if normalize.is_active(cfg.augmentation):
             info = replace(
-                info, preprocessing=tuple(normalize.fit(cfg.augmentation, splits.train.x))
+                info,
+                preprocessing=tuple(
+                    normalize.fit(cfg.augmentation, splits.train.sample(normalize.FIT_SAMPLE))
+                ),
             )
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
@@ -155,7 +159,7 @@ def run(cfg: DictConfig) -> float:
         )
         _log_plots(history, info, cfg)
         if cfg.logger.log_model:
-            tracking.log_keras_model(best, splits.test.x[:8], list(info.class_names))
+            tracking.log_keras_model(best, splits.test.sample(8), list(info.class_names))
         objective = _objective(history, cfg.objective)
         _print_summary(run, test_metrics, output_dir, cfg, device)
     return objective
@@ -255,7 +259,7 @@ def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> ke
 
 def _log_augmentation_preview(cfg: DictConfig, splits: Splits) -> None:
     figure = plots.augmentation_grid(
-        *augment.preview(splits.train.x, cfg.augmentation, seed=cfg.trainer.seed),
+        *augment.preview(splits.train.sample(6), cfg.augmentation, seed=cfg.trainer.seed),
         title=f"augmentation={cfg.augmentation.name} on {splits.info.name} (training images)",
     )
     tracking.log_figure(figure, "plots/augmentation_preview.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,26 @@ def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
     assert (
         tmp_path / "cache" / "voc" / "VOC2012" / "VOCdevkit" / "VOC2012" / "Annotations"
     ).is_dir()
+
+
+def test_data_larger_than_the_memory_limit_streams_from_disk(tmp_path):
+    from runner.data.base import ArraySplit, FileSplit
+    from runner.data.pipeline import to_dataset
+
+    fx.write_class_tree(tmp_path / "animals", per_class=12)
+    cfg = FolderDataConfig(name="animals", path=str(tmp_path / "animals"))
+    in_memory = load(cfg, context(tmp_path))
+    streaming = load(
+        cfg,
+        dataclasses.replace(context(tmp_path), max_memory_mb=0.01),  # ~10 KB: too small
+    )
+    assert isinstance(in_memory.train, ArraySplit) and isinstance(streaming.train, FileSplit)
+    assert streaming.sizes() == in_memory.sizes()
+    assert [s.path for s in streaming.skipped] == [s.path for s in in_memory.skipped]
+    # The same images come out of both pipelines, decoded from disk each time when streaming.
+    for name in ("val", "test"):
+        from_disk = np.concatenate(
+            [x for x, _ in to_dataset(getattr(streaming, name), batch_size=8).as_numpy_iterator()]
+        )
+        np.testing.assert_array_equal(from_disk, getattr(in_memory, name).x)
+    assert streaming.train.sample(3).shape == (3, 32, 32, 3)

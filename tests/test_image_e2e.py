@@ -55,6 +55,7 @@ def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
         "data=cats_vs_dogs", f"data.path={archive}", "data.train_per_class=8",
         "data.val_per_class=4", "data.test_per_class=4", "data.image_size=[48,48]",
         "model=convnet_small", "optimizer=rmsprop", "trainer.epochs=1", *COMMON,
+        "data.max_memory_mb=0.01",  # too small for the images: they stream from disk
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(workspace.client())

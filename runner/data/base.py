@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from runner.data.images import Skipped
+from runner.data.images import Skipped, decode_files
 from runner.errors import DataError
 
 Task = Literal["multiclass", "binary", "multilabel"]
@@ -36,13 +36,70 @@ class DataInfo:
 
 @dataclass
 class ArraySplit:
-    """Images as uint8 NHWC and integer labels, held in memory."""
+    """Images as uint8 NHWC and their labels, held in memory."""
 
     x: np.ndarray
     y: np.ndarray
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def take(self, indices: np.ndarray) -> ArraySplit:
+        return ArraySplit(self.x[indices], self.y[indices])
+
+    def sample(self, count: int) -> np.ndarray:
+        """The first `count` images (splits are already shuffled), as uint8 NHWC."""
+        return self.x[:count]
+
+
+@dataclass
+class FileSplit:
+    """Image files left on disk and decoded each time they are read: data larger than memory.
+
+    Every file was decoded once when the data was loaded, so none fails during training.
+    """
+
+    paths: np.ndarray  # of str
+    y: np.ndarray
+    image_size: tuple[int, int]
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def take(self, indices: np.ndarray) -> FileSplit:
+        return FileSplit(self.paths[indices], self.y[indices], self.image_size, self.channels)
+
+    def sample(self, count: int) -> np.ndarray:
+        images, _, _ = decode_files(
+            [Path(p) for p in self.paths[:count]], size=self.image_size, channels=self.channels
+        )
+        return images
+
+
+Split = ArraySplit | FileSplit
+
+
+def image_shape(split: Split) -> tuple[int, ...]:
+    return tuple(split.x.shape[1:]) if isinstance(split, ArraySplit) else split.shape
+
+
+def concat(parts: list[Split]) -> Split:
+    if all(isinstance(part, ArraySplit) for part in parts):
+        return ArraySplit(
+            np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts])
+        )
+    first = parts[0]
+    return FileSplit(
+        np.concatenate([p.paths for p in parts]),
+        np.concatenate([p.y for p in parts]),
+        first.image_size,
+        first.channels,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,13 +111,19 @@ class LoadContext:
     validation_split: float
     image_size: tuple[int, int]  # for sources decoded from image files
     channels: int
+    # Decoded images larger than this stay on disk and stream (FileSplit).
+    max_memory_mb: float = 4096
+
+    def fits_in_memory(self, count: int) -> bool:
+        size = count * self.image_size[0] * self.image_size[1] * self.channels
+        return size <= self.max_memory_mb * 2**20
 
 
 @dataclass
 class Splits:
-    train: ArraySplit
-    val: ArraySplit
-    test: ArraySplit
+    train: Split
+    val: Split
+    test: Split
     info: DataInfo
     skipped: list[Skipped] = field(default_factory=list)  # files left out, with the reason
 
@@ -94,25 +157,37 @@ def check_classes(class_names: tuple[str, ...], where: str) -> None:
         )
 
 
-def stratified_split(
-    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str
-) -> tuple[ArraySplit, ArraySplit]:
-    """Split off a seeded, stratified `fraction` of (x, y); returns (rest, fraction)."""
+def read_split(
+    paths: list[Path], labels: np.ndarray, ctx: LoadContext, *, in_memory: bool
+) -> tuple[Split, list[Skipped]]:
+    """Decode image files into memory, or check them and leave them to stream from disk."""
+    images, kept, skipped = decode_files(
+        paths, size=ctx.image_size, channels=ctx.channels, keep_pixels=in_memory
+    )
+    if in_memory:
+        return ArraySplit(images, labels[kept]), skipped
+    kept_paths = np.asarray([str(paths[i]) for i in kept], dtype=object)
+    return FileSplit(kept_paths, labels[kept], ctx.image_size, ctx.channels), skipped
+
+
+def stratified_split(split: Split, fraction: float, seed: int, what: str) -> tuple[Split, Split]:
+    """Split off a seeded, stratified `fraction`; returns (rest, fraction)."""
+    y = split.y
     if not 0.0 < fraction < 1.0:
         raise DataError(f"{what} should be between 0 and 1 (exclusive). Received: {fraction}")
     counts = np.bincount(y)
     # Stratifying needs two examples of each class; a tiny dataset falls back to a plain shuffle.
     stratify = y if counts[counts > 0].min() >= 2 else None
     try:
-        x_rest, x_part, y_rest, y_part = train_test_split(
-            x, y, test_size=fraction, random_state=seed, stratify=stratify
+        rest, part = train_test_split(
+            np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify
         )
     except ValueError as error:
         raise DataError(
-            f"Cannot take {what}={fraction} of {len(x)} examples with {len(counts)} classes: "
+            f"Cannot take {what}={fraction} of {len(y)} examples with {len(counts)} classes: "
             f"{error}. Use a larger fraction or more data."
         ) from None
-    return ArraySplit(x_rest, y_rest), ArraySplit(x_part, y_part)
+    return split.take(rest), split.take(part)
 
 
 def as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -124,7 +199,10 @@ def to_splits(raw: RawArrays, *, name: str, validation_split: float, seed: int) 
     """Official test split stays the test split; validation is a stratified part of train."""
     x_train, x_test = as_nhwc(raw.x_train), as_nhwc(raw.x_test)
     train, val = stratified_split(
-        x_train, raw.y_train.astype(np.int64), validation_split, seed, "trainer.validation_split"
+        ArraySplit(x_train, raw.y_train.astype(np.int64)),
+        validation_split,
+        seed,
+        "trainer.validation_split",
     )
     test = ArraySplit(x_test, raw.y_test.astype(np.int64))
     info = DataInfo(

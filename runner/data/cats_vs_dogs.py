@@ -15,9 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, task_for
+from runner.data.base import (
+    DataInfo,
+    LoadContext,
+    Split,
+    Splits,
+    concat,
+    image_shape,
+    read_split,
+    task_for,
+)
 from runner.data.folders import require_folder
-from runner.data.images import Skipped, decode_files, is_image_name
+from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
 
 CLASS_NAMES = ("cat", "dog")
@@ -73,19 +82,19 @@ def numbered_files(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
     return {name: [p for _, p in sorted(files)] for name, files in by_class.items()}, skipped
 
 
-def decode_first_good(
-    files: list[Path], needed: int, ctx: LoadContext
-) -> tuple[np.ndarray, list[Skipped]]:
-    """Decode files in order until `needed` decode (or the files run out)."""
-    images, skipped, start = [], [], 0
-    while sum(len(chunk) for chunk in images) < needed and start < len(files):
-        missing = needed - sum(len(chunk) for chunk in images)
-        chunk = files[start : start + missing]
-        decoded, _, bad = decode_files(chunk, size=ctx.image_size, channels=ctx.channels)
-        images.append(decoded)
+def first_good(
+    files: list[Path], label: int, needed: int, ctx: LoadContext, in_memory: bool
+) -> tuple[Split, list[Skipped]]:
+    """The first `needed` files of a class that decode (bad ones are replaced by the next)."""
+    parts, skipped, start = [], [], 0
+    while sum(len(part) for part in parts) < needed and start < len(files):
+        chunk = files[start : start + needed - sum(len(part) for part in parts)]
+        labels = np.full(len(chunk), label, dtype=np.int64)
+        part, bad = read_split(chunk, labels, ctx, in_memory=in_memory)
+        parts.append(part)
         skipped += bad
         start += len(chunk)
-    return np.concatenate(images), skipped
+    return concat(parts), skipped
 
 
 def load(cfg: Any, ctx: LoadContext) -> Splits:
@@ -94,24 +103,19 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
         root = extract_zip(root, ctx.data_dir / "cats_vs_dogs" / root.stem)
     by_class, skipped = numbered_files(root)
     sizes = (cfg.train_per_class, cfg.val_per_class, cfg.test_per_class)
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "val": [], "test": []}
+    in_memory = ctx.fits_in_memory(len(CLASS_NAMES) * sum(sizes))
+    parts: dict[str, list[Split]] = {"train": [], "val": [], "test": []}
     for label, name in enumerate(CLASS_NAMES):
-        images, bad = decode_first_good(by_class[name], sum(sizes), ctx)
+        every, bad = first_good(by_class[name], label, sum(sizes), ctx, in_memory)
         skipped += bad
-        if len(images) < sum(sizes):
+        if len(every) < sum(sizes):
             raise DataError(
-                f"Only {len(images)} usable {name} images under {root}; the split needs "
+                f"Only {len(every)} usable {name} images under {root}; the split needs "
                 f"{sum(sizes)} (data.train_per_class + val_per_class + test_per_class)."
             )
         bounds = np.cumsum((0, *sizes))
         for split, start, end in zip(parts, bounds[:-1], bounds[1:], strict=True):
-            parts[split].append((images[start:end], np.full(end - start, label, np.int64)))
-    splits = {
-        split: ArraySplit(
-            np.concatenate([x for x, _ in pieces]), np.concatenate([y for _, y in pieces])
-        )
-        for split, pieces in parts.items()
-    }
-    shape = tuple(splits["train"].x.shape[1:])
-    info = DataInfo(cfg.name, shape, CLASS_NAMES, task_for(CLASS_NAMES))
+            parts[split].append(every.take(np.arange(start, end)))
+    splits = {split: concat(pieces) for split, pieces in parts.items()}
+    info = DataInfo(cfg.name, image_shape(splits["train"]), CLASS_NAMES, task_for(CLASS_NAMES))
     return Splits(splits["train"], splits["val"], splits["test"], info, skipped=skipped)

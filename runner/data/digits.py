@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from runner.config import DigitsDataConfig
-from runner.data.base import RawArrays, stratified_split
+from runner.data.base import ArraySplit, RawArrays, stratified_split
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
@@ -31,6 +31,9 @@ def load(cfg: DigitsDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     digits = load_digits()
     images = upscale(digits.images, cfg.image_size)
     train, test = stratified_split(
-        images, digits.target.astype(np.int64), cfg.test_fraction, seed, "data.test_fraction"
+        ArraySplit(images, digits.target.astype(np.int64)),
+        cfg.test_fraction,
+        seed,
+        "data.test_fraction",
     )
     return RawArrays(train.x, train.y, test.x, test.y, class_names=CLASS_NAMES)

@@ -19,10 +19,12 @@ from runner.data.base import (
     LoadContext,
     Splits,
     check_classes,
+    image_shape,
+    read_split,
     stratified_split,
     task_for,
 )
-from runner.data.images import Skipped, decode_files, is_image_name
+from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
 
 
@@ -68,12 +70,9 @@ def require_every_class(labels: np.ndarray, class_names: tuple[str, ...], root: 
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = require_folder(cfg.path, cfg.name)
     paths, labels, class_names, skipped = scan_class_folders(root)
-    images, kept, undecodable = decode_files(paths, size=ctx.image_size, channels=ctx.channels)
-    labels = labels[kept]
-    require_every_class(labels, class_names, root)
-    rest, test = stratified_split(images, labels, cfg.test_split, ctx.seed, "data.test_split")
-    train, val = stratified_split(
-        rest.x, rest.y, ctx.validation_split, ctx.seed, "trainer.validation_split"
-    )
-    info = DataInfo(cfg.name, tuple(images.shape[1:]), class_names, task_for(class_names))
+    every, undecodable = read_split(paths, labels, ctx, in_memory=ctx.fits_in_memory(len(paths)))
+    require_every_class(every.y, class_names, root)
+    rest, test = stratified_split(every, cfg.test_split, ctx.seed, "data.test_split")
+    train, val = stratified_split(rest, ctx.validation_split, ctx.seed, "trainer.validation_split")
+    info = DataInfo(cfg.name, image_shape(every), class_names, task_for(class_names))
     return Splits(train, val, test, info, skipped=skipped + undecodable)

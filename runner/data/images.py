@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,33 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def decode_image(path: Any, size: tuple[int, int], channels: int) -> Any:
+    """One file (a string tensor) to uint8 (H, W, C): any format and color form, resized."""
+    import tensorflow as tf
+
+    # Decoding to RGB first works for every form (CMYK JPEGs cannot decode to 1 channel).
+    image = tf.io.decode_image(
+        tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
+    )
+    image = tf.image.resize(image, size)  # bilinear, as image_dataset_from_directory
+    if channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
 def decode_files(
-    paths: list[Path], *, size: tuple[int, int], channels: int, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
-    """Decode `paths` to uint8 (N, H, W, C); returns (images, indices of kept paths, skipped)."""
+    paths: list[Path],
+    *,
+    size: tuple[int, int],
+    channels: int,
+    keep_pixels: bool = True,
+    batch_size: int = 256,
+) -> tuple[np.ndarray | None, np.ndarray, list[Skipped]]:
+    """Decode `paths` to uint8 (N, H, W, C); returns (images, indices of kept paths, skipped).
+
+    With keep_pixels=False the files are only checked (images is None): for data that will
+    stream from disk because it does not fit in memory.
+    """
     import tensorflow as tf  # deferred: only image datasets need it here
 
     skipped: list[Skipped] = []
@@ -42,14 +66,10 @@ def decode_files(
             candidates.append(index)
 
     def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # Decoding to RGB first works for every form (CMYK JPEGs cannot decode to 1 channel).
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
-        )
-        image = tf.image.resize(image, size)  # bilinear, as image_dataset_from_directory
-        if channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
-        return index, tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+        image = decode_image(path, size, channels)
+        # Checking only: keep one pixel, so the decode still runs (and fails on a bad file)
+        # instead of being optimized away, and drop the rest.
+        return index, image if keep_pixels else image[0, 0]
 
     names = [str(paths[i]) for i in candidates]
     dataset = (

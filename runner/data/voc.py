@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from runner.config import Difficult, VocSplit
-from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits
+from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all
-from runner.data.images import Skipped, decode_files
+from runner.data.images import Skipped
 from runner.errors import DataError
 
 CLASS_NAMES = (
@@ -133,17 +133,15 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
             "test": order[n_train + n_val :],
         }
     splits = {}
+    in_memory = ctx.fits_in_memory(sum(len(split_ids) for split_ids in groups.values()))
     for split, split_ids in groups.items():
         if not split_ids:
             raise DataError(f"The VOC {split} split is empty: check ImageSets or the fractions.")
         paths = [root / "JPEGImages" / f"{i}.jpg" for i in split_ids]
-        missing = [p for p in paths if not p.exists()]
-        skipped += [Skipped(str(p), "image file missing") for p in missing]
+        skipped += [Skipped(str(p), "image file missing") for p in paths if not p.exists()]
         present = [p for p in paths if p.exists()]
-        images, kept, bad = decode_files(present, size=ctx.image_size, channels=ctx.channels)
+        labels = np.stack([targets[p.stem] for p in present])
+        splits[split], bad = read_split(present, labels, ctx, in_memory=in_memory)
         skipped += bad
-        labels = np.stack([targets[present[i].stem] for i in kept])
-        splits[split] = ArraySplit(images, labels)
-    shape = tuple(splits["train"].x.shape[1:])
-    info = DataInfo(cfg.name, shape, CLASS_NAMES, task="multilabel")
+    info = DataInfo(cfg.name, image_shape(splits["train"]), CLASS_NAMES, task="multilabel")
     return Splits(splits["train"], splits["val"], splits["test"], info, skipped=skipped)
