@@ -13,10 +13,13 @@ input pixel it samples, composed as rotation @ shift @ shear @ zoom around the i
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
+import keras
 import tensorflow as tf
 
+from runner.config import Placement
 from runner.errors import RunnerError
 
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
@@ -91,8 +94,8 @@ def _flip(seed: tf.Tensor, n: tf.Tensor, enabled: bool, index: int) -> tf.Tensor
     return tf.where(coin, -1.0, 1.0)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any) -> tf.Tensor:
-    """Augment a uint8 (N, H, W, C) batch; returns uint8 of the same shape."""
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool = True) -> tf.Tensor:
+    """Augment a (N, H, W, C) batch of 0-255 pixels; returns uint8 (or float32) of that shape."""
     shape = tf.shape(images)
     n, height, width = shape[0], images.shape[1], images.shape[2]
     out = tf.cast(images, tf.float32)
@@ -113,12 +116,17 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any) -> tf.Tensor:
         factor = 1.0 + _uniform(seed, n, cfg.contrast, 9)
         mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
         out = (out - mean) * factor[:, None, None, None] + mean
-    return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
+    out = tf.clip_by_value(out, 0.0, 255.0)
+    return tf.cast(tf.round(out), tf.uint8) if as_uint8 else out
+
+
+def in_model(cfg: Any) -> bool:
+    return is_active(cfg) and Placement(cfg.placement) is Placement.model
 
 
 def apply(dataset: tf.data.Dataset, cfg: Any, seed: int) -> tf.data.Dataset:
     """Augment the images of a batched (images, labels) dataset, new randomness every epoch."""
-    if not is_active(cfg):
+    if not is_active(cfg) or in_model(cfg):
         return dataset
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
@@ -131,6 +139,51 @@ def apply(dataset: tf.data.Dataset, cfg: Any, seed: int) -> tf.data.Dataset:
         .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+RANDOM_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip",
+               "vertical_flip", "fill_mode", "fill_value", "brightness", "contrast")  # fmt: skip
+
+
+@keras.saving.register_keras_serializable(package="runner")
+class RandomAugmentation(keras.layers.Layer):
+    """The same transforms as a layer, active only in training: `placement: model`.
+
+    It runs where the model runs (the GPU when there is one). Only the training model wears
+    it: checkpoints hold it, the evaluated and logged model is the one inside, without it.
+    """
+
+    def __init__(self, settings: dict, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_jit = False  # ImageProjectiveTransformV3 has no XLA kernel
+        self.settings = dict(settings)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images: Any, training: bool | None = None) -> Any:
+        if not training:
+            return images
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return augment_batch(images, seed, SimpleNamespace(**self.settings), as_uint8=False)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "settings": self.settings, "seed": self.seed}
+
+
+def wrap_model(model: keras.Model, cfg: Any, seed: int) -> keras.Model:
+    """The model to train with `placement: model`: augmentation in front, the model behind."""
+    settings = {key: cfg[key] for key in RANDOM_KEYS}
+    layer = RandomAugmentation(settings, seed=seed, name="augmentation")
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(layer(inputs)), name=f"{model.name}_augmented")
+
+
+def unwrap_model(model: keras.Model) -> keras.Model:
+    """The trained model without its augmentation layer (the last layer of the wrapper)."""
+    return model.layers[-1] if model.name.endswith("_augmented") else model
 
 
 def preview(

@@ -212,11 +212,17 @@ class RMSpropConfig(OptimizerConfig):
 # ------------------------------------------------------------------------------- augmentation
 
 
+class Placement(Enum):
+    pipeline = "pipeline"  # in the tf.data input pipeline, on the CPU, overlapped with training
+    model = "model"  # a layer in front of the model while training: on the GPU when there is one
+
+
 @dataclass
 class AugmentationConfig:
     """ImageDataGenerator's random transforms, applied to training batches only."""
 
     name: str = "none"
+    placement: Placement = Placement.pipeline
     rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
     width_shift: float = 0.0  # fraction of the width, uniform in [-s, s]
     height_shift: float = 0.0  # fraction of the height

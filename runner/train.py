@@ -118,7 +118,7 @@ def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
 
 
 def run(cfg: DictConfig) -> float:
-    """Train and evaluate one configuration; return the best validation accuracy (or -loss)."""
+    """Train and evaluate one configuration; return the objective (best `objective.metric`)."""
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     augment.validate(cfg.augmentation)
@@ -142,14 +142,20 @@ def run(cfg: DictConfig) -> float:
         model = models.build(cfg.model, info)
         loss, metrics = models.heads.loss_and_metrics(info)
         check_monitors(cfg.trainer, cfg.objective, metrics)
+        tracking.log_text(_summary_text(model), "model_summary.txt")
+        if augment.in_model(cfg.augmentation):
+            model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
         model.compile(
             optimizer=optimizers.build(cfg.optimizer, epochs=cfg.trainer.epochs),
             loss=loss,
             metrics=metrics,
         )
-        tracking.log_text(_summary_text(model), "model_summary.txt")
         history = _fit(cfg, model, splits, checkpoint_dir)
         best = _best_model(cfg, model, checkpoint_dir)
+        if augment.in_model(cfg.augmentation):
+            best = augment.unwrap_model(best)
+            loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects
+            best.compile(loss=loss, metrics=metrics)  # to evaluate; it trains no further
         test_metrics = evaluate(
             best,
             splits,

@@ -180,3 +180,34 @@ def test_zca_refuses_large_images():
     cfg = compose_cfg(["augmentation.zca_whitening=true"]).augmentation
     with pytest.raises(RunnerError, match="meant for small images"):
         normalize.fit(cfg, np.zeros((4, 64, 64, 3), np.uint8))
+
+
+def test_placement_model_augments_inside_the_model_while_training(workspace):
+    import keras
+
+    cfg = compose_cfg(["augmentation=tutorial", "augmentation.placement=model"]).augmentation
+    inner = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Identity()], name="inner")
+    wrapped = augment.wrap_model(inner, cfg, seed=1)
+    images = random_splits().train.x[:8].astype("float32")
+    np.testing.assert_array_equal(np.asarray(wrapped(images, training=False)), images)
+    assert not np.array_equal(np.asarray(wrapped(images, training=True)), images)
+    assert augment.unwrap_model(wrapped) is inner
+    # The input pipeline leaves the batches alone: the model does the work.
+    splits = random_splits()
+    train, _ = input_pipelines(compose_cfg(["augmentation=tutorial", "augmentation.placement=model",
+                                            "trainer.batch_size=16"]), splits)  # fmt: skip
+    plain, _ = input_pipelines(compose_cfg(["augmentation=none", "trainer.batch_size=16"]), splits)
+    np.testing.assert_array_equal(np.concatenate(batches(train)), np.concatenate(batches(plain)))
+
+    result = workspace.run(
+        "experiment=digits_lenet", "augmentation=light", "augmentation.placement=model",
+        "trainer.epochs=2", "logger.experiment=tests",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(workspace.client())
+    assert run.data.params["augmentation.placement"] == "model"
+    import mlflow
+
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    assert "augmentation" not in [layer.name for layer in logged.layers]
+    assert logged.count_params() == 1_256_080
