@@ -121,6 +121,7 @@ def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration; return the objective (best `objective.metric`)."""
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
+    check_trainer(cfg.trainer)
     augment.validate(cfg.augmentation)
     device = configure_tensorflow(cfg)
     with tracking.tracked_run(
@@ -236,6 +237,27 @@ def input_pipelines(cfg: DictConfig, splits: Splits) -> tuple[tf.data.Dataset, t
     train = to_dataset(splits.train, batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed)
     validation = to_dataset(splits.val, batch_size=trainer.batch_size)
     return augment.apply(train, cfg.augmentation, seed=trainer.seed), validation
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Values the schema's types allow but training does not, caught before any work."""
+    problems = {
+        "epochs": trainer.epochs >= 1,
+        "batch_size": trainer.batch_size >= 1,
+        "early_stopping.patience": trainer.early_stopping.patience >= 0,
+        "intra_op_threads": trainer.intra_op_threads >= 0,
+        "inter_op_threads": trainer.inter_op_threads >= 0,
+    }
+    for key, ok in problems.items():
+        if not ok:
+            value = OmegaConf.select(trainer, key)
+            minimum = 1 if key in ("epochs", "batch_size") else 0
+            raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
+    if not 0.0 < trainer.validation_split < 1.0:
+        raise RunnerError(
+            "trainer.validation_split should be between 0 and 1 (exclusive). "
+            f"Received: {trainer.validation_split}"
+        )
 
 
 def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) -> None:

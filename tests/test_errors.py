@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import FAST, checksum_overrides
 
 
@@ -88,6 +90,20 @@ def test_unknown_key_is_rejected(workspace):
     result = workspace.run("trainer.epoch=3")
     assert result.returncode == 1
     assert "Key 'epoch' not in 'TrainerConfig'" in result.stderr
+    assert statuses(workspace) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
+     ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
+     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1")],
+)  # fmt: skip
+def test_out_of_range_trainer_values_are_rejected_before_any_run(workspace, override, message):
+    result = workspace.run("experiment=digits_lenet", *FAST, override)
+    assert result.returncode == 1
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
     assert statuses(workspace) == []
 
 
