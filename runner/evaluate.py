@@ -39,8 +39,30 @@ def evaluate(
         figure = plots.confusion_matrix(y_true, y_pred, names, f"{title}: test confusion matrix")
         tracking.log_figure(figure, "plots/confusion_matrix.png")
         plots.close(figure)
+        _log_prediction_grid(splits, y_pred, probabilities, names, title)
     tracking.log_metrics(metrics)
     return metrics
+
+
+def _log_prediction_grid(
+    splits: Splits, y_pred: np.ndarray, probabilities: np.ndarray, names: list[str], title: str,
+    count: int = 18,
+) -> None:  # fmt: skip
+    """The first test images with predicted vs true label, as the tutorials show them."""
+    count = min(count, len(splits.test))
+    if probabilities.shape[1] == 1:  # binary: probability of the predicted class
+        scores = np.where(y_pred == 1, probabilities[:, 0], 1 - probabilities[:, 0])
+    else:
+        scores = probabilities.max(axis=1)
+    figure = plots.prediction_grid(
+        splits.test.sample(count),
+        [names[i] for i in splits.test.y[:count]],
+        [names[i] for i in y_pred[:count]],
+        scores[:count],
+        f"{title}: test predictions",
+    )
+    tracking.log_figure(figure, "plots/test_predictions.png")
+    plots.close(figure)
 
 
 def predicted_labels(probabilities: np.ndarray, info: DataInfo, threshold: float) -> np.ndarray:

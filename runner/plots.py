@@ -90,3 +90,33 @@ def augmentation_grid(originals: np.ndarray, augmented: np.ndarray, title: str) 
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def prediction_grid(
+    images: np.ndarray,
+    true: Sequence[str],
+    predicted: Sequence[str],
+    scores: Sequence[float],
+    title: str,
+    columns: int = 6,
+) -> Figure:
+    """Test images with the predicted label and its probability; wrong ones in red."""
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
+    gray = images.shape[-1] == 1
+    for index, axis in enumerate(axes.flat):
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if index >= len(images):
+            axis.axis("off")
+            continue
+        image = images[index]
+        axis.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None)
+        ok = true[index] == predicted[index]
+        axis.set_title(
+            f"{predicted[index]} {scores[index]:.0%}\n(true: {true[index]})",
+            fontsize=7, color="black" if ok else "red",
+        )  # fmt: skip
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure

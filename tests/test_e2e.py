@@ -18,6 +18,7 @@ EXPECTED_ARTIFACTS = {
     "model_summary.txt",
     "plots/confusion_matrix.png",
     "plots/learning_curves.png",
+    "plots/test_predictions.png",
     "reports/classification_report.json",
     "reports/classification_report.txt",
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -46,6 +48,32 @@ def test_animals_folder_trains_and_the_model_predicts_class_names(workspace, tmp
     )
     predicted = np.asarray(model.predict(images)).argmax(axis=1)
     assert [class_names[i] for i in predicted] == ["cats", "dogs", "panda"]
+
+    # The same from the command line, on image files (one of them not an image).
+    new = tmp_path / "new"
+    new.mkdir()
+    for label, name in enumerate(("a_cat", "b_dog", "c_panda")):
+        fx.picture(label, seed=7000 + label, size=80).save(new / f"{name}.jpg")
+    (new / "d_broken.jpg").write_bytes(b"nope")
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", f"runs:/{run.info.run_id}/model",
+         "--tracking-uri", workspace.tracking_uri, "--top", "1", "--out", str(tmp_path / "out"),
+         str(new)],
+        capture_output=True, text=True, env=workspace.env(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {
+        line.split(":")[0].rsplit("/", 1)[-1]: line.split(": ", 1)[1]
+        for line in result.stdout.splitlines()
+        if line.startswith(str(new))
+    }
+    assert lines["a_cat.jpg"].startswith("cats ")
+    assert lines["b_dog.jpg"].startswith("dogs ")
+    assert lines["c_panda.jpg"].startswith("panda ")
+    assert lines["d_broken.jpg"].startswith("skipped")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_cat.png", "b_dog.png", "c_panda.png",
+    ]  # fmt: skip
 
 
 def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
