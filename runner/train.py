@@ -241,17 +241,16 @@ def input_pipelines(cfg: DictConfig, splits: Splits) -> tuple[tf.data.Dataset, t
 
 def check_trainer(trainer: DictConfig) -> None:
     """Values the schema's types allow but training does not, caught before any work."""
-    problems = {
-        "epochs": trainer.epochs >= 1,
-        "batch_size": trainer.batch_size >= 1,
-        "early_stopping.patience": trainer.early_stopping.patience >= 0,
-        "intra_op_threads": trainer.intra_op_threads >= 0,
-        "inter_op_threads": trainer.inter_op_threads >= 0,
+    minimums = {
+        "epochs": 1,
+        "batch_size": 1,
+        "early_stopping.patience": 0,
+        "intra_op_threads": 0,
+        "inter_op_threads": 0,
     }
-    for key, ok in problems.items():
-        if not ok:
-            value = OmegaConf.select(trainer, key)
-            minimum = 1 if key in ("epochs", "batch_size") else 0
+    for key, minimum in minimums.items():
+        value = OmegaConf.select(trainer, key)
+        if value < minimum:
             raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
     if not 0.0 < trainer.validation_split < 1.0:
         raise RunnerError(
