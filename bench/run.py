@@ -291,6 +291,27 @@ def bench_accuracy(work: Path, target: float = 0.9) -> dict:
     }
 
 
+# Per benchmark: (what the row measures, result key, number format, goal shown beside it).
+TABLE_ROWS = {
+    "overhead": [
+        ("overhead: epoch time runner / bare Keras", "epoch_time_ratio", ".3f", "<= 1.05"),
+        ("overhead: process wall time runner / bare Keras", "wall_time_ratio", ".2f", ""),
+    ],
+    "pipeline": [
+        (
+            "pipeline: augmented images/s ours / tutorial",
+            "throughput_ratio",
+            ".2f",
+            ">= 5 (aim 10)",
+        ),
+        ("pipeline: folder load time tutorial / ours", "load_ratio", ".2f", ""),
+    ],
+    "accuracy": [
+        ("accuracy: seconds to 90% val accuracy (digits LeNet)", "seconds_to_target", ".1f", ""),
+    ],
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -313,20 +334,6 @@ def main() -> None:
                     epochs=2 if args.quick else 3,
                     samples=6000 if args.quick else 60000,
                 )
-                table.append(
-                    (
-                        "overhead: epoch time runner / bare Keras",
-                        f"{result['epoch_time_ratio']:.3f}",
-                        result["goal"],
-                    )
-                )
-                table.append(
-                    (
-                        "overhead: process wall time runner / bare Keras",
-                        f"{result['wall_time_ratio']:.2f}",
-                        "",
-                    )
-                )
             elif name == "pipeline":
                 result = bench_pipeline(
                     work,
@@ -334,30 +341,8 @@ def main() -> None:
                     count=300 if args.quick else 3000,
                     batches=20 if args.quick else 200,
                 )
-                table.append(
-                    (
-                        "pipeline: augmented images/s ours / tutorial",
-                        f"{result['throughput_ratio']:.2f}",
-                        result["goal"],
-                    )
-                )
-                table.append(
-                    (
-                        "pipeline: folder load time tutorial / ours",
-                        f"{result['load_ratio']:.2f}",
-                        "",
-                    )
-                )
             elif name == "accuracy":
                 result = bench_accuracy(work)
-                seconds = result["seconds_to_target"]
-                table.append(
-                    (
-                        "accuracy: seconds to 90% val accuracy (digits LeNet)",
-                        "not reached" if seconds is None else f"{seconds:.1f}",
-                        "",
-                    )
-                )
             else:
                 raise SystemExit(f"unknown benchmark {name!r}")
             record = {
@@ -368,6 +353,9 @@ def main() -> None:
                 **result,
             }
             (OUT / f"{name}.json").write_text(json.dumps(record, indent=2))
+            for measure, key, fmt, goal in TABLE_ROWS[name]:
+                value = result[key]
+                table.append((measure, "not reached" if value is None else f"{value:{fmt}}", goal))
     width = max(len(row[0]) for row in table)
     print(
         f"\nmachine: {info['platform']}, {info['cpu_count']} CPUs, GPUs: {info['gpus'] or 'none'}"
