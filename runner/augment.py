@@ -25,13 +25,17 @@ from runner.errors import RunnerError
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 
-def is_active(cfg: Any) -> bool:
-    geometric = (
+def is_geometric(cfg: Any) -> bool:
+    """Whether any transform that moves pixels (the affine matrix) is on."""
+    return bool(
         any((cfg.rotation, cfg.width_shift, cfg.height_shift, cfg.shear, cfg.zoom))
         or cfg.horizontal_flip
         or cfg.vertical_flip
     )
-    return bool(geometric or cfg.brightness or cfg.contrast)
+
+
+def is_active(cfg: Any) -> bool:
+    return bool(is_geometric(cfg) or cfg.brightness or cfg.contrast)
 
 
 def validate(cfg: Any) -> None:
@@ -99,8 +103,7 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
     shape = tf.shape(images)
     n, height, width = shape[0], images.shape[1], images.shape[2]
     out = tf.cast(images, tf.float32)
-    if any((cfg.rotation, cfg.width_shift, cfg.height_shift, cfg.shear, cfg.zoom,
-            cfg.horizontal_flip, cfg.vertical_flip)):  # fmt: skip
+    if is_geometric(cfg):
         out = tf.raw_ops.ImageProjectiveTransformV3(
             images=out,
             transforms=random_matrices(cfg, seed, n, height, width),
