@@ -97,13 +97,11 @@ class Difficult(Enum):
 
 
 @dataclass
-class VocDataConfig(ImageDataConfig):
-    """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched."""
+class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
+    """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched
+    like the other downloaded datasets (mirror, files, verify_checksum)."""
 
     year: str = "2012"
-    mirror: str = MISSING
-    files: dict[str, FileSpec] = field(default_factory=dict)
-    verify_checksum: bool = True
     split: VocSplit = VocSplit.imagesets
     # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
     train_fraction: float = 0.7

@@ -19,6 +19,7 @@ import numpy as np
 from runner.config import Difficult, VocSplit
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all
+from runner.data.folders import require_folder
 from runner.data.images import Skipped
 from runner.errors import DataError
 
@@ -84,10 +85,7 @@ def read_ids(path: Path) -> list[str]:
 
 def voc_root(cfg: Any, ctx: LoadContext) -> Path:
     if cfg.path:
-        path = Path(cfg.path).expanduser()
-        if not path.exists():
-            raise DataError(f"data.path={path} does not exist.")
-        return find_year_folder(path)
+        return find_year_folder(require_folder(cfg.path, cfg.name))
     files = fetch_all(cfg, ctx.data_dir)
     extracted = ctx.data_dir / cfg.name / f"VOC{cfg.year}"
     for archive in files.values():
