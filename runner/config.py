@@ -118,7 +118,8 @@ class ModelConfig:
     name: str = MISSING
     # Image size and color this model is meant for; image datasets decode to it unless
     # data.image_size / data.color_mode say otherwise. Arrays (MNIST, CIFAR) keep their own.
-    input_size: list[int] = field(default_factory=lambda: [32, 32])
+    # (Optional only so that `pretrained` can leave it to its backbone.)
+    input_size: list[int] | None = field(default_factory=lambda: [32, 32])
     color_mode: ColorMode = ColorMode.rgb
 
 
@@ -167,6 +168,61 @@ class CifarCNNConfig(ModelConfig):
     dense_units: int = 1024
     conv_dropout: float = 0.25
     dense_dropout: float = 0.5
+
+
+class Backbone(Enum):
+    """`keras.applications` networks usable as a pretrained backbone (runner/models/backbones.py)."""
+
+    vgg16 = "vgg16"
+    vgg19 = "vgg19"
+    resnet50 = "resnet50"
+    inception_v3 = "inception_v3"
+    inception_resnet_v2 = "inception_resnet_v2"
+    xception = "xception"
+    mobilenet = "mobilenet"
+    mobilenet_v2 = "mobilenet_v2"
+    efficientnet_b0 = "efficientnet_b0"
+
+
+class Strategy(Enum):
+    feature_extraction = "feature_extraction"  # backbone frozen, only the new head trains
+    fine_tune = "fine_tune"  # the head first, then the top of the backbone at a lower rate
+    full = "full"  # every layer trains from the first epoch
+
+
+class Pooling(Enum):
+    avg = "avg"
+    max = "max"
+    flatten = "flatten"
+
+
+@dataclass
+class FineTuneConfig:
+    """The second phase of `strategy=fine_tune`, after `trainer.epochs` epochs of the head."""
+
+    epochs: int = 10
+    lr: float = 1e-5
+    # The top `unfreeze_layers` layers of the backbone train, or every layer from the one named
+    # `unfreeze_from` (e.g. block5_conv1 for VGG16) when set. BatchNorm layers stay frozen.
+    unfreeze_layers: int = 4
+    unfreeze_from: str | None = None
+
+
+@dataclass
+class PretrainedConfig(ModelConfig):
+    backbone: Backbone = Backbone.vgg16
+    # imagenet (fetched like a dataset file), null (random initialisation) or a weights file.
+    weights: str | None = "imagenet"
+    weights_mirror: str = "https://storage.googleapis.com"
+    # Checksum of the fetched weights file; null: the md5 Keras publishes for it.
+    weights_hash: str | None = None
+    strategy: Strategy = Strategy.feature_extraction
+    pooling: Pooling = Pooling.avg
+    dense_units: int = 0  # a hidden ReLU layer in the head; 0: none
+    dropout: float = 0.0
+    # feature_extraction without augmentation: run the frozen backbone once per image.
+    cache_features: bool = True
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
 # ---------------------------------------------------------------------------------- optimizer
@@ -334,6 +390,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "smallvggnet": SmallVGGNetConfig,
         "convnet_small": ConvNetSmallConfig,
         "vgg16": VGG16Config,
+        "pretrained": PretrainedConfig,
     },
     "optimizer": {
         "sgd": SGDConfig,

@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import augment, models, normalize, optimizers, plots, tracking
 from runner import data as data_sources
-from runner.config import ColorMode, Mode
-from runner.data.base import DataInfo, LoadContext, Splits
+from runner.config import ColorMode, Mode, Strategy
+from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits
 from runner.data.pipeline import to_dataset
 from runner.errors import RunnerError
 from runner.evaluate import evaluate
+from runner.models import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def thread_pools(trainer: DictConfig) -> tuple[int, int]:
 
 def load_context(cfg: DictConfig) -> LoadContext:
     """Image size and color: the data config's if set, else what the model is meant for."""
-    size = OmegaConf.select(cfg, "data.image_size", default=None) or cfg.model.input_size
+    size = OmegaConf.select(cfg, "data.image_size", default=None) or models.input_size(cfg.model)
     if isinstance(size, int):  # digits: the side of a square
         size = [size, size]
     color = OmegaConf.select(cfg, "data.color_mode", default=None) or cfg.model.color_mode
@@ -123,6 +124,9 @@ def run(cfg: DictConfig) -> float:
     checkpoint_dir = output_dir / "checkpoints"
     check_trainer(cfg.trainer)
     augment.validate(cfg.augmentation)
+    models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
+    # Before the run exists: no network and no cached file is a config problem, not a failed run.
+    weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
     device = configure_tensorflow(cfg)
     with tracking.tracked_run(
         cfg, run_name=run_name(cfg), tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
@@ -140,17 +144,13 @@ def run(cfg: DictConfig) -> float:
                     normalize.fit(cfg.augmentation, splits.train.sample(normalize.FIT_SAMPLE))
                 ),
             )
-        model = models.build(cfg.model, info)
+        model = models.build(cfg.model, info, weights)
         loss, metrics = models.heads.loss_and_metrics(info)
         check_monitors(cfg.trainer, cfg.objective, metrics)
         tracking.log_text(_summary_text(model), "model_summary.txt")
         if augment.in_model(cfg.augmentation):
             model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
-        model.compile(
-            optimizer=optimizers.build(cfg.optimizer, epochs=cfg.trainer.epochs),
-            loss=loss,
-            metrics=metrics,
-        )
+        _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
         history = _fit(cfg, model, splits, checkpoint_dir)
         best = _best_model(cfg, model, checkpoint_dir)
         if augment.in_model(cfg.augmentation):
@@ -188,7 +188,26 @@ def _log_data(splits: Splits) -> None:
     )  # fmt: skip
 
 
-def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Path) -> dict:
+def _compile(model: keras.Model, optimizer_cfg: DictConfig, info: DataInfo, *, epochs: int) -> None:
+    loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects per compile
+    model.compile(
+        optimizer=optimizers.build(optimizer_cfg, epochs=epochs), loss=loss, metrics=metrics
+    )
+
+
+class _CheckpointOf(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint saving `model` while a part of it (the head, on cached features) trains."""
+
+    def __init__(self, model: keras.Model, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._saved = model
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self._saved)
+
+
+def _callbacks(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> list:
+    """Callbacks of one phase; the checkpoint, when any, is last (phases share it)."""
     trainer = cfg.trainer
     callbacks: list[keras.callbacks.Callback] = [
         MlflowEpochLogger(),
@@ -206,29 +225,113 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
     if trainer.checkpoint.enabled:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
+            _CheckpointOf(
+                model,
                 checkpoint_dir / "best.keras",
                 monitor=trainer.checkpoint.monitor,
                 save_best_only=trainer.checkpoint.save_best_only,
             )
         )
+    return callbacks
+
+
+def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Path) -> dict:
+    """Train; a pretrained backbone with `strategy=fine_tune` trains in two phases of one run."""
+    trainer = cfg.trainer
     verbose = trainer.verbose if trainer.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    train, validation = input_pipelines(cfg, splits)
-    history = model.fit(
+    callbacks = _callbacks(cfg, model, checkpoint_dir)
+    if _caches_features(cfg):
+        fit_model, train, validation = _head_on_cached_features(cfg, model, splits)
+    else:
+        fit_model, (train, validation) = model, input_pipelines(cfg, splits)
+    history = fit_model.fit(
         train,
         validation_data=validation,
         epochs=trainer.epochs,
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the training dataset shuffles itself each epoch
-    )
-    losses = history.history.get("loss", [])
+    ).history
+    if _strategy(cfg) is Strategy.fine_tune:
+        history = _fine_tune(cfg, model, splits, history, callbacks, verbose)
+    losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise RunnerError(
             f"Training diverged: the loss became {losses[-1]} in epoch {len(losses)}. "
             f"Lower optimizer.lr (now {cfg.optimizer.lr}) or check the data for bad values."
         )
-    return history.history
+    return history
+
+
+def _strategy(cfg: DictConfig) -> Strategy | None:
+    return Strategy(cfg.model.strategy) if cfg.model.name == "pretrained" else None
+
+
+def _caches_features(cfg: DictConfig) -> bool:
+    """A frozen backbone sees each image the same way every epoch unless it is augmented."""
+    return (
+        _strategy(cfg) in (Strategy.feature_extraction, Strategy.fine_tune)
+        and cfg.model.cache_features
+        and not augment.is_active(cfg.augmentation)
+    )
+
+
+def _head_on_cached_features(
+    cfg: DictConfig, model: keras.Model, splits: Splits
+) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset]:
+    """The head and the backbone's features of every training and validation image."""
+    trainer = cfg.trainer
+    extractor, head = pretrained.split_at_features(model)
+    started = time.perf_counter()
+    features = {
+        name: ArraySplit(
+            extractor.predict(to_dataset(split, batch_size=trainer.batch_size), verbose=0),
+            split.y,
+        )
+        for name, split in (("train", splits.train), ("val", splits.val))
+    }
+    log.info(
+        "feature extraction: backbone features of %d training and %d validation images "
+        "computed once in %.1f s (model.cache_features); each epoch trains the head only",
+        len(splits.train), len(splits.val), time.perf_counter() - started,
+    )  # fmt: skip
+    _compile(head, cfg.optimizer, splits.info, epochs=trainer.epochs)
+    train = to_dataset(
+        features["train"], batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed
+    )
+    return head, train, to_dataset(features["val"], batch_size=trainer.batch_size)
+
+
+def _fine_tune(
+    cfg: DictConfig, model: keras.Model, splits: Splits, history: dict, callbacks: list,
+    verbose: int,
+) -> dict:  # fmt: skip
+    """Phase two: unfreeze the top of the backbone, recompile at `fine_tune.lr`, train on."""
+    tune = cfg.model.fine_tune
+    done = len(history.get("loss", []))
+    unfrozen = pretrained.unfreeze_top(model, cfg.model)
+    tracking.log_json(unfrozen, "model/fine_tuned_layers.json")
+    log.info(
+        "fine-tuning: %d layers of the backbone unfrozen (%s ... %s), lr %g, epochs %d-%d",
+        len(unfrozen), unfrozen[0], unfrozen[-1], tune.lr, done + 1, done + tune.epochs,
+    )  # fmt: skip
+    optimizer_cfg = OmegaConf.merge(cfg.optimizer, {"lr": tune.lr})
+    _compile(model, optimizer_cfg, splits.info, epochs=tune.epochs)
+    train, validation = input_pipelines(cfg, splits)
+    # The checkpoint carries its best value over; early stopping starts afresh for the phase.
+    phase_callbacks = _callbacks(cfg, model, Path(cfg.paths.output_dir) / "checkpoints")
+    if cfg.trainer.checkpoint.enabled:
+        phase_callbacks[-1] = callbacks[-1]
+    second = model.fit(
+        train,
+        validation_data=validation,
+        initial_epoch=done,
+        epochs=done + tune.epochs,
+        callbacks=phase_callbacks,
+        verbose=verbose,
+        shuffle=False,
+    ).history
+    return {key: list(history.get(key, [])) + list(second.get(key, [])) for key in second}
 
 
 def input_pipelines(cfg: DictConfig, splits: Splits) -> tuple[tf.data.Dataset, tf.data.Dataset]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.config import DownloadedDataConfig, FileSpec
@@ -26,18 +27,38 @@ def digest_of(path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 20) 
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ConfigKeys:
+    """The config keys a user changes to fix a failed fetch, named in its error messages."""
+
+    mirror: str = "data.mirror"
+    mirror_env: str = "RUNNER_DATA_MIRROR"
+    checksum: str = "data.files.{role}.{algorithm}"
+    verify: str = "data.verify_checksum=false"
+
+
 def fetch(
-    spec: FileSpec, *, role: str, mirror: str, cache_dir: Path, verify_checksum: bool
+    spec: FileSpec,
+    *,
+    role: str,
+    mirror: str,
+    cache_dir: Path,
+    verify_checksum: bool,
+    keys: ConfigKeys = ConfigKeys(),
 ) -> Path:
-    """Return the local path of `spec`, downloading it into `cache_dir` when it is not there."""
-    target = cache_dir / spec.name
+    """Return the local path of `spec`, downloading it into `cache_dir` when it is not there.
+
+    `spec.name` may hold folders (`vgg16/file.h5`): they are part of the URL on the mirror; the
+    cache keeps the bare file name.
+    """
+    target = cache_dir / Path(spec.name).name
     url = f"{mirror.rstrip('/')}/{spec.name}"
     algorithm = "sha256" if spec.sha256 or not spec.md5 else "md5"
     expected = (spec.sha256 or spec.md5) if verify_checksum else None
     if not verify_checksum:
-        log.warning("data.verify_checksum=false: using %s without checking its sha256.", target)
+        log.warning("%s: using %s without checking its checksum.", keys.verify, target)
     if target.exists():
-        _check(target, expected, algorithm, role=role, downloaded=False)
+        _check(target, expected, algorithm, role=role, downloaded=False, keys=keys)
         return target
 
     import keras  # deferred: importing TensorFlow costs seconds
@@ -45,7 +66,7 @@ def fetch(
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
         keras.utils.get_file(
-            fname=spec.name,
+            fname=target.name,
             origin=url,
             cache_dir=str(cache_dir.parent),
             cache_subdir=cache_dir.name,
@@ -53,10 +74,11 @@ def fetch(
     except Exception as error:
         raise DataError(
             f"Could not get {spec.name}: it is not in {cache_dir}/ and the download from {url} "
-            f"failed ({_reason(error, url)}). Put the file into {cache_dir}/, or point data.mirror "
-            f"(or the RUNNER_DATA_MIRROR environment variable) at a server that has it."
+            f"failed ({_reason(error, url)}). Put the file into {cache_dir}/, or point "
+            f"{keys.mirror} (or the {keys.mirror_env} environment variable) at a server that "
+            "has it."
         ) from None
-    _check(target, expected, algorithm, role=role, downloaded=True, url=url)
+    _check(target, expected, algorithm, role=role, downloaded=True, url=url, keys=keys)
     return target
 
 
@@ -68,6 +90,7 @@ def _check(
     role: str,
     downloaded: bool,
     url: str = "",
+    keys: ConfigKeys = ConfigKeys(),
 ) -> None:
     if expected is None:
         return
@@ -79,11 +102,11 @@ def _check(
         path.unlink()  # a bad download is worth nothing; the next run retries
     raise DataError(
         f"Checksum mismatch for {path.name} ({where}, {path.parent}/): {algorithm} is {actual}, "
-        f"expected {expected} (data.files.{role}.{algorithm}). "
+        f"expected {expected} ({keys.checksum.format(role=role, algorithm=algorithm)}). "
         + (
-            "The download was removed; check data.mirror."
+            f"The download was removed; check {keys.mirror}."
             if downloaded
-            else "Delete the file to download it again, or set data.verify_checksum=false "
+            else f"Delete the file to download it again, or set {keys.verify} "
             "to use your own copy as it is."
         )
     )

@@ -1,0 +1,166 @@
+"""`model=pretrained`: a `keras.applications` backbone under a new head sized from the data.
+
+    image (raw 0-255) -> [resize] -> [gray -> RGB] -> preprocess_input -> backbone(training=False)
+      -> pooling ("features") -> [Dense ReLU] -> [Dropout] -> predictions
+
+The backbone always runs in inference mode (`training=False`), so its BatchNorm statistics stay
+ImageNet's even while its top layers are fine-tuned, as in Keras' transfer-learning guide.
+
+Strategies (`model.strategy`):
+  feature_extraction  the backbone is frozen; only the head trains. Without augmentation the
+                      backbone's features are computed once per image (`cached_features`).
+  fine_tune           the head trains first (`trainer.epochs`), then the top of the backbone is
+                      unfrozen (`model.fine_tune`) and trains on at a lower rate, same run.
+  full                every layer trains from the first epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from runner.config import Backbone, Pooling, Strategy
+from runner.data.base import DataInfo
+from runner.errors import RunnerError
+from runner.models import backbones
+from runner.models.heads import classifier_head
+
+FEATURES = "features"  # the pooling layer: the backbone's output as the head sees it
+NORMALIZATION_CONFLICT = (
+    "model.backbone={name} brings its own input preprocessing (preprocess_input); turn off "
+    "augmentation.featurewise_center, featurewise_std_normalization, samplewise_normalization "
+    "and zca_whitening."
+)
+
+
+def backbone_name(cfg: Any) -> str:
+    return Backbone(cfg.backbone).value
+
+
+def input_size(cfg: Any) -> tuple[int, int]:
+    if cfg.input_size:
+        return int(cfg.input_size[0]), int(cfg.input_size[1])
+    side = backbones.spec_of(backbone_name(cfg)).default_size
+    return side, side
+
+
+def validate(cfg: Any, *, normalizing: bool = False) -> None:
+    """Checks that need no data and no TensorFlow work: run before anything is loaded."""
+    name = backbone_name(cfg)
+    backbones.check_input_size(name, input_size(cfg))
+    if normalizing:
+        raise RunnerError(NORMALIZATION_CONFLICT.format(name=name))
+    if cfg.dropout < 0 or cfg.dropout >= 1:
+        raise RunnerError(f"model.dropout should be in [0, 1). Received: {cfg.dropout}")
+    if cfg.dense_units < 0:
+        raise RunnerError(f"model.dense_units should be >= 0. Received: {cfg.dense_units}")
+    if Strategy(cfg.strategy) is Strategy.fine_tune:
+        tune = cfg.fine_tune
+        if tune.epochs < 1 or tune.unfreeze_layers < 1 or not tune.lr > 0:
+            raise RunnerError(
+                "model.fine_tune needs epochs >= 1, unfreeze_layers >= 1 and lr > 0. "
+                f"Received: epochs={tune.epochs}, unfreeze_layers={tune.unfreeze_layers}, "
+                f"lr={tune.lr}"
+            )
+    weights = cfg.weights
+    if weights not in (None, "imagenet") and not Path(weights).expanduser().is_file():
+        raise RunnerError(
+            f"model.weights should be imagenet, null or a weights file. Received: {weights!r}, "
+            "which is not a file."
+        )
+
+
+def weights_file(cfg: Any, data_dir: Path) -> Path | None:
+    """The weights to start from, fetched into the cache when they are ImageNet's."""
+    if cfg.weights is None:
+        return None
+    if cfg.weights != "imagenet":
+        return Path(cfg.weights).expanduser()
+    return backbones.fetch_weights(
+        backbone_name(cfg),
+        top=False,
+        mirror=cfg.weights_mirror,
+        data_dir=data_dir,
+        file_hash=cfg.weights_hash,
+    )
+
+
+def build(info: DataInfo, cfg: Any, weights: Path | None = None) -> keras.Model:
+    name = backbone_name(cfg)
+    if info.preprocessing:
+        raise RunnerError(NORMALIZATION_CONFLICT.format(name=name))
+    height, width = input_size(cfg)
+    inputs = keras.Input(shape=info.input_shape, name="image")
+    x = inputs
+    if tuple(info.input_shape[:2]) != (height, width):  # arrays (MNIST, CIFAR) keep their size
+        x = layers.Resizing(height, width, name="resize")(x)
+    if info.input_shape[2] == 1:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    for layer in backbones.preprocessing_layers(name):
+        x = layer(x)
+    backbone = backbones.build_backbone(name, (height, width, 3))
+    if weights is not None:
+        backbones.load_weights(backbone, weights, f"model.weights for {name}")
+    x = backbone(x, training=False)
+    pooling = {
+        Pooling.avg: layers.GlobalAveragePooling2D,
+        Pooling.max: layers.GlobalMaxPooling2D,
+        Pooling.flatten: layers.Flatten,
+    }[Pooling(cfg.pooling)]
+    x = pooling(name=FEATURES)(x)
+    if cfg.dense_units:
+        x = layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    model = keras.Model(inputs, classifier_head(x, info), name=f"{name}_transfer")
+    backbone.trainable = Strategy(cfg.strategy) is Strategy.full
+    return model
+
+
+def find_backbone(model: keras.Model) -> keras.Model:
+    """The backbone inside a (possibly augmentation-wrapped) transfer model."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            if layer.name.endswith("_transfer"):
+                return find_backbone(layer)
+            return layer
+    raise RunnerError(f"{model.name} has no pretrained backbone")
+
+
+def unfreeze_top(model: keras.Model, cfg: Any) -> list[str]:
+    """Make the top of the backbone trainable (BatchNorm stays frozen); returns the layer names."""
+    backbone = find_backbone(model)
+    backbone.trainable = True
+    names = [layer.name for layer in backbone.layers]
+    tune = cfg.fine_tune
+    if tune.unfreeze_from:
+        if tune.unfreeze_from not in names:
+            raise RunnerError(
+                f"model.fine_tune.unfreeze_from={tune.unfreeze_from!r} is not a layer of "
+                f"{backbone.name}; its last layers are {names[-8:]}."
+            )
+        start = names.index(tune.unfreeze_from)
+    else:
+        start = max(0, len(names) - tune.unfreeze_layers)
+    unfrozen = []
+    for index, layer in enumerate(backbone.layers):
+        trainable = index >= start and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = trainable
+        if trainable and layer.weights:
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(extractor: image -> features, head: features -> predictions), sharing the layers."""
+    features = model.get_layer(FEATURES)
+    extractor = keras.Model(model.inputs, features.output, name="extractor")
+    head_input = keras.Input(shape=features.output.shape[1:], name=FEATURES)
+    x = head_input
+    after = model.layers[model.layers.index(features) + 1 :]
+    for layer in after:
+        x = layer(x)
+    return extractor, keras.Model(head_input, x, name="head")
