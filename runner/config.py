@@ -171,7 +171,7 @@ class CifarCNNConfig(ModelConfig):
 
 
 class Backbone(Enum):
-    """`keras.applications` networks usable as a pretrained backbone (runner/models/backbones.py)."""
+    """`keras.applications` networks usable as pretrained backbones (runner/models/backbones.py)."""
 
     vgg16 = "vgg16"
     vgg19 = "vgg19"
