@@ -216,6 +216,7 @@ class PretrainedConfig(ModelConfig):
     weights_mirror: str = "https://storage.googleapis.com"
     # Checksum of the fetched weights file; null: the md5 Keras publishes for it.
     weights_hash: str | None = None
+    input_size: list[int] | None = None  # null: the backbone's default (224, or 299)
     strategy: Strategy = Strategy.feature_extraction
     pooling: Pooling = Pooling.avg
     dense_units: int = 0  # a hidden ReLU layer in the head; 0: none

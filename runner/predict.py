@@ -1,8 +1,12 @@
 """`python -m runner.predict --model runs:/<run id>/model IMAGE_OR_FOLDER ...`
+`python -m runner.predict --pretrained vgg16 IMAGE_OR_FOLDER ...`
 
-Classifies image files with a model the runner logged to MLflow: prints the top labels with
-their probabilities, and writes each image with its top label and probability drawn on it
-(`--out`, default `outputs/predictions/`). Class names come from the logged model's metadata.
+Classifies image files with a model the runner logged to MLflow, or with a keras.applications
+network and its ImageNet head (zero-shot, as in the tutorial): prints the top labels with their
+probabilities, and writes each image with its top label and probability drawn on it (`--out`,
+default `outputs/predictions/`). Class names come from the logged model's metadata, or from
+ImageNet's class index, fetched and cached like the weights (RUNNER_WEIGHTS_MIRROR,
+RUNNER_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -40,6 +44,41 @@ def label_probabilities(probabilities: np.ndarray, class_names: list[str]) -> np
     return probabilities
 
 
+def logged_classifier(args: argparse.Namespace):
+    """A model the runner logged: it takes raw pixels and knows its class names."""
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
+    class_names = list(mlflow.models.get_model_info(args.model).metadata["class_names"])
+    model = mlflow.keras.load_model(args.model)  # Keras safe mode underneath
+    return (lambda images: model.predict(images, verbose=0)), class_names, model.input_shape[1:]
+
+
+def imagenet_classifier(args: argparse.Namespace):
+    """keras.applications' network with its 1000-class head, weights fetched into the cache."""
+    import json
+
+    from runner.models import backbones
+
+    name = args.pretrained
+    spec = backbones.spec_of(name)
+    where = dict(
+        mirror=args.weights_mirror, data_dir=args.data_dir.expanduser(), verify=not args.no_verify
+    )
+    model = backbones.build_backbone(name, None, top=True)
+    weights = backbones.fetch_file(spec.top.spec(), **where)
+    backbones.load_weights(model, weights, f"the ImageNet weights of {name}")
+    index = json.loads(backbones.fetch_file(backbones.CLASS_INDEX, **where).read_text())
+    class_names = [index[str(i)][1] for i in range(len(index))]
+    size = spec.default_size
+
+    def classify(images: np.ndarray) -> np.ndarray:
+        inputs = backbones.preprocess_input(name, images.astype("float32"))
+        return model.predict(inputs, verbose=0)
+
+    return classify, class_names, (size, size, 3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m runner.predict",
@@ -47,32 +86,64 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--model", required=True, help="MLflow model URI: runs:/<run id>/model")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="MLflow model URI: runs:/<run id>/model")
+    source.add_argument(
+        "--pretrained",
+        metavar="BACKBONE",
+        help="a keras.applications network with its ImageNet head: vgg16, vgg19, resnet50, "
+        "inception_v3, inception_resnet_v2, xception, mobilenet, mobilenet_v2, efficientnet_b0",
+    )
+    parser.add_argument(
+        "--weights-mirror",
+        default=os.environ.get("RUNNER_WEIGHTS_MIRROR", "https://storage.googleapis.com"),
+        help="(--pretrained) where the weights and the class index are fetched from",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("RUNNER_DATA_DIR", "~/.cache/runner")),
+        help="(--pretrained) the cache; files go to <data-dir>/keras-applications/",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="(--pretrained) accept cached or mirrored files whose md5 differs from Keras' own",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=None,
         help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
     )
-    parser.add_argument("--top", type=int, default=3, help="labels to print per image")
+    parser.add_argument(
+        "--top", type=int, default=None, help="labels to print per image (3; 5 with --pretrained)"
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"))
     args = parser.parse_args(argv)
 
-    import mlflow
     from PIL import Image, ImageDraw
 
-    mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
-    class_names = list(mlflow.models.get_model_info(args.model).metadata["class_names"])
-    model = mlflow.keras.load_model(args.model)  # Keras safe mode underneath
-    height, width, channels = model.input_shape[1:]
+    from runner.errors import RunnerError
+
     files = image_files(args.images)
+    try:
+        if args.pretrained:
+            classify, class_names, (height, width, channels) = imagenet_classifier(args)
+        else:
+            classify, class_names, (height, width, channels) = logged_classifier(args)
+    except RunnerError as error:
+        raise SystemExit(f"error: {error}") from None
+    top = args.top or (5 if args.pretrained else 3)
     images, kept, skipped = decode_files(files, size=(height, width), channels=channels)
     for item in skipped:
         print(f"{item.path}: skipped, {item.reason}")
-    probabilities = label_probabilities(np.asarray(model.predict(images, verbose=0)), class_names)
+    if not len(kept):
+        raise SystemExit("error: none of the inputs could be decoded as an image.")
+    probabilities = label_probabilities(np.asarray(classify(images)), class_names)
     args.out.mkdir(parents=True, exist_ok=True)
     for index, scores in zip(kept, probabilities, strict=True):
         path = files[index]
-        order = np.argsort(scores)[::-1][: args.top]
+        order = np.argsort(scores)[::-1][:top]
         ranked = ", ".join(f"{class_names[i]} {scores[i]:.1%}" for i in order)
         print(f"{path}: {ranked}")
         annotated = Image.open(path).convert("RGB")

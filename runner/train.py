@@ -152,11 +152,9 @@ def run(cfg: DictConfig) -> float:
             model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
         _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
         history = _fit(cfg, model, splits, checkpoint_dir)
-        best = _best_model(cfg, model, checkpoint_dir)
-        if augment.in_model(cfg.augmentation):
-            best = augment.unwrap_model(best)
-            loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects
-            best.compile(loss=loss, metrics=metrics)  # to evaluate; it trains no further
+        best = augment.unwrap_model(_best_model(cfg, model, checkpoint_dir))
+        loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects
+        best.compile(loss=loss, metrics=metrics)  # to evaluate; it trains no further
         test_metrics = evaluate(
             best,
             splits,
@@ -383,7 +381,9 @@ def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> ke
     """The checkpointed best model, loaded back in safe mode (proves the file is usable)."""
     path = checkpoint_dir / "best.keras"
     if cfg.trainer.checkpoint.enabled and path.exists():
-        return keras.saving.load_model(path, safe_mode=True)
+        # Without its optimizer: it trains no further (and with cached features the head's
+        # optimizer, not the saved model's, did the training).
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
     return model
 
 

@@ -133,14 +133,14 @@ def weights_keys() -> ConfigKeys:
     )
 
 
-def fetch_file(spec: FileSpec, *, mirror: str, data_dir: Path) -> Path:
+def fetch_file(spec: FileSpec, *, mirror: str, data_dir: Path, verify: bool = True) -> Path:
     """A published file (weights, class index) in `<data_dir>/keras-applications/`."""
     return fetch(
         spec,
         role="weights",
         mirror=mirror,
         cache_dir=data_dir / "keras-applications",
-        verify_checksum=bool(spec.sha256 or spec.md5),
+        verify_checksum=verify and bool(spec.sha256 or spec.md5),
         keys=weights_keys(),
     )
 

@@ -1,0 +1,286 @@
+"""Transfer learning: keras.applications backbones, weights through the loopback mirror, the
+feature-extraction and fine-tuning strategies, and zero-shot ImageNet prediction. No network:
+weights files are written here by Keras itself (a network built with weights=None) in the legacy
+HDF5 layout keras.applications publishes, under Keras' own file names."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import keras
+import mlflow
+import numpy as np
+import pytest
+from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+from omegaconf import OmegaConf
+
+from runner.config import PretrainedConfig
+from runner.data.base import DataInfo
+from runner.data.images import decode_files
+from runner.errors import RunnerError
+from runner.models import backbones, pretrained
+from tests import image_fixtures as fx
+from tests.conftest import sha256
+from tests.test_e2e import only_run
+
+SMALL = "mobilenet_v2"  # the smallest listed backbone: 2.3 M parameters without its top
+
+
+def model_cfg(**overrides):
+    cfg = OmegaConf.merge(OmegaConf.structured(PretrainedConfig), {"name": "pretrained"})
+    return OmegaConf.merge(cfg, overrides)
+
+
+def write_weights(mirror_folder: Path, backbone: str, *, top: bool, seed: int = 3) -> Path:
+    """Keras' network with fresh random weights, saved as the file keras.applications serves."""
+    keras.utils.set_random_seed(seed)
+    spec = backbones.spec_of(backbone)
+    network = backbones.build_backbone(backbone, (spec.default_size, spec.default_size, 3), top=top)
+    path = mirror_folder / (spec.top if top else spec.notop).path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as stream:
+        save_weights_to_hdf5_group(stream, network)
+    return path
+
+
+def backbone_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    return {
+        layer.name: [np.asarray(w) for w in layer.get_weights()]
+        for layer in pretrained.find_backbone(model).layers
+        if layer.weights
+    }
+
+
+def file_weights(backbone: str, path: Path, size: int) -> dict[str, list[np.ndarray]]:
+    network = backbones.build_backbone(backbone, (size, size, 3))
+    network.load_weights(str(path))
+    return {layer.name: layer.get_weights() for layer in network.layers if layer.weights}
+
+
+# ------------------------------------------------------------------------------------ the table
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_weights_files_are_the_ones_keras_publishes(name):
+    """Our table states what Keras keeps inside each constructor: check it against Keras' source."""
+    spec = backbones.spec_of(name)
+    module = importlib.import_module(getattr(keras.applications, spec.constructor).__module__)
+    source = inspect.getsource(module)
+    published = [v for v in vars(module).values() if isinstance(v, str) and "://" in v]
+    for weights in (spec.notop, spec.top):
+        url = f"https://storage.googleapis.com/{weights.path}"
+        assert any(url.startswith(prefix) for prefix in published), (url, published)
+        if weights.md5:
+            assert f'"{weights.md5}"' in source
+        else:  # Keras names the MobileNets' files by alpha and size and publishes no hash
+            assert name.startswith("mobilenet") and "file_hash" not in source
+    assert importlib.import_module(f"keras.applications.{spec.module}").preprocess_input
+    class_index = importlib.import_module("keras.src.applications.imagenet_utils")
+    assert backbones.CLASS_INDEX.md5 in inspect.getsource(class_index)
+    assert class_index.CLASS_INDEX_PATH.endswith(backbones.CLASS_INDEX.name)
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_preprocessing_layers_equal_the_backbones_preprocess_input(name):
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype("float32")
+    expected = backbones.preprocess_input(name, images.copy())
+    x = keras.ops.convert_to_tensor(images)
+    for layer in backbones.preprocessing_layers(name):
+        x = layer(x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(x), expected, rtol=1e-6, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ the builder
+
+
+def test_every_backbone_builds_with_a_head_sized_from_a_folder(tmp_path):
+    from runner.data import folders
+    from runner.data.base import LoadContext
+
+    fx.write_class_tree(tmp_path / "animals", per_class=4, unusual_in=None, bad_in=None)
+    data_cfg = OmegaConf.create({"name": "image_folder", "path": str(tmp_path / "animals"),
+                                 "test_split": 0.25})  # fmt: skip
+    for name, spec in sorted(backbones.BACKBONES.items()):
+        size = spec.min_size
+        ctx = LoadContext(tmp_path, seed=0, validation_split=0.25, image_size=(size, size),
+                          channels=3)  # fmt: skip
+        info = folders.load(data_cfg, ctx).info
+        keras.backend.clear_session()
+        model = pretrained.build(
+            info, model_cfg(backbone=name, weights=None, input_size=[size, size])
+        )
+        assert model.output_shape == (None, 3), name
+        assert model.get_layer("predictions").activation.__name__ == "softmax"
+        assert not pretrained.find_backbone(model).trainable  # feature extraction by default
+        assert model.count_params() > pretrained.find_backbone(model).count_params()
+
+
+def test_head_follows_the_task_and_gray_small_inputs_are_adapted():
+    for task, classes, units, activation in (
+        ("binary", ("cat", "dog"), 1, "sigmoid"),
+        ("multilabel", tuple("abcde"), 5, "sigmoid"),
+    ):
+        info = DataInfo("x", (28, 28, 1), classes, task)
+        cfg = model_cfg(
+            backbone=SMALL, weights=None, input_size=[32, 32], dense_units=8, dropout=0.5
+        )
+        model = pretrained.build(info, cfg)
+        assert model.output_shape == (None, units)
+        assert model.get_layer("predictions").activation.__name__ == activation
+        assert model.get_layer("resize").output.shape[1:3] == (32, 32)
+        assert model.get_layer("gray_to_rgb").output.shape[-1] == 3
+        assert model.get_layer("head_dense").units == 8
+
+
+def test_too_small_inputs_name_the_backbones_minimum():
+    with pytest.raises(RunnerError, match=r"inception_v3 needs inputs of at least 75x75"):
+        pretrained.validate(model_cfg(backbone="inception_v3", input_size=[64, 64]))
+    with pytest.raises(RunnerError, match="turn off augmentation.featurewise_center"):
+        pretrained.validate(model_cfg(), normalizing=True)
+    with pytest.raises(RunnerError, match="not a file"):
+        pretrained.validate(model_cfg(weights="/nowhere/weights.h5"))
+    assert pretrained.input_size(model_cfg(backbone="xception")) == (299, 299)
+    assert pretrained.input_size(model_cfg(backbone="vgg19")) == (224, 224)
+
+
+def test_a_local_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
+    path = write_weights(tmp_path, SMALL, top=False)
+    info = DataInfo("x", (32, 32, 3), ("a", "b", "c"))
+    model = pretrained.build(info, model_cfg(backbone=SMALL, input_size=[32, 32]), weights=path)
+    loaded, expected = backbone_weights(model), file_weights(SMALL, path, 32)
+    assert loaded.keys() == expected.keys()
+    for name in expected:
+        for a, b in zip(loaded[name], expected[name], strict=True):
+            np.testing.assert_array_equal(a, b)
+    wrong = write_weights(tmp_path / "other", "vgg16", top=False)
+    with pytest.raises(RunnerError, match="Could not load model.weights for mobilenet_v2"):
+        pretrained.build(info, model_cfg(backbone=SMALL, input_size=[32, 32]), weights=wrong)
+
+
+# -------------------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture(scope="module")
+def small_weights(mirror) -> Path:
+    return write_weights(mirror.folder, SMALL, top=False)
+
+
+def pretrained_args(mirror, weights: Path, folder: Path, *extra: str) -> list[str]:
+    return [
+        "data=image_folder", f"data.path={folder}", "model=pretrained",
+        f"model.backbone={SMALL}", f"model.weights_mirror={mirror.url}",
+        f"model.weights_hash={sha256(weights)}", "model.input_size=[32,32]",
+        "optimizer=adam", "trainer.batch_size=16", "logger.experiment=tests", *extra,
+    ]  # fmt: skip
+
+
+def test_feature_extraction_end_to_end_keeps_the_backbone_and_predicts_raw_images(
+    workspace, mirror, small_weights, tmp_path
+):
+    fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
+    result = workspace.run(*pretrained_args(mirror, small_weights, tmp_path / "animals",
+                                            "trainer.epochs=2"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "computed once" in result.stdout + result.stderr  # cached features
+    assert mirror.requests.count(f"/{backbones.spec_of(SMALL).notop.path}") == 1
+    assert (workspace.data_dir / "keras-applications" / small_weights.name).is_file()
+    run = only_run(workspace.client())
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in workspace.client().get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == [0, 1]
+
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    expected = file_weights(SMALL, small_weights, 32)
+    for name, weights in backbone_weights(model).items():  # frozen: bit-identical
+        for a, b in zip(weights, expected[name], strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The saved model takes raw uint8 images: reloaded in safe mode it predicts the same.
+    checkpoint = next((workspace.root / "outputs").rglob("best.keras"))
+    reloaded = keras.saving.load_model(checkpoint, safe_mode=True)
+    images = np.stack([np.asarray(fx.picture(k % 3, seed=k, size=32)) for k in range(6)])
+    np.testing.assert_allclose(
+        reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5
+    )
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_allclose(
+        np.asarray(pyfunc.predict(images)), model.predict(images, verbose=0), rtol=1e-5
+    )
+
+
+def test_fine_tuning_changes_exactly_the_unfrozen_layers(
+    workspace, mirror, small_weights, tmp_path
+):
+    fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
+    result = workspace.run(*pretrained_args(
+        mirror, small_weights, tmp_path / "animals", "model.strategy=fine_tune",
+        "model.fine_tune.epochs=2", "model.fine_tune.unfreeze_layers=12", "model.fine_tune.lr=0.01",
+        "trainer.epochs=1", "trainer.early_stopping.enabled=false",
+        "trainer.checkpoint.enabled=false",  # evaluate and log the last weights
+    ))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    run = only_run(client)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert steps == [0, 1, 2]  # phase two continues the epoch count of the same run
+    unfrozen = set(json.loads(mlflow.artifacts.load_text(
+        f"{run.info.artifact_uri}/model/fine_tuned_layers.json")))  # fmt: skip
+    assert unfrozen and not any("_BN" in name or "bn" in name.split("_")[-1] for name in unfrozen)
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    before = file_weights(SMALL, small_weights, 32)
+    changed = {
+        name
+        for name, weights in backbone_weights(model).items()
+        if any(not np.array_equal(a, b) for a, b in zip(weights, before[name], strict=True))
+    }
+    assert changed == unfrozen
+
+
+def test_no_network_and_no_cached_weights_names_the_file_the_url_and_the_folder(workspace):
+    result = workspace.run(
+        "data=digits", "model=pretrained", "model.backbone=vgg16",
+        "model.weights_mirror=http://127.0.0.1:9", "logger.experiment=tests",
+    )  # fmt: skip
+    assert result.returncode != 0
+    name = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    message = result.stderr.strip().splitlines()[-1]
+    assert name in message
+    assert f"http://127.0.0.1:9/tensorflow/keras-applications/vgg16/{name}" in message
+    assert str(workspace.data_dir / "keras-applications") in message
+    assert "model.weights_mirror" in message and "RUNNER_WEIGHTS_MIRROR" in message
+    assert "Traceback" not in result.stderr
+    assert not (workspace.root / "mlruns").exists() or not workspace.client().search_runs(
+        [e.experiment_id for e in workspace.client().search_experiments()]
+    )  # refused before a run was created
+
+
+def test_zero_shot_prediction_prints_imagenet_top5(workspace, mirror, tmp_path):
+    write_weights(mirror.folder, SMALL, top=True, seed=5)
+    synsets = {str(i): [f"n{i:08d}", f"label_{i}"] for i in range(1000)}
+    index = mirror.folder / backbones.CLASS_INDEX.name
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps(synsets))
+    photo = tmp_path / "photo.jpg"
+    fx.picture(1, seed=7, size=300).save(photo)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--pretrained", SMALL, str(photo),
+         "--weights-mirror", mirror.url, "--no-verify", "--out", str(tmp_path / "out")],
+        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith(str(photo)))
+    ranked = [item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", ")]
+    assert len(ranked) == 5
+    # The same pixels through Keras' own network, preprocess_input and class index order.
+    network = backbones.build_backbone(SMALL, None, top=True)
+    network.load_weights(str(mirror.folder / backbones.spec_of(SMALL).top.path))
+    pixels, _, _ = decode_files([photo], size=(224, 224), channels=3)
+    scores = network.predict(backbones.preprocess_input(SMALL, pixels.astype("float32")), verbose=0)
+    expected = [(f"label_{i}", f"{scores[0, i]:.1%}") for i in np.argsort(scores[0])[::-1][:5]]
+    assert [tuple(item) for item in ranked] == expected
+    assert (tmp_path / "out" / "photo.png").is_file()
