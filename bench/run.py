@@ -7,6 +7,10 @@
              folder of 3,000 JPEGs: our tf.data pipeline vs a PIL loop + the legacy
              ImageDataGenerator.flow; and the time to load the folder both ways.
   accuracy   time to 90% validation accuracy: `experiment=digits_lenet` (offline, bundled data).
+  transfer   feature extraction with a frozen pretrained backbone (random weights: no network
+             needed, same cost): cached features (`model.cache_features=true`, the backbone runs
+             once per image) vs the naive frozen model run every epoch, on the same folder of
+             JPEGs; `--backbone`, `--size` (default vgg16 at 150x150, the tutorial's preset).
 
 A and B alternate (the machine may be noisy); medians and ratios are reported, with the peak
 memory (max RSS) of each process. Results go to experiments/bench/<name>.json with the machine.
@@ -291,6 +295,61 @@ def bench_accuracy(work: Path, target: float = 0.9) -> dict:
     }
 
 
+def bench_transfer(
+    work: Path, rounds: int, *, count: int, epochs: int, backbone: str, size: int
+) -> dict:
+    import mlflow
+
+    folder = work / "transfer_images"
+    if not folder.exists():
+        write_jpeg_folder(folder, count)
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    args = [
+        sys.executable, "-m", "runner", "data=image_folder", f"data.path={folder}",
+        "model=pretrained", f"model.backbone={backbone}", "model.weights=null",
+        f"model.input_size=[{size},{size}]", f"trainer.epochs={epochs}", "trainer.batch_size=32",
+        "trainer.early_stopping.enabled=false", "trainer.checkpoint.enabled=false",
+        "trainer.verbose=2", "logger.log_model=false", f"logger.tracking_uri={uri}",
+        "logger.experiment=bench_transfer",
+    ]  # fmt: skip
+    client = mlflow.MlflowClient(uri)
+    results: dict[str, list] = {"cached": [], "naive": []}
+    for round_ in range(rounds):
+        for name in ("cached", "naive") if round_ % 2 == 0 else ("naive", "cached"):
+            cache = "true" if name == "cached" else "false"
+            _, wall, rss = run_process([*args, f"model.cache_features={cache}"], work)
+            experiment = client.get_experiment_by_name("bench_transfer").experiment_id
+            run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+            history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+            epochs_s = [m.value for m in sorted(history, key=lambda m: m.step)]
+            results[name].append(
+                {"epoch_seconds": epochs_s, "wall_seconds": wall, "peak_rss_mb": rss}
+            )
+            print(
+                f"  transfer round {round_ + 1} {name}: epoch {steady(epochs_s):.2f} s, "
+                f"process {wall:.1f} s, {rss:.0f} MB",
+                flush=True,
+            )
+
+    def summary(name: str) -> dict:
+        runs = results[name]
+        return {
+            "steady_epoch_seconds": statistics.median(steady(r["epoch_seconds"]) for r in runs),
+            "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        }
+
+    cached, naive = summary("cached"), summary("naive")
+    return {
+        "what": f"{backbone} frozen at {size}x{size}, {count} JPEGs (75% train), {epochs} epochs",
+        "cached_features": cached,
+        "naive_frozen_model": naive,
+        "epoch_time_ratio": naive["steady_epoch_seconds"] / cached["steady_epoch_seconds"],
+        "wall_time_ratio": naive["wall_seconds"] / cached["wall_seconds"],
+        "rounds": results,
+    }
+
+
 # Per benchmark: (what the row measures, result key, number format, goal shown beside it).
 TABLE_ROWS = {
     "overhead": [
@@ -309,6 +368,10 @@ TABLE_ROWS = {
     "accuracy": [
         ("accuracy: seconds to 90% val accuracy (digits LeNet)", "seconds_to_target", ".1f", ""),
     ],
+    "transfer": [
+        ("transfer: epoch time naive frozen / cached features", "epoch_time_ratio", ".1f", ""),
+        ("transfer: process wall time naive / cached", "wall_time_ratio", ".2f", ""),
+    ],
 }
 
 
@@ -316,9 +379,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", nargs="*", default=["overhead", "pipeline", "accuracy"])
+    parser.add_argument(
+        "which", nargs="*", default=["overhead", "pipeline", "accuracy", "transfer"]
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--backbone", default="vgg16", help="transfer: the pretrained backbone")
+    parser.add_argument("--size", type=int, default=150, help="transfer: input side in pixels")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -343,6 +410,15 @@ def main() -> None:
                 )
             elif name == "accuracy":
                 result = bench_accuracy(work)
+            elif name == "transfer":
+                result = bench_transfer(
+                    work,
+                    args.rounds,
+                    count=400 if args.quick else 2000,
+                    epochs=3 if args.quick else 5,
+                    backbone=args.backbone,
+                    size=args.size,
+                )
             else:
                 raise SystemExit(f"unknown benchmark {name!r}")
             record = {

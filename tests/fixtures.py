@@ -1,4 +1,4 @@
-"""Tiny datasets written in the exact on-disk formats of the real ones (see ../shared/SPEC.md).
+"""Tiny datasets written in the exact on-disk formats of the real downloads.
 
 Images are not noise: each class is a bright square at its own position, so a model can learn
 them in an epoch or two and tests can check that predictions make sense.

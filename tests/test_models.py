@@ -1,4 +1,4 @@
-"""Architectures match ../shared/SPEC.md; input shape and classes come from the data."""
+"""Architectures match the tutorials; input shape and classes come from the data."""
 
 from __future__ import annotations
 
