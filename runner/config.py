@@ -10,12 +10,13 @@ group's field is typed with the base class, the option picks the subclass that h
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # --------------------------------------------------------------------------------------- data
 
@@ -32,6 +33,9 @@ class FileSpec:
 @dataclass
 class DataConfig:
     name: str = MISSING
+    # Decides the train/validation/test splits; trainer.seed does not, so runs with different
+    # training seeds are compared on one test set.
+    split_seed: int = 42
 
 
 @dataclass
@@ -309,19 +313,28 @@ class EarlyStoppingConfig:
     restore_best_weights: bool = True
 
 
+class Keep(Enum):
+    best = "best"  # checkpoints/best.keras
+    best_and_last = "best_and_last"  # and checkpoints/last.keras, the weights of the last epoch
+
+
 @dataclass
 class CheckpointConfig:
     enabled: bool = True
     monitor: str = "val_loss"
     save_best_only: bool = True
+    keep: Keep = Keep.best
 
 
 @dataclass
 class TrainerConfig:
     epochs: int = 20
     batch_size: int = 128
-    seed: int = 42
+    seed: int = 42  # initialisation, data order, augmentation (not the splits: data.split_seed)
     validation_split: float = 0.1
+    # Continue an unfinished run in its MLflow run: a run id, its job folder, or true (the
+    # latest unfinished run with this config; in a sweep, the same job of the same sweep).
+    resume: str | None = None
     # Keras' fit verbosity: 1 = progress bar, 2 = one line per epoch; null picks 1 on a terminal.
     verbose: int | None = None
     # TensorFlow thread pools; 0 lets TensorFlow decide (all cores).
@@ -406,6 +419,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
+    # A short random suffix for job folders; cached, so every use in one process agrees.
+    OmegaConf.register_new_resolver(
+        "runner_unique", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True
+    )
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, options in SCHEMAS.items():

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from runner.data.images import decode_files, is_image_name  # noqa: E402
-from runner.report import default_tracking_uri  # noqa: E402
+from runner.store import default_tracking_uri  # noqa: E402
 
 
 def image_files(inputs: list[str]) -> list[Path]:

@@ -9,7 +9,6 @@ Reads runs with `mlflow.search_runs` (a pandas DataFrame) and writes, into one f
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import matplotlib
@@ -21,14 +20,10 @@ import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
+from runner.store import default_tracking_uri  # noqa: E402
+
 # Params that differ between any two runs but say nothing about the setting.
 RUN_SPECIFIC = ("params.paths.output_dir", "params.logger.run_name")
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd().resolve()}/mlruns/mlflow.db"
-    )
 
 
 def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple[pd.DataFrame, str]:

@@ -9,6 +9,7 @@ many jobs finished or failed, the best job by the objective, and Optuna's best t
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,17 @@ from runner.config import Mode
 from runner.tracking import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
+
+
+def resuming(config: DictConfig) -> bool:
+    wanted = OmegaConf.select(config, "trainer.resume", default=None)
+    return str(wanted).lower() in ("true", "latest")
+
+
+def sweep_key(overrides: list[str]) -> str:
+    """What identifies a sweep across re-runs: its overrides, minus trainer.resume."""
+    kept = sorted(o for o in overrides if not o.startswith("trainer.resume="))
+    return hashlib.sha256(" ".join(kept).encode()).hexdigest()[:16]
 
 
 class MlflowSweepCallback(Callback):
@@ -46,23 +58,42 @@ class MlflowSweepCallback(Callback):
         overrides = list(hydra.overrides.task)
         sweeper = str(OmegaConf.select(hydra, "sweeper._target_", default="")).split(".")[-1]
         launcher = str(OmegaConf.select(hydra, "launcher._target_", default="")).split(".")[-1]
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"sweep {Path(hydra.sweep.dir).name}",
-            tags={
-                "sweep": "parent",
-                "sweep_overrides": " ".join(overrides) or "(none)",
-                "sweep_dir": str(Path(hydra.sweep.dir).resolve()),
-                "sweeper": sweeper,
-                "launcher": launcher,
-                "objective": f"{Mode(config.objective.mode).value} {config.objective.metric}",
-            },
-        )
-        self.parent_id = run.info.run_id
+        key = sweep_key(overrides)
+        previous = self._previous_parent(key) if resuming(config) else None
+        if previous is not None:
+            # The same sweep again with trainer.resume=true: its jobs find their runs under
+            # this parent (finished ones are skipped, unfinished ones resumed).
+            self.client.update_run(previous.info.run_id, status="RUNNING")
+            self.parent_id = previous.info.run_id
+            log.info("resuming the sweep of MLflow parent run %s", self.parent_id)
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"sweep {Path(hydra.sweep.dir).name}",
+                tags={
+                    "sweep": "parent",
+                    "sweep_key": key,
+                    "sweep_overrides": " ".join(overrides) or "(none)",
+                    "sweep_dir": str(Path(hydra.sweep.dir).resolve()),
+                    "sweeper": sweeper,
+                    "launcher": launcher,
+                    "objective": f"{Mode(config.objective.mode).value} {config.objective.metric}",
+                },
+            )
+            self.parent_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.parent_id
         # A sweep that dies (Ctrl-C, a crashed sweeper) never reaches on_multirun_end.
         atexit.register(self._end, "KILLED")
         log.info("MLflow parent run of this sweep: %s", self.parent_id)
+
+    def _previous_parent(self, key: str) -> Any:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.sweep = 'parent' and tags.sweep_key = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:

@@ -6,6 +6,7 @@ outside a `with` block; `tracked_run` ends every run as FINISHED, FAILED or KILL
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -65,11 +66,31 @@ def git_tags(root: Path) -> dict[str, str]:
         return {}
 
 
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store while it may be created: MLflow's schema
+    migration fails when two processes create one new database at the same moment."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
     """Point MLflow at the store and return the experiment id, creating the experiment once."""
     mlflow.set_tracking_uri(tracking_uri)
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with store_lock(tracking_uri):
+        return _use_experiment(name, artifact_location)
+
+
+def _use_experiment(name: str, artifact_location: str | None) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -92,25 +113,36 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, *, run_name: str, tags: dict[str, str], checkpoint_dir: Path
+    cfg: DictConfig,
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    checkpoint_dir: Path,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one job, ended with a status that tells what happened.
 
-    On failure or interruption the checkpoints written so far are logged to the run, so a
-    crashed job keeps its best model.
+    With `run_id`, an existing run is resumed: back to RUNNING, its params left as logged (the
+    config was checked to be the same). On failure or interruption the checkpoints written so
+    far are logged to the run, so a crashed job keeps its best model.
     """
     experiment_id = use_experiment(
         cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
     )
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
-        tags=tags,
-    )
+    if run_id is None:
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
+            tags=tags,
+        )
+    else:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags)
     previous_handler = _install_sigterm_handler()
     try:
-        mlflow.log_params(config_params(cfg))
+        if run_id is None:
+            mlflow.log_params(config_params(cfg))
         yield run
     except (KeyboardInterrupt, Terminated) as interrupt:
         _record_end(f"interrupted: {interrupt or 'KeyboardInterrupt'}", checkpoint_dir)
@@ -147,14 +179,33 @@ def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
     mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=epoch)
 
 
+def log_missing_epochs(run_id: str, history: Mapping[str, Sequence[float]]) -> int:
+    """Send the epochs a killed run saved but did not get to log; returns how many values."""
+    client = mlflow.MlflowClient()
+    sent = 0
+    for name, values in history.items():
+        logged = {m.step for m in client.get_metric_history(run_id, name)}
+        for step, value in enumerate(values):
+            if step not in logged:
+                mlflow.log_metric(name, float(value), step=step)
+                sent += 1
+    return sent
+
+
 def log_metrics(metrics: Mapping[str, float]) -> None:
     mlflow.log_metrics(dict(metrics))
 
 
 def log_dataset(
-    class_names: Sequence[str], input_shape: tuple, task: str, sizes: Mapping[str, int]
+    class_names: Sequence[str],
+    input_shape: tuple,
+    task: str,
+    sizes: Mapping[str, int],
+    digests: Mapping[str, str],
 ) -> None:
-    """What the data turned out to be: sizes, shape, classes (as params and class_names.json)."""
+    """What the data turned out to be: sizes, shape, classes (as params and class_names.json),
+    and a fingerprint of each split (tags `data.<split>_digest`: equal digests, equal splits)."""
+    mlflow.set_tags({f"data.{split}_digest": value for split, value in digests.items()})
     mlflow.log_params(
         {
             **{f"data.size.{split}": size for split, size in sizes.items()},

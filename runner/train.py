@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -16,11 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import augment, models, normalize, optimizers, plots, tracking
+from runner import augment, epoch_state, models, normalize, optimizers, plots, resume, tracking
 from runner import data as data_sources
-from runner.config import ColorMode, Mode, Strategy
-from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits
-from runner.data.pipeline import to_dataset
+from runner.config import ColorMode, Keep, Mode, Strategy
+from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
+from runner.data.pipeline import to_dataset, training_batches
 from runner.errors import RunnerError
 from runner.evaluate import evaluate
 from runner.models import pretrained
@@ -82,7 +83,7 @@ def load_context(cfg: DictConfig) -> LoadContext:
         raise RunnerError(f"data.image_size should be [height, width]. Received: {list(size)}")
     return LoadContext(
         data_dir=Path(cfg.paths.data_dir).expanduser(),
-        seed=cfg.trainer.seed,
+        seed=cfg.data.split_seed,
         validation_split=cfg.trainer.validation_split,
         image_size=(int(size[0]), int(size[1])),
         channels=1 if ColorMode(color) is ColorMode.grayscale else 3,
@@ -102,7 +103,7 @@ def run_name(cfg: DictConfig) -> str:
     return f"{name} #{hydra.job.num}" if hydra.mode == RunMode.MULTIRUN else name
 
 
-def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
+def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
     return {
@@ -111,7 +112,7 @@ def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
         "optimizer": cfg.optimizer.name,
         "augmentation": cfg.augmentation.name,
         "overrides": " ".join(overrides) if overrides else "(none)",
-        "output_dir": str(Path(hydra.runtime.output_dir).resolve()),
+        "output_dir": str(output_dir.resolve()),
         "device": device,
         # The commit of the runner code that ran (not of the folder the command ran in).
         **tracking.git_tags(Path(__file__).resolve().parents[1]),
@@ -120,18 +121,38 @@ def job_tags(cfg: DictConfig, device: str) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration; return the objective (best `objective.metric`)."""
-    output_dir = Path(cfg.paths.output_dir)
-    checkpoint_dir = output_dir / "checkpoints"
     check_trainer(cfg.trainer)
     augment.validate(cfg.augmentation)
     models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
     # Before the run exists: no network and no cached file is a config problem, not a failed run.
     weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
+    target = _resume_target(cfg)
+    if target is not None and target.finished:
+        return _already_finished(cfg, target)
+    # A resumed run keeps training in its own job folder (checkpoints, resume state).
+    output_dir = target.output_dir if target else Path(cfg.paths.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
     device = configure_tensorflow(cfg)
+    config = resume.comparable_config(cfg)
+    tags = {
+        **job_tags(cfg, device, output_dir),
+        "config_digest": resume.config_digest(config),
+        **resume.process_tags(),
+    }
     with tracking.tracked_run(
-        cfg, run_name=run_name(cfg), tags=job_tags(cfg, device), checkpoint_dir=checkpoint_dir
+        cfg,
+        run_name=run_name(cfg),
+        tags=tags,
+        checkpoint_dir=checkpoint_dir,
+        run_id=target.run_id if target else None,
     ) as run:
-        tracking.log_config(cfg, output_dir / ".hydra")
+        if target is None:
+            resume.save_config(output_dir, config, run.info.run_id)
+            progress = resume.Progress(run_id=run.info.run_id)
+        else:
+            progress = target.progress or resume.Progress(run_id=run.info.run_id)
+            _announce_resume(run.info.run_id, progress, output_dir)
+        tracking.log_config(cfg, Path(cfg.paths.output_dir) / ".hydra")
         splits = data_sources.load(cfg.data, load_context(cfg))
         info = splits.info
         _log_data(splits)
@@ -151,10 +172,9 @@ def run(cfg: DictConfig) -> float:
         if augment.in_model(cfg.augmentation):
             model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
         _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
-        history = _fit(cfg, model, splits, checkpoint_dir)
+        history = _fit(cfg, model, splits, output_dir, progress)
         best = augment.unwrap_model(_best_model(cfg, model, checkpoint_dir))
-        loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects
-        best.compile(loss=loss, metrics=metrics)  # to evaluate; it trains no further
+        _compile(best, None, info, epochs=1)  # to evaluate and log; it trains no further
         test_metrics = evaluate(
             best,
             splits,
@@ -167,12 +187,59 @@ def run(cfg: DictConfig) -> float:
             tracking.log_keras_model(best, splits.test.sample(8), list(info.class_names))
         objective = _objective(history, cfg.objective)
         _print_summary(run, test_metrics, output_dir, cfg, device)
+    resume.remove_state(output_dir)  # FINISHED: nothing left to resume
     return objective
+
+
+def _resume_target(cfg: DictConfig) -> resume.Target | None:
+    """The run `trainer.resume` names, checked; None for a new run."""
+    wanted = cfg.trainer.resume
+    if wanted is None or str(wanted).lower() in ("false", "none", "null", ""):
+        return None
+    from mlflow import MlflowClient
+
+    experiment_id = tracking.use_experiment(
+        cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
+    )
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    parent = os.environ.get(tracking.PARENT_RUN_ENV) or None
+    target = resume.find_target(cfg, client, experiment_id, parent)
+    if target is None:
+        log.info("trainer.resume=%s: no unfinished run with this config; starting one", wanted)
+    return target
+
+
+def _already_finished(cfg: DictConfig, target: resume.Target) -> float:
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(target.run_id)
+    print(
+        f"[runner] run {target.run_id} is already FINISHED: nothing to resume "
+        f"(its job folder: {target.output_dir}).",
+        flush=True,
+    )
+    mode = Mode(cfg.objective.mode)
+    return float(
+        run.data.metrics.get(
+            f"best_{cfg.objective.metric}", float("-inf") if mode is Mode.max else float("inf")
+        )
+    )
+
+
+def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -> None:
+    sent = tracking.log_missing_epochs(run_id, progress.history)
+    print(
+        f"[runner] resuming run {run_id} at epoch {progress.epochs_done + 1} "
+        f"(job folder {output_dir})"
+        + (f"; sent {sent} metric value(s) it had not logged" if sent else ""),
+        flush=True,
+    )
 
 
 def _log_data(splits: Splits) -> None:
     info = splits.info
-    tracking.log_dataset(info.class_names, info.input_shape, info.task, splits.sizes())
+    digests = {name: digest(getattr(splits, name)) for name in ("train", "val", "test")}
+    tracking.log_dataset(info.class_names, info.input_shape, info.task, splits.sizes(), digests)
     tracking.log_skipped(splits.skipped)
     if splits.skipped:
         log.warning(
@@ -186,11 +253,16 @@ def _log_data(splits: Splits) -> None:
     )  # fmt: skip
 
 
-def _compile(model: keras.Model, optimizer_cfg: DictConfig, info: DataInfo, *, epochs: int) -> None:
-    loss, metrics = models.heads.loss_and_metrics(info)  # fresh metric objects per compile
-    model.compile(
-        optimizer=optimizers.build(optimizer_cfg, epochs=epochs), loss=loss, metrics=metrics
-    )
+def _compile(
+    model: keras.Model, optimizer_cfg: DictConfig | None, info: DataInfo, *, epochs: int
+) -> None:
+    """Compile with fresh metric objects; the optimizer is built now, so a saved model holds
+    all of its variables and loads back without warnings. No optimizer config: the model is
+    only evaluated (plain SGD: no per-weight slots, never stepped)."""
+    loss, metrics = models.heads.loss_and_metrics(info)
+    optimizer = optimizers.build(optimizer_cfg, epochs=epochs) if optimizer_cfg else "sgd"
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.optimizer.build(model.trainable_variables)
 
 
 class _CheckpointOf(keras.callbacks.ModelCheckpoint):
@@ -204,54 +276,91 @@ class _CheckpointOf(keras.callbacks.ModelCheckpoint):
         super().set_model(self._saved)
 
 
-def _callbacks(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> list:
-    """Callbacks of one phase; the checkpoint, when any, is last (phases share it)."""
-    trainer = cfg.trainer
-    callbacks: list[keras.callbacks.Callback] = [
-        MlflowEpochLogger(),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if trainer.early_stopping.enabled:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=trainer.early_stopping.monitor,
-                patience=trainer.early_stopping.patience,
-                restore_best_weights=trainer.early_stopping.restore_best_weights,
-                verbose=1,
-            )
-        )
-    if trainer.checkpoint.enabled:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(
-            _CheckpointOf(
-                model,
-                checkpoint_dir / "best.keras",
-                monitor=trainer.checkpoint.monitor,
-                save_best_only=trainer.checkpoint.save_best_only,
-            )
-        )
-    return callbacks
+class _SaveLast(keras.callbacks.Callback):
+    """`checkpoints/last.keras` at the end of training, before early stopping restores the
+    best weights (placed first among the callbacks)."""
+
+    def __init__(self, model: keras.Model, path: Path) -> None:
+        super().__init__()
+        self._saved, self.path = model, path
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        augment.unwrap_model(self._saved).save(self.path)
 
 
-def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Path) -> dict:
-    """Train; a pretrained backbone with `strategy=fine_tune` trains in two phases of one run."""
+def _early_stopping(cfg: DictConfig) -> keras.callbacks.EarlyStopping | None:
+    stopping = cfg.trainer.early_stopping
+    if not stopping.enabled:
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor=stopping.monitor,
+        patience=stopping.patience,
+        restore_best_weights=stopping.restore_best_weights,
+        verbose=1,
+    )
+
+
+def _checkpoint(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path):
+    checkpoint = cfg.trainer.checkpoint
+    if not checkpoint.enabled:
+        return None
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    return _CheckpointOf(
+        model,
+        checkpoint_dir / "best.keras",
+        monitor=checkpoint.monitor,
+        save_best_only=checkpoint.save_best_only,
+    )
+
+
+@dataclass
+class _Phase:
+    """One `fit` of a run: what trains, on which batches, over which epochs."""
+
+    number: int
+    fit_model: keras.Model
+    batches: Callable[[range], tuple[tf.data.Dataset, int]]  # epochs -> (stream, steps/epoch)
+    validation: tf.data.Dataset
+    start: int
+    end: int
+
+
+def _fit(
+    cfg: DictConfig, model: keras.Model, splits: Splits, output_dir: Path,
+    progress: resume.Progress,
+) -> dict:  # fmt: skip
+    """Train; a pretrained backbone with `strategy=fine_tune` trains in two phases of one run.
+    Returns the metric history of every epoch, those before a resumption included."""
     trainer = cfg.trainer
-    verbose = trainer.verbose if trainer.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    callbacks = _callbacks(cfg, model, checkpoint_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    checkpoint = _checkpoint(cfg, model, checkpoint_dir)
+    last = (
+        _SaveLast(model, checkpoint_dir / "last.keras")
+        if Keep(trainer.checkpoint.keep) is Keep.best_and_last
+        else None
+    )
     if _caches_features(cfg):
-        fit_model, train, validation = _head_on_cached_features(cfg, model, splits)
+        first = _head_on_cached_features(cfg, model, splits)
     else:
-        fit_model, (train, validation) = model, input_pipelines(cfg, splits)
-    history = fit_model.fit(
-        train,
-        validation_data=validation,
-        epochs=trainer.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the training dataset shuffles itself each epoch
-    ).history
+        first = _Phase(1, model, _image_batches(cfg, splits), _validation(cfg, splits), 0, 0)
+    first.end = trainer.epochs
+    _train_phase(cfg, first, progress, output_dir, checkpoint, last)
     if _strategy(cfg) is Strategy.fine_tune:
-        history = _fine_tune(cfg, model, splits, history, callbacks, verbose)
+        tune = cfg.model.fine_tune
+        unfrozen = pretrained.unfreeze_top(model, cfg.model)
+        tracking.log_json(unfrozen, "model/fine_tuned_layers.json")
+        start = progress.phase_start if progress.phase == 2 else progress.epochs_done
+        log.info(
+            "fine-tuning: %d layers of the backbone unfrozen (%s ... %s), lr %g, epochs %d-%d",
+            len(unfrozen), unfrozen[0], unfrozen[-1], tune.lr, start + 1, start + tune.epochs,
+        )  # fmt: skip
+        _compile(model, OmegaConf.merge(cfg.optimizer, {"lr": tune.lr}), splits.info,
+                 epochs=tune.epochs)  # fmt: skip
+        second = _Phase(2, model, _image_batches(cfg, splits), _validation(cfg, splits), start,
+                        start + tune.epochs)  # fmt: skip
+        _train_phase(cfg, second, progress, output_dir, checkpoint, last)
+    history = progress.history
     losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise RunnerError(
@@ -259,6 +368,42 @@ def _fit(cfg: DictConfig, model: keras.Model, splits: Splits, checkpoint_dir: Pa
             f"Lower optimizer.lr (now {cfg.optimizer.lr}) or check the data for bad values."
         )
     return history
+
+
+def _train_phase(
+    cfg: DictConfig, phase: _Phase, progress: resume.Progress, output_dir: Path,
+    checkpoint: keras.callbacks.Callback | None, last: keras.callbacks.Callback | None,
+) -> None:  # fmt: skip
+    """`fit` over the phase's epochs, from where a resumed run stopped."""
+    if progress.weights and (
+        progress.phase > phase.number
+        or (progress.phase == phase.number and progress.phase_complete)
+    ):
+        if progress.phase == phase.number:  # ended before the kill: its last weights, then on
+            epoch_state.restore_weights(phase.fit_model, output_dir, progress)
+        return
+    resumed = progress.weights is not None and progress.phase == phase.number
+    first_epoch = progress.epochs_done if resumed else phase.start
+    stopping = _early_stopping(cfg)
+    state = epoch_state.EpochState(
+        output_dir, progress, phase=phase.number, phase_start=phase.start, phase_end=phase.end,
+        early_stopping=stopping, checkpoint=checkpoint,
+    )  # fmt: skip
+    # Order matters: the last weights before early stopping restores the best; the state after
+    # the callbacks whose bests it records; MLflow after the state (see runner/epoch_state.py).
+    callbacks = [c for c in (last, stopping, checkpoint) if c is not None]
+    callbacks += [state, MlflowEpochLogger(), keras.callbacks.TerminateOnNaN()]
+    train, steps = phase.batches(range(first_epoch, phase.end))
+    verbose = cfg.trainer.verbose
+    phase.fit_model.fit(
+        train,
+        validation_data=phase.validation,
+        initial_epoch=first_epoch,
+        epochs=phase.end,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+    )
 
 
 def _strategy(cfg: DictConfig) -> Strategy | None:
@@ -274,10 +419,36 @@ def _caches_features(cfg: DictConfig) -> bool:
     )
 
 
-def _head_on_cached_features(
-    cfg: DictConfig, model: keras.Model, splits: Splits
-) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset]:
-    """The head and the backbone's features of every training and validation image."""
+def _image_batches(cfg: DictConfig, splits: Splits) -> Callable[[range], tuple]:
+    """Training batches over some epochs: each epoch's order and augmentation depend on
+    (trainer.seed, epoch) only, so a resumed run sees what an uninterrupted one would."""
+    trainer = cfg.trainer
+    transform = None
+    if augment.is_active(cfg.augmentation) and not augment.in_model(cfg.augmentation):
+
+        def transform(images: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
+            return augment.augment_batch(images, batch_seed, cfg.augmentation)
+
+    return lambda epochs: training_batches(
+        splits.train, batch_size=trainer.batch_size, seed=trainer.seed, epochs=epochs,
+        transform=transform,
+    )  # fmt: skip
+
+
+def _validation(cfg: DictConfig, splits: Splits) -> tf.data.Dataset:
+    return to_dataset(splits.val, batch_size=cfg.trainer.batch_size)
+
+
+def input_pipelines(
+    cfg: DictConfig, splits: Splits, epochs: range = range(1)
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Training batches of `epochs` (shuffled, augmented), and validation batches as read."""
+    train, _ = _image_batches(cfg, splits)(epochs)
+    return train, _validation(cfg, splits)
+
+
+def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits) -> _Phase:
+    """The head, trained on the backbone's features of every training and validation image."""
     trainer = cfg.trainer
     extractor, head = pretrained.split_at_features(model)
     started = time.perf_counter()
@@ -294,50 +465,13 @@ def _head_on_cached_features(
         len(splits.train), len(splits.val), time.perf_counter() - started,
     )  # fmt: skip
     _compile(head, cfg.optimizer, splits.info, epochs=trainer.epochs)
-    train = to_dataset(
-        features["train"], batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed
-    )
-    return head, train, to_dataset(features["val"], batch_size=trainer.batch_size)
 
+    def batches(epochs: range) -> tuple[tf.data.Dataset, int]:
+        return training_batches(features["train"], batch_size=trainer.batch_size,
+                                seed=trainer.seed, epochs=epochs)  # fmt: skip
 
-def _fine_tune(
-    cfg: DictConfig, model: keras.Model, splits: Splits, history: dict, callbacks: list,
-    verbose: int,
-) -> dict:  # fmt: skip
-    """Phase two: unfreeze the top of the backbone, recompile at `fine_tune.lr`, train on."""
-    tune = cfg.model.fine_tune
-    done = len(history.get("loss", []))
-    unfrozen = pretrained.unfreeze_top(model, cfg.model)
-    tracking.log_json(unfrozen, "model/fine_tuned_layers.json")
-    log.info(
-        "fine-tuning: %d layers of the backbone unfrozen (%s ... %s), lr %g, epochs %d-%d",
-        len(unfrozen), unfrozen[0], unfrozen[-1], tune.lr, done + 1, done + tune.epochs,
-    )  # fmt: skip
-    optimizer_cfg = OmegaConf.merge(cfg.optimizer, {"lr": tune.lr})
-    _compile(model, optimizer_cfg, splits.info, epochs=tune.epochs)
-    train, validation = input_pipelines(cfg, splits)
-    # The checkpoint carries its best value over; early stopping starts afresh for the phase.
-    phase_callbacks = _callbacks(cfg, model, Path(cfg.paths.output_dir) / "checkpoints")
-    if cfg.trainer.checkpoint.enabled:
-        phase_callbacks[-1] = callbacks[-1]
-    second = model.fit(
-        train,
-        validation_data=validation,
-        initial_epoch=done,
-        epochs=done + tune.epochs,
-        callbacks=phase_callbacks,
-        verbose=verbose,
-        shuffle=False,
-    ).history
-    return {key: list(history.get(key, [])) + list(second.get(key, [])) for key in second}
-
-
-def input_pipelines(cfg: DictConfig, splits: Splits) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Training batches: shuffled each epoch, then augmented. Validation: as read, in order."""
-    trainer = cfg.trainer
-    train = to_dataset(splits.train, batch_size=trainer.batch_size, shuffle=True, seed=trainer.seed)
-    validation = to_dataset(splits.val, batch_size=trainer.batch_size)
-    return augment.apply(train, cfg.augmentation, seed=trainer.seed), validation
+    validation = to_dataset(features["val"], batch_size=trainer.batch_size)
+    return _Phase(1, head, batches, validation, 0, trainer.epochs)
 
 
 def check_trainer(trainer: DictConfig) -> None:

@@ -84,6 +84,19 @@ class FileSplit:
 Split = ArraySplit | FileSplit
 
 
+def digest(split: Split) -> str:
+    """A short fingerprint of a split's examples and labels: equal splits, equal digests."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    if isinstance(split, ArraySplit):
+        hasher.update(np.ascontiguousarray(split.x).data)
+    else:
+        hasher.update("\n".join(map(str, split.paths)).encode("utf-8", "surrogateescape"))
+    hasher.update(np.ascontiguousarray(split.y).data)
+    return hasher.hexdigest()[:16]
+
+
 def image_shape(split: Split) -> tuple[int, ...]:
     return tuple(split.x.shape[1:]) if isinstance(split, ArraySplit) else split.shape
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import tensorflow as tf
 
 from runner.data.base import FileSplit, Split
@@ -26,3 +29,65 @@ def to_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(
+    split: Split,
+    *,
+    batch_size: int,
+    seed: int,
+    epochs: range,
+    transform: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+) -> tuple[tf.data.Dataset, int]:
+    """The training batches of every epoch in `epochs`, one stream; returns it and the steps
+    per epoch (fit with `steps_per_epoch`, so Keras keeps one iterator across epochs).
+
+    Each epoch's order is a permutation drawn from (seed, epoch) alone, and `transform` (the
+    augmentation) gets a per-batch seed made of (seed, epoch, step): a run resumed at epoch k
+    sees exactly the batches an uninterrupted run sees from epoch k on.
+    """
+    count = len(split)
+    steps = -(-count // batch_size)
+    orders = np.stack([np.random.default_rng([seed, epoch]).permutation(count) for epoch in epochs])
+    labels = tf.constant(split.y)
+    if isinstance(split, FileSplit):
+        paths, size, channels = (
+            tf.constant(split.paths.astype(str)),
+            split.image_size,
+            split.channels,
+        )
+
+        def batches_of(order: tf.Tensor) -> tf.data.Dataset:
+            return (
+                tf.data.Dataset.from_tensor_slices(order)
+                .map(
+                    lambda i: (decode_image(tf.gather(paths, i), size, channels), labels[i]),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                )
+                .batch(batch_size)
+            )
+    else:
+        images = tf.constant(split.x)
+
+        def batches_of(order: tf.Tensor) -> tf.data.Dataset:
+            return (
+                tf.data.Dataset.from_tensor_slices(order)
+                .batch(batch_size)
+                .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+            )
+
+    def epoch_batches(epoch: tf.Tensor, order: tf.Tensor) -> tf.data.Dataset:
+        batches = batches_of(order)
+        if transform is None:
+            return batches
+        return batches.enumerate().map(
+            lambda step, batch: (
+                transform(batch[0], tf.stack([seed * 100_003 + epoch, step])),
+                batch[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    epoch_ids = np.asarray(list(epochs), dtype=np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((epoch_ids, orders)).flat_map(epoch_batches)
+    return dataset.prefetch(tf.data.AUTOTUNE), steps

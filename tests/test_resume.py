@@ -1,0 +1,243 @@
+"""Resume: real processes killed with SIGKILL, resumed in the same MLflow run; sweeps resumed;
+unique job folders; splits that do not move with the training seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from runner.data.base import ArraySplit
+from runner.data.pipeline import training_batches
+from tests import image_fixtures as fx
+from tests.test_e2e import only_run
+
+DIGITS = [
+    "experiment=digits_lenet", "optimizer=adam", "optimizer.lr=0.002", "trainer.epochs=6",
+    "trainer.batch_size=64", "trainer.early_stopping.patience=10",
+    "trainer.checkpoint.keep=best_and_last", "logger.experiment=tests", "logger.log_model=false",
+]  # fmt: skip
+
+
+def start(workspace, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=workspace.root,
+        env=workspace.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"exited early:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def epochs_done(folder: Path) -> int:
+    try:
+        return json.loads((folder / "resume" / "state.json").read_text())["epochs_done"]
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def steps(client, run_id: str, metric: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+def test_training_batches_depend_on_seed_and_epoch_only():
+    split = ArraySplit(np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2, 1), np.arange(50) % 5)
+    full, steps_per_epoch = training_batches(split, batch_size=8, seed=3, epochs=range(0, 3))
+    tail, _ = training_batches(split, batch_size=8, seed=3, epochs=range(1, 3))
+    full_batches = [x for x, _ in full.as_numpy_iterator()]
+    assert steps_per_epoch == 7 and len(full_batches) == 21
+    for a, b in zip(full_batches[7:], [x for x, _ in tail.as_numpy_iterator()], strict=True):
+        np.testing.assert_array_equal(a, b)
+    first, second = (np.concatenate(full_batches[i * 7 : (i + 1) * 7]) for i in (0, 1))
+    assert sorted(first.ravel()) == sorted(second.ravel()) and not np.array_equal(first, second)
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
+    killed_dir = workspace.root / "outputs" / "killed"
+    process = start(workspace, *DIGITS, f"hydra.run.dir={killed_dir}")
+    wait_for(lambda: epochs_done(killed_dir) >= 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    client = workspace.client()
+    run = only_run(client)
+    run_id = run.info.run_id
+    assert run.info.status == "RUNNING"  # SIGKILL: nobody could mark it
+
+    # The dead run is recognised, listed with its resume command, and marked KILLED.
+    runs = subprocess.run(
+        [sys.executable, "-m", "runner.runs", "--mark-killed"], cwd=workspace.root,
+        env=workspace.env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert runs.returncode == 0, runs.stderr
+    assert run_id in runs.stdout and "dead" in runs.stdout and "marked KILLED" in runs.stdout
+    assert f"trainer.resume={run_id}" in runs.stdout
+    assert client.get_run(run_id).info.status == "KILLED"
+
+    # Another config is refused, with the differing key named.
+    refused = workspace.run(*DIGITS, "optimizer.lr=0.5", f"trainer.resume={run_id}")
+    assert refused.returncode != 0
+    assert "optimizer.lr" in refused.stderr and "Traceback" not in refused.stderr
+
+    resumed = workspace.run(*DIGITS, "trainer.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {run_id}" in resumed.stdout + resumed.stderr
+    run = only_run(client)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    for metric in ("loss", "val_loss", "val_accuracy"):
+        assert steps(client, run_id, metric) == [0, 1, 2, 3, 4, 5], metric
+    assert not (killed_dir / "resume").exists()  # state removed once finished
+
+    # The same config without interruption: the same history and final weights.
+    straight_dir = workspace.root / "outputs" / "straight"
+    straight = workspace.run(*DIGITS, "logger.experiment=straight", f"hydra.run.dir={straight_dir}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    reference = only_run(client, "straight")
+    for metric in ("loss", "val_loss"):
+        ours = [m.value for m in sorted(client.get_metric_history(run_id, metric),
+                                        key=lambda m: m.step)]  # fmt: skip
+        theirs = [m.value for m in sorted(client.get_metric_history(reference.info.run_id, metric),
+                                          key=lambda m: m.step)]  # fmt: skip
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    for name in ("last.keras", "best.keras"):
+        a = keras.saving.load_model(killed_dir / "checkpoints" / name, compile=False)
+        b = keras.saving.load_model(straight_dir / "checkpoints" / name, compile=False)
+        for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run.data.metrics["test_accuracy"], reference.data.metrics["test_accuracy"], atol=1e-6
+    )
+
+    again = workspace.run(*DIGITS, f"trainer.resume={run_id}")
+    assert again.returncode == 0 and "already FINISHED" in again.stdout + again.stderr
+    assert len(steps(client, run_id, "loss")) == 6
+
+
+def test_a_killed_sweep_resumes_only_what_is_left(workspace):
+    sweep = ["-m", "experiment=digits_lenet", "trainer.epochs=2", "trainer.seed=1,2,3,4",
+             "logger.experiment=sweeps", "logger.log_model=false"]  # fmt: skip
+    process = start(workspace, *sweep)
+    client = workspace.client()
+
+    def finished_children() -> list:
+        try:
+            experiment = client.get_experiment_by_name("sweeps")
+            if experiment is None:
+                return []
+            runs = client.search_runs([experiment.experiment_id])
+        except Exception:  # the store is being created
+            return []
+        return [r for r in runs if r.data.tags.get("sweep") != "parent"
+                and r.info.status == "FINISHED"]  # fmt: skip
+
+    wait_for(lambda: len(finished_children()) >= 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = {r.info.run_id: r.info.end_time for r in finished_children()}
+
+    result = workspace.run(*sweep, "trainer.resume=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(r.data.params["trainer.seed"] for r in children) == ["1", "2", "3", "4"]
+    for run in children:  # the jobs that had finished were left alone
+        if run.info.run_id in first:
+            assert run.info.end_time == first[run.info.run_id]
+    assert parents[0].data.metrics["jobs"] == 4 and parents[0].data.metrics["jobs_finished"] == 4
+    assert "sweep done: 4 of 4 jobs finished" in result.stdout
+
+
+def test_a_finished_joblib_sweep_rerun_with_resume_runs_nothing_again(workspace):
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=digits_lenet",
+             "trainer.epochs=1", "trainer.seed=1,2", "logger.experiment=sweeps",
+             "logger.log_model=false"]  # fmt: skip
+    first = workspace.run(*sweep)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = workspace.client()
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    before = {r.info.run_id: r.info.end_time for r in client.search_runs([experiment])}
+    second = workspace.run(*sweep, "trainer.resume=true")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("already FINISHED") == 2
+    runs = client.search_runs([experiment])
+    assert {r.info.run_id for r in runs} == set(before)  # no new run, the parent reused
+    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    assert all(before[r.info.run_id] == r.info.end_time for r in children)
+    assert "sweep done: 2 of 2 jobs finished" in second.stdout
+
+
+def test_runs_started_together_keep_their_own_folders(workspace):
+    processes = [
+        start(workspace, "experiment=digits_lenet", "trainer.epochs=1", f"trainer.seed={seed}",
+              "logger.experiment=tests")  # fmt: skip
+        for seed in (7, 8)
+    ]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stdout.read()[-3000:]
+    client = workspace.client()
+    experiment = client.get_experiment_by_name("tests").experiment_id
+    runs = client.search_runs([experiment])
+    assert len(runs) == 2
+    folders = {r.data.tags["output_dir"] for r in runs}
+    assert len(folders) == 2
+    import mlflow
+
+    for run in runs:
+        resolved = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/resolved.yaml")
+        assert f"seed: {run.data.params['trainer.seed']}" in resolved
+        assert run.data.tags["output_dir"] in resolved
+        checkpoint = Path(run.data.tags["output_dir"]) / "checkpoints" / "best.keras"
+        assert checkpoint.is_file()
+
+
+def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(workspace, tmp_path):
+    fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
+    result = workspace.run(
+        "-m", "data=image_folder", f"data.path={tmp_path / 'animals'}", "model=simple_nn",
+        "trainer.seed=1,2", "trainer.epochs=1", "trainer.batch_size=16",
+        "logger.experiment=sweeps", "logger.log_model=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    assert len(children) == 2
+    assert {r.data.params["data.split_seed"] for r in children} == {"42"}
+    assert len({r.data.tags["data.test_digest"] for r in children}) == 1
+    assert len({r.data.tags["data.train_digest"] for r in children}) == 1
+    losses = {round(r.data.metrics["val_loss"], 6) for r in children}
+    assert len(losses) == 2  # the seeds still change initialisation and order
+
+
+@pytest.mark.parametrize("keep", ["best", "best_and_last"])
+def test_checkpoint_retention(workspace, keep):
+    folder = workspace.root / "outputs" / keep
+    result = workspace.run("experiment=digits_lenet", "trainer.epochs=1", "logger.log_model=false",
+                           f"trainer.checkpoint.keep={keep}", f"hydra.run.dir={folder}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert kept == (["best.keras"] if keep == "best" else ["best.keras", "last.keras"])
+    assert not (folder / "resume").exists()
+    assert os.listdir(folder)
