@@ -190,8 +190,13 @@ def test_a_finished_joblib_sweep_rerun_with_resume_runs_nothing_again(workspace)
 
 def test_runs_started_together_keep_their_own_folders(workspace):
     processes = [
-        start(workspace, "experiment=digits_lenet", "trainer.epochs=1", f"trainer.seed={seed}",
-              "logger.experiment=tests")  # fmt: skip
+        start(
+            workspace,
+            "experiment=digits_lenet",
+            "trainer.epochs=1",
+            f"trainer.seed={seed}",
+            "logger.experiment=tests",
+        )  # fmt: skip
         for seed in (7, 8)
     ]
     for process in processes:
@@ -234,8 +239,10 @@ def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(workspace, tmp_pa
 @pytest.mark.parametrize("keep", ["best", "best_and_last"])
 def test_checkpoint_retention(workspace, keep):
     folder = workspace.root / "outputs" / keep
-    result = workspace.run("experiment=digits_lenet", "trainer.epochs=1", "logger.log_model=false",
-                           f"trainer.checkpoint.keep={keep}", f"hydra.run.dir={folder}")  # fmt: skip
+    result = workspace.run(
+        "experiment=digits_lenet", "trainer.epochs=1", "logger.log_model=false",
+        f"trainer.checkpoint.keep={keep}", f"hydra.run.dir={folder}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
     assert kept == (["best.keras"] if keep == "best" else ["best.keras", "last.keras"])
