@@ -2,6 +2,10 @@
 
 TensorFlow is imported only once Hydra has composed and validated the config, so a typo on the
 command line is reported in a moment, not after seconds of imports.
+
+What a user sees when a job cannot go on is one line on stderr; the traceback goes to the job's
+log file (`runner.log` in its folder). Exit codes: 2 a problem the runner reports (config, data,
+environment), 130 SIGINT, 143 SIGTERM, 1 anything else (and Hydra's own command-line errors).
 """
 
 from __future__ import annotations
@@ -9,45 +13,94 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from runner.checks import check_config
 from runner.config import Mode, register_configs
-from runner.errors import RunnerError
+from runner.errors import Interrupted, RunnerError
+from runner.interrupts import Terminated, install_sigterm
 
 # Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
 # itself reports the device it trains on.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 register_configs()
 log = logging.getLogger("runner")
+USER_ERROR = 2
+
+
+def log_to_file(message: str, error: BaseException) -> None:
+    """The full traceback, for the job's log file only (the console gets one line)."""
+    record = logging.LogRecord(
+        "runner", logging.ERROR, __file__, 0, message, None,
+        (type(error), error, error.__traceback__),
+    )  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def stop(message: str, error: BaseException, code: int) -> None:
+    log_to_file(message, error)
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from runner.train import run  # heavy: TensorFlow, Keras, MLflow
-
-    for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its own levels
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        check_config(cfg)  # before TensorFlow: a bad value costs a second, not an import
+        from runner.train import run  # heavy: TensorFlow, Keras, MLflow
+
+        for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its levels
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         return run(cfg)
+    except Interrupted as interrupt:
+        stop(interrupt.message, interrupt, interrupt.exit_code)
+    except (KeyboardInterrupt, Terminated) as interrupt:  # before a run existed
+        name = "SIGINT" if isinstance(interrupt, KeyboardInterrupt) else interrupt.signal_name
+        stop(f"interrupted by {name} before training started", interrupt,
+             Interrupted(name, "").exit_code)  # fmt: skip
     except Exception as error:
         if in_sweep:
-            # The run is already FAILED in MLflow with the reason. The sweep goes on, and the
-            # sweeper gets the worst possible value (Optuna 2 rejects NaN, and an exception
-            # would end a basic sweep at its first failed job).
-            log.error("job failed: %s", error, exc_info=not isinstance(error, RunnerError))
-            return float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf")
+            return _failed_job(cfg, error)
         if not isinstance(error, RunnerError):
             raise
-        log.error("%s", error)
-        print(f"\nerror: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        stop(f"error: {error}", error, USER_ERROR)
+    return None
+
+
+def _failed_job(cfg: DictConfig, error: Exception) -> float:
+    """A sweep goes on past a failed job, which it counts: a job that failed before its MLflow
+    run existed gets a FAILED run with the reason, like the others."""
+    log_to_file(f"job failed: {error}", error)
+    log.error("job failed: %s", error)
+    if not getattr(error, "run_logged", False):
+        try:
+            from runner.tracking import record_failed_job
+
+            record_failed_job(cfg, error)
+        except Exception as tracking_error:  # the failure itself matters more
+            log.warning("could not record the failed job in MLflow: %s", tracking_error)
+    # The sweeper gets the worst possible value (Optuna 2 rejects NaN, and an exception would
+    # end a basic sweep at its first failed job).
+    return float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf")
+
+
+def _entry(*_: Any) -> None:
+    install_sigterm()
+    try:
+        main()
+    except (KeyboardInterrupt, Terminated) as interrupt:  # between a sweep's jobs, say
+        name = "SIGINT" if isinstance(interrupt, KeyboardInterrupt) else interrupt.signal_name
+        print(f"interrupted by {name}", file=sys.stderr, flush=True)
+        sys.exit(Interrupted(name, "").exit_code)
 
 
 if __name__ == "__main__":
-    main()
+    _entry()

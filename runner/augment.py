@@ -19,10 +19,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from runner.checks import check_augmentation
 from runner.config import Placement
-from runner.errors import RunnerError
-
-FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 
 def is_geometric(cfg: Any) -> bool:
@@ -39,17 +37,7 @@ def is_active(cfg: Any) -> bool:
 
 
 def validate(cfg: Any) -> None:
-    if cfg.fill_mode not in FILL_MODES:
-        raise RunnerError(
-            f"augmentation.fill_mode should be one of {list(FILL_MODES)}. "
-            f"Received: {cfg.fill_mode!r}"
-        )
-    for key in ("rotation", "width_shift", "height_shift", "shear", "zoom", "brightness",
-                "contrast"):  # fmt: skip
-        if cfg[key] < 0:
-            raise RunnerError(f"augmentation.{key} should be >= 0. Received: {cfg[key]}")
-    if cfg.zoom >= 1:
-        raise RunnerError(f"augmentation.zoom should be below 1. Received: {cfg.zoom}")
+    check_augmentation(cfg)
 
 
 def _uniform(seed: tf.Tensor, n: tf.Tensor, bound: float, index: int) -> tf.Tensor:

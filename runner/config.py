@@ -45,6 +45,7 @@ class DownloadedDataConfig(DataConfig):
     mirror: str = MISSING
     files: dict[str, FileSpec] = field(default_factory=dict)
     verify_checksum: bool = True
+    timeout: float = 60.0  # seconds without a byte from the mirror before a download fails
 
 
 @dataclass
@@ -69,6 +70,8 @@ class ImageDataConfig(DataConfig):
     color_mode: ColorMode | None = None
     # Decoded images up to this size are kept in memory; a larger dataset streams from disk.
     max_memory_mb: float = 4096
+    # Files declaring more pixels are skipped before decoding (PIL's default limit).
+    max_pixels: int = 89_478_485
 
 
 @dataclass

@@ -20,18 +20,12 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow cuts longer param values
 PARENT_RUN_ENV = "RUNNER_PARENT_RUN_ID"  # set by a sweep so each job becomes a child run
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so the run can be marked KILLED on the way out."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"received signal {signal.Signals(signum).name}")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -139,18 +133,20 @@ def tracked_run(
     else:
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(tags)
-    previous_handler = _install_sigterm_handler()
+    previous_handler = install_sigterm()
     try:
         if run_id is None:
             mlflow.log_params(config_params(cfg))
         yield run
     except (KeyboardInterrupt, Terminated) as interrupt:
-        _record_end(f"interrupted: {interrupt or 'KeyboardInterrupt'}", checkpoint_dir)
-        mlflow.end_run("KILLED")
+        _end_run(run, "KILLED", f"interrupted by {signal_name(interrupt)}", checkpoint_dir)
         raise
     except BaseException as error:
-        _record_end(f"{type(error).__name__}: {error}", checkpoint_dir)
-        mlflow.end_run("FAILED")
+        _end_run(run, "FAILED", f"{type(error).__name__}: {error}", checkpoint_dir)
+        try:
+            error.run_logged = True  # type: ignore[attr-defined] - read by a sweep's handler
+        except AttributeError:
+            pass
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -159,20 +155,52 @@ def tracked_run(
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _install_sigterm_handler() -> Any:
-    try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
+def _end_run(run: mlflow.ActiveRun, status: str, reason: str, checkpoint_dir: Path) -> None:
+    """Status first, then the uploads: a second signal during a long upload cannot leave the
+    run RUNNING. Only checkpoints that load and hold finite weights are uploaded."""
+    run_id = run.info.run_id
+    with signals_ignored():
+        try:
+            mlflow.set_tag("error", reason[:MAX_PARAM_LENGTH])
+        except Exception:  # the original error matters more than a failed log
+            log.exception("Could not record the end of the run in MLflow")
+        mlflow.end_run(status)
+        try:
+            upload_checkpoints(run_id, checkpoint_dir)
+        except Exception:
+            log.exception("Could not upload the checkpoints of run %s", run_id)
 
 
-def _record_end(reason: str, checkpoint_dir: Path) -> None:
-    try:
-        mlflow.set_tag("error", reason[:MAX_PARAM_LENGTH])
-        if checkpoint_dir.is_dir() and any(checkpoint_dir.iterdir()):
-            mlflow.log_artifacts(str(checkpoint_dir), "checkpoints")
-    except Exception:  # the original error matters more than a failed log
-        log.exception("Could not record the end of the run in MLflow")
+def upload_checkpoints(run_id: str, checkpoint_dir: Path) -> None:
+    from runner.checkpoints import check_checkpoint
+
+    client = mlflow.MlflowClient()
+    for path in sorted(checkpoint_dir.glob("*.keras")) if checkpoint_dir.is_dir() else []:
+        problem = check_checkpoint(path)
+        if problem:
+            client.set_tag(run_id, "checkpoint", f"{path.name} not logged: {problem}")
+            log.warning("checkpoint %s not logged: %s", path, problem)
+        else:
+            client.log_artifact(run_id, str(path), "checkpoints")
+
+
+def record_failed_job(cfg: DictConfig, error: BaseException) -> None:
+    """A FAILED run for a sweep's job that failed before its own run was created."""
+    use_experiment(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    with mlflow.start_run(
+        experiment_id=mlflow.get_experiment_by_name(cfg.logger.experiment).experiment_id,
+        run_name=f"{cfg.model.name}-{cfg.data.name} #{hydra.job.num}",
+        parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
+        tags={
+            "overrides": " ".join(hydra.overrides.task) or "(none)",
+            "error": f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH],
+        },
+    ):
+        mlflow.log_params(config_params(cfg))
+        mlflow.end_run("FAILED")
 
 
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
@@ -190,6 +218,10 @@ def log_missing_epochs(run_id: str, history: Mapping[str, Sequence[float]]) -> i
                 mlflow.log_metric(name, float(value), step=step)
                 sent += 1
     return sent
+
+
+def set_tag(key: str, value: str) -> None:
+    mlflow.set_tag(key, value[:MAX_PARAM_LENGTH])
 
 
 def log_metrics(metrics: Mapping[str, float]) -> None:

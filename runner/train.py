@@ -19,11 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import augment, epoch_state, models, normalize, optimizers, plots, resume, tracking
 from runner import data as data_sources
+from runner.checkpoints import check_checkpoint
+from runner.checks import check_config
 from runner.config import ColorMode, Keep, Mode, Strategy
 from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
+from runner.data.images import DEFAULT_MAX_PIXELS
 from runner.data.pipeline import to_dataset, training_batches
-from runner.errors import RunnerError
+from runner.errors import Interrupted, RunnerError
 from runner.evaluate import evaluate
+from runner.interrupts import Terminated, signal_name
 from runner.models import pretrained
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ def load_context(cfg: DictConfig) -> LoadContext:
         image_size=(int(size[0]), int(size[1])),
         channels=1 if ColorMode(color) is ColorMode.grayscale else 3,
         max_memory_mb=OmegaConf.select(cfg, "data.max_memory_mb", default=4096),
+        max_pixels=OmegaConf.select(cfg, "data.max_pixels", default=DEFAULT_MAX_PIXELS),
     )
 
 
@@ -121,8 +126,7 @@ def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
 
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration; return the objective (best `objective.metric`)."""
-    check_trainer(cfg.trainer)
-    augment.validate(cfg.augmentation)
+    check_config(cfg)  # also done before TensorFlow is imported; cheap, and run() stands alone
     models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
     # Before the run exists: no network and no cached file is a config problem, not a failed run.
     weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
@@ -139,56 +143,84 @@ def run(cfg: DictConfig) -> float:
         "config_digest": resume.config_digest(config),
         **resume.process_tags(),
     }
-    with tracking.tracked_run(
-        cfg,
-        run_name=run_name(cfg),
-        tags=tags,
-        checkpoint_dir=checkpoint_dir,
-        run_id=target.run_id if target else None,
-    ) as run:
-        if target is None:
-            resume.save_config(output_dir, config, run.info.run_id)
-            progress = resume.Progress(run_id=run.info.run_id)
-        else:
-            progress = target.progress or resume.Progress(run_id=run.info.run_id)
-            _announce_resume(run.info.run_id, progress, output_dir)
-        tracking.log_config(cfg, Path(cfg.paths.output_dir) / ".hydra")
-        splits = data_sources.load(cfg.data, load_context(cfg))
-        info = splits.info
-        _log_data(splits)
-        if augment.is_active(cfg.augmentation):
-            _log_augmentation_preview(cfg, splits)
-        if normalize.is_active(cfg.augmentation):
-            info = replace(
-                info,
-                preprocessing=tuple(
-                    normalize.fit(cfg.augmentation, splits.train.sample(normalize.FIT_SAMPLE))
-                ),
+    where = {"run_id": target.run_id if target else None, "progress": target and target.progress}
+    try:
+        with tracking.tracked_run(
+            cfg,
+            run_name=run_name(cfg),
+            tags=tags,
+            checkpoint_dir=checkpoint_dir,
+            run_id=target.run_id if target else None,
+        ) as run:
+            where["run_id"] = run.info.run_id
+            if target is None:
+                resume.save_config(output_dir, config, run.info.run_id)
+                progress = resume.Progress(run_id=run.info.run_id)
+            else:
+                progress = target.progress or resume.Progress(run_id=run.info.run_id)
+                _announce_resume(run.info.run_id, progress, output_dir)
+            where["progress"] = progress
+            tracking.log_config(cfg, Path(cfg.paths.output_dir) / ".hydra")
+            splits = data_sources.load(cfg.data, load_context(cfg))
+            info = splits.info
+            _log_data(splits)
+            if augment.is_active(cfg.augmentation):
+                _log_augmentation_preview(cfg, splits)
+            if normalize.is_active(cfg.augmentation):
+                info = replace(
+                    info,
+                    preprocessing=tuple(
+                        normalize.fit(cfg.augmentation, splits.train.sample(normalize.FIT_SAMPLE))
+                    ),
+                )
+            model = models.build(cfg.model, info, weights)
+            loss, metrics = models.heads.loss_and_metrics(info)
+            check_monitors(cfg.trainer, cfg.objective, metrics)
+            tracking.log_text(_summary_text(model), "model_summary.txt")
+            if augment.in_model(cfg.augmentation):
+                model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
+            _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
+            history = _fit(cfg, model, splits, output_dir, progress)
+            best = augment.unwrap_model(_best_model(cfg, model, checkpoint_dir))
+            _compile(best, None, info, epochs=1)  # to evaluate and log; it trains no further
+            test_metrics = evaluate(
+                best,
+                splits,
+                batch_size=cfg.trainer.batch_size,
+                threshold=OmegaConf.select(cfg, "data.threshold", default=0.5),
+                title=f"{cfg.model.name} on {info.name}",
             )
-        model = models.build(cfg.model, info, weights)
-        loss, metrics = models.heads.loss_and_metrics(info)
-        check_monitors(cfg.trainer, cfg.objective, metrics)
-        tracking.log_text(_summary_text(model), "model_summary.txt")
-        if augment.in_model(cfg.augmentation):
-            model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
-        _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
-        history = _fit(cfg, model, splits, output_dir, progress)
-        best = augment.unwrap_model(_best_model(cfg, model, checkpoint_dir))
-        _compile(best, None, info, epochs=1)  # to evaluate and log; it trains no further
-        test_metrics = evaluate(
-            best,
-            splits,
-            batch_size=cfg.trainer.batch_size,
-            threshold=OmegaConf.select(cfg, "data.threshold", default=0.5),
-            title=f"{cfg.model.name} on {info.name}",
-        )
-        _log_plots(history, info, cfg)
-        if cfg.logger.log_model:
-            tracking.log_keras_model(best, splits.test.sample(8), list(info.class_names))
-        objective = _objective(history, cfg.objective)
-        _print_summary(run, test_metrics, output_dir, cfg, device)
+            _log_plots(history, info, cfg)
+            if cfg.logger.log_model:
+                tracking.log_keras_model(best, splits.test.sample(8), list(info.class_names))
+            objective = _objective(history, cfg.objective)
+            _print_summary(run, test_metrics, output_dir, cfg, device)
+    except (KeyboardInterrupt, Terminated) as interrupt:
+        raise _interrupted(interrupt, cfg, where, output_dir) from interrupt
     resume.remove_state(output_dir)  # FINISHED: nothing left to resume
     return objective
+
+
+def _interrupted(
+    interrupt: BaseException, cfg: DictConfig, where: dict, output_dir: Path
+) -> Interrupted:
+    """The one line a user reads after Ctrl-C or SIGTERM: where it stopped, what was kept, and
+    the command that continues it."""
+    name = signal_name(interrupt)
+    run_id, progress = where["run_id"], where["progress"]
+    total = cfg.trainer.epochs + (
+        cfg.model.fine_tune.epochs if _strategy(cfg) is Strategy.fine_tune else 0
+    )
+    at = f" at epoch {progress.epochs_done + 1}/{total}" if progress else ""
+    best = output_dir / "checkpoints" / "best.keras"
+    kept = f"; checkpoint kept at {best}" if best.exists() else ""
+    if run_id is None:
+        return Interrupted(name, f"interrupted by {name}{at}; no MLflow run was started yet")
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume")]
+    command = " ".join(["python -m runner", *overrides, f"trainer.resume={run_id}"])
+    return Interrupted(
+        name, f"interrupted by {name}{at}{kept}; run {run_id} is KILLED; resume with: {command}"
+    )
 
 
 def _resume_target(cfg: DictConfig) -> resume.Target | None:
@@ -474,26 +506,6 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
     return _Phase(1, head, batches, validation, 0, trainer.epochs)
 
 
-def check_trainer(trainer: DictConfig) -> None:
-    """Values the schema's types allow but training does not, caught before any work."""
-    minimums = {
-        "epochs": 1,
-        "batch_size": 1,
-        "early_stopping.patience": 0,
-        "intra_op_threads": 0,
-        "inter_op_threads": 0,
-    }
-    for key, minimum in minimums.items():
-        value = OmegaConf.select(trainer, key)
-        if value < minimum:
-            raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
-    if not 0.0 < trainer.validation_split < 1.0:
-        raise RunnerError(
-            "trainer.validation_split should be between 0 and 1 (exclusive). "
-            f"Received: {trainer.validation_split}"
-        )
-
-
 def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) -> None:
     """Fail before training when a callback watches a metric this run will never report."""
     names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
@@ -512,13 +524,19 @@ def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) ->
 
 
 def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> keras.Model:
-    """The checkpointed best model, loaded back in safe mode (proves the file is usable)."""
+    """The checkpointed best model, loaded back in safe mode (proves the file is usable); the
+    model in memory when there is no checkpoint or it is not usable (cut off, NaN weights)."""
     path = checkpoint_dir / "best.keras"
-    if cfg.trainer.checkpoint.enabled and path.exists():
-        # Without its optimizer: it trains no further (and with cached features the head's
-        # optimizer, not the saved model's, did the training).
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    return model
+    if not (cfg.trainer.checkpoint.enabled and path.exists()):
+        return model
+    problem = check_checkpoint(path)
+    if problem:
+        log.warning("%s is not usable (%s): evaluating the model in memory instead", path, problem)
+        tracking.set_tag("checkpoint", f"best.keras not used: {problem}")
+        return model
+    # Without its optimizer: it trains no further (and with cached features the head's
+    # optimizer, not the saved model's, did the training).
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
 def _log_augmentation_preview(cfg: DictConfig, splits: Splits) -> None:

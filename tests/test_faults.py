@@ -236,7 +236,7 @@ def test_an_unreadable_cached_file_says_delete_it(workspace, mirror):
 
 def test_odd_file_names_are_read_and_pixel_bombs_skipped(workspace, tmp_path):
     root = tmp_path / "animals"
-    fx.write_class_tree(root, per_class=8, unusual_in=None, bad_in=None)
+    fx.write_class_tree(root, per_class=16, unusual_in=None, bad_in=None)
     odd = root / "cats" / "caf\udce9 \udcff.jpg"  # not UTF-8: bytes 0xE9 0xFF in the name
     fx.picture(0, seed=77).save(odd)
     bomb = root / "dogs" / "bomb.png"
@@ -251,7 +251,7 @@ def test_odd_file_names_are_read_and_pixel_bombs_skipped(workspace, tmp_path):
     assert [item["path"].rsplit("/", 1)[-1] for item in skipped] == ["bomb.png"]
     assert "20000x20000" in skipped[0]["reason"] and "data.max_pixels" in skipped[0]["reason"]
     sizes = sum(int(run.data.params[f"data.size.{s}"]) for s in ("train", "val", "test"))
-    assert sizes == 8 * 3 + 1  # the odd name was read
+    assert sizes == 16 * 3 + 1  # the odd name was read
 
 
 # --------------------------------------------------------------------------- checkpoints

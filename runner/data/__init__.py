@@ -6,12 +6,18 @@ share `to_splits`; image-file sources (folders, cats vs dogs, VOC) build their s
 
 from __future__ import annotations
 
+import pickle
+import tarfile
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from runner.data import cats_vs_dogs, cifar10, digits, fashion_mnist, folders, mnist, voc
 from runner.data.base import DataInfo, LoadContext, RawArrays, Splits, to_splits
-from runner.errors import RunnerError
+from runner.errors import DataError, RunnerError
 
 Loader = Callable[[Any, LoadContext], Splits]
 
@@ -45,4 +51,21 @@ def load(data_cfg: Any, ctx: LoadContext) -> Splits:
         raise RunnerError(
             f"data.name should be one of {sorted(LOADERS)}. Received: data.name={data_cfg.name!r}"
         ) from None
-    return loader(data_cfg, ctx)
+    try:
+        return loader(data_cfg, ctx)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, tarfile.TarError,
+            pickle.UnpicklingError) as error:  # fmt: skip
+        files = [ctx.data_dir / data_cfg.name / Path(spec.name).name
+                 for spec in (OmegaConf.select(data_cfg, "files") or {}).values()]  # fmt: skip
+        if not files:
+            raise
+        which = f"The cached file {files[0]} is" if len(files) == 1 else (
+            "One of the cached files " + ", ".join(map(str, files)) + " is"
+        )  # fmt: skip
+        # The library's own words (and advice) go to the job's log with the traceback.
+        raise DataError(
+            f"{which} unreadable (damaged or incomplete): delete it to download it again, "
+            "or set data.verify_checksum=true to have it checked."
+        ) from error

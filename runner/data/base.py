@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from runner.data.images import Skipped, decode_files
+from runner.data.images import DEFAULT_MAX_PIXELS, Skipped, decode_files
 from runner.errors import DataError
 
 Task = Literal["multiclass", "binary", "multilabel"]
@@ -126,6 +126,7 @@ class LoadContext:
     channels: int
     # Decoded images larger than this stay on disk and stream (FileSplit).
     max_memory_mb: float = 4096
+    max_pixels: int = DEFAULT_MAX_PIXELS  # files declaring more are skipped unread
 
     def fits_in_memory(self, count: int) -> bool:
         size = count * self.image_size[0] * self.image_size[1] * self.channels
@@ -175,7 +176,11 @@ def read_split(
 ) -> tuple[Split, list[Skipped]]:
     """Decode image files into memory, or check them and leave them to stream from disk."""
     images, kept, skipped = decode_files(
-        paths, size=ctx.image_size, channels=ctx.channels, keep_pixels=in_memory
+        paths,
+        size=ctx.image_size,
+        channels=ctx.channels,
+        keep_pixels=in_memory,
+        max_pixels=ctx.max_pixels,
     )
     if in_memory:
         return ArraySplit(images, labels[kept]), skipped

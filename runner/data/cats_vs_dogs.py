@@ -25,6 +25,7 @@ from runner.data.base import (
     read_split,
     task_for,
 )
+from runner.data.download import file_lock
 from runner.data.folders import require_folder
 from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
@@ -34,7 +35,14 @@ KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
 
 
 def extract_zip(archive: Path, destination: Path) -> Path:
-    """Extract once into `destination`, refusing members that would land outside it."""
+    """Extract once into `destination`, refusing members that would land outside it. Parallel
+    jobs wait for the one extracting (a lock); `.extracted` marks a complete extraction."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(destination.parent / f".{destination.name}.lock"):
+        return _extract_zip(archive, destination)
+
+
+def _extract_zip(archive: Path, destination: Path) -> Path:
     done = destination / ".extracted"
     if done.exists():
         return destination

@@ -8,8 +8,14 @@ which would destroy a user's own copy.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +51,15 @@ def fetch(
     cache_dir: Path,
     verify_checksum: bool,
     keys: ConfigKeys = ConfigKeys(),
+    timeout: float = 60.0,
 ) -> Path:
     """Return the local path of `spec`, downloading it into `cache_dir` when it is not there.
 
-    `spec.name` may hold folders (`vgg16/file.h5`): they are part of the URL on the mirror; the
-    cache keeps the bare file name.
+    Process-safe: a lock per file makes parallel jobs on a cold cache download it once; the
+    download goes to a hidden temporary name and is renamed only once complete and checked, so
+    an interrupted download never passes for a cached file. `timeout`: seconds without a byte
+    before giving up. `spec.name` may hold folders (`vgg16/file.h5`): they are part of the URL
+    on the mirror; the cache keeps the bare file name.
     """
     target = cache_dir / Path(spec.name).name
     url = f"{mirror.rstrip('/')}/{spec.name}"
@@ -57,29 +67,94 @@ def fetch(
     expected = (spec.sha256 or spec.md5) if verify_checksum else None
     if not verify_checksum:
         log.warning("%s: using %s without checking its checksum.", keys.verify, target)
-    if target.exists():
-        _check(target, expected, algorithm, role=role, downloaded=False, keys=keys)
-        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f".{target.name}.lock"):
+        if target.exists():
+            _check(target, expected, algorithm, role=role, downloaded=False, keys=keys)
+            return target
+        partial = cache_dir / f".{target.name}.part"
+        partial.unlink(missing_ok=True)  # left by a download that was cut off
+        _download(url, partial, timeout=timeout, spec=spec, cache_dir=cache_dir, keys=keys)
+        _check(partial, expected, algorithm, role=role, downloaded=True, url=url, keys=keys)
+        os.replace(partial, target)
+        _write_stamp(target, expected, algorithm)
+    return target
 
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download(
+    url: str, path: Path, *, timeout: float, spec: FileSpec, cache_dir: Path, keys: ConfigKeys
+) -> None:
     import keras  # deferred: importing TensorFlow costs seconds
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # urllib under get_file: no bytes for `timeout` s fails
     try:
         keras.utils.get_file(
-            fname=target.name,
+            fname=path.name,
             origin=url,
             cache_dir=str(cache_dir.parent),
             cache_subdir=cache_dir.name,
         )
     except Exception as error:
+        path.unlink(missing_ok=True)
+        reason = (
+            f"no answer for {timeout:g} s (data.timeout)"
+            if _timed_out(error)
+            else _reason(error, url)
+        )
         raise DataError(
             f"Could not get {spec.name}: it is not in {cache_dir}/ and the download from {url} "
-            f"failed ({_reason(error, url)}). Put the file into {cache_dir}/, or point "
+            f"failed ({reason}). Put the file into {cache_dir}/, or point "
             f"{keys.mirror} (or the {keys.mirror_env} environment variable) at a server that "
             "has it."
         ) from None
-    _check(target, expected, algorithm, role=role, downloaded=True, url=url, keys=keys)
-    return target
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _timed_out(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, TimeoutError | socket.timeout) or "timed out" in str(error):
+            return True
+        error = getattr(error, "reason", None) or error.__cause__ or error.__context__
+    return False
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.checked")
+
+
+def _write_stamp(path: Path, digest: str | None, algorithm: str) -> None:
+    """Size, mtime and checksum of a verified file: the next run trusts it without re-hashing
+    (a 2 GB VOC tar takes seconds to hash), until the file changes."""
+    if digest is None:
+        return
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, algorithm: digest.lower()}
+    _stamp_path(path).write_text(json.dumps(stamp))
+
+
+def _stamped(path: Path, digest: str, algorithm: str) -> bool:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    stat = path.stat()
+    return (
+        stamp.get("size") == stat.st_size
+        and stamp.get("mtime_ns") == stat.st_mtime_ns
+        and stamp.get(algorithm) == digest.lower()
+    )
 
 
 def _check(
@@ -94,8 +169,12 @@ def _check(
 ) -> None:
     if expected is None:
         return
+    if not downloaded and _stamped(path, expected, algorithm):
+        return
     actual = digest_of(path, algorithm)
     if actual == expected.lower():
+        if not downloaded:
+            _write_stamp(path, expected, algorithm)
         return
     where = f"downloaded from {url}" if downloaded else "in the cache"
     if downloaded:
@@ -128,6 +207,7 @@ def fetch_all(cfg: DownloadedDataConfig, data_dir: Path) -> dict[str, Path]:
             mirror=cfg.mirror,
             cache_dir=data_dir / cfg.name,
             verify_checksum=cfg.verify_checksum,
+            timeout=cfg.timeout,
         )
         for role, spec in cfg.files.items()
     }

@@ -16,12 +16,38 @@ from typing import Any
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
 class Skipped:
     path: str
     reason: str
+
+
+def display(path: Any) -> str:
+    """A path as text that can always be printed (undecodable bytes shown as U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def too_large(path: Path, max_pixels: int) -> str | None:
+    """Why a file's declared size is refused, read from its header only (PIL, lazily)."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit, not PIL's
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+    except Exception:  # not readable by PIL: TensorFlow decides below
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > max_pixels:
+        return (
+            f"declares {width}x{height} pixels ({width * height:,}), over "
+            f"data.max_pixels={max_pixels:,}: skipped before decoding"
+        )
+    return None
 
 
 def is_image_name(path: Path) -> bool:
@@ -49,19 +75,23 @@ def decode_files(
     channels: int,
     keep_pixels: bool = True,
     batch_size: int = 256,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray | None, np.ndarray, list[Skipped]]:
     """Decode `paths` to uint8 (N, H, W, C); returns (images, indices of kept paths, skipped).
 
     With keep_pixels=False the files are only checked (images is None): for data that will
-    stream from disk because it does not fit in memory.
+    stream from disk because it does not fit in memory. Paths go to TensorFlow as bytes, so any
+    name the file system allows is read; a file declaring more than `max_pixels` pixels in its
+    header is skipped before it is decoded (a small file can declare a gigabyte of pixels).
     """
     import tensorflow as tf  # deferred: only image datasets need it here
 
     skipped: list[Skipped] = []
     candidates = []
     for index, path in enumerate(paths):
-        if os.path.getsize(path) == 0:
-            skipped.append(Skipped(str(path), "empty file"))
+        problem = "empty file" if os.path.getsize(path) == 0 else too_large(path, max_pixels)
+        if problem:
+            skipped.append(Skipped(display(path), problem))
         else:
             candidates.append(index)
 
@@ -71,7 +101,7 @@ def decode_files(
         # instead of being optimized away, and drop the rest.
         return index, image if keep_pixels else image[0, 0]
 
-    names = [str(paths[i]) for i in candidates]
+    names = [os.fsencode(paths[i]) for i in candidates]
     dataset = (
         tf.data.Dataset.from_tensor_slices((np.asarray(candidates, dtype=np.int64), names))
         .map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -85,7 +115,7 @@ def decode_files(
     kept_indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
     decoded = set(kept_indices.tolist())
     skipped += [
-        Skipped(str(paths[i]), "cannot be decoded (corrupt, truncated or not an image)")
+        Skipped(display(paths[i]), "cannot be decoded (corrupt, truncated or not an image)")
         for i in candidates
         if i not in decoded
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,8 @@ def to_dataset(
 ) -> tf.data.Dataset:
     if isinstance(split, FileSplit):
         # Streaming: only paths and labels are in memory; files are decoded in parallel.
-        dataset = tf.data.Dataset.from_tensor_slices((split.paths.astype(str), split.y))
+        paths = [os.fsencode(path) for path in split.paths]  # bytes: any file name works
+        dataset = tf.data.Dataset.from_tensor_slices((paths, split.y))
     else:
         dataset = tf.data.Dataset.from_tensor_slices((split.x, split.y))
     if shuffle:

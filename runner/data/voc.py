@@ -18,7 +18,7 @@ import numpy as np
 
 from runner.config import Difficult, VocSplit
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
-from runner.data.download import fetch_all
+from runner.data.download import fetch_all, file_lock
 from runner.data.folders import require_folder
 from runner.data.images import Skipped
 from runner.errors import DataError
@@ -45,6 +45,13 @@ def find_year_folder(path: Path) -> Path:
 
 
 def extract_tar(archive: Path, destination: Path) -> Path:
+    """Extract once (a lock makes parallel jobs wait for it); `.extracted` marks it complete."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(destination.parent / f".{destination.name}.lock"):
+        return _extract_tar(archive, destination)
+
+
+def _extract_tar(archive: Path, destination: Path) -> Path:
     done = destination / ".extracted"
     if not done.exists():
         destination.mkdir(parents=True, exist_ok=True)

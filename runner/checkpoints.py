@@ -1,0 +1,25 @@
+"""Whether a checkpoint file is worth keeping: it loads (Keras' safe mode) and its weights are
+finite. A diverged run's NaN weights or a file cut off by a full disk are never logged as the
+run's model."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+
+def check_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint is good, else why it is not."""
+    import keras
+    import numpy as np
+
+    if not zipfile.is_zipfile(path):
+        return "not a complete .keras file (cut off? the disk may be full)"
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        return f"does not load ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    for weights in model.get_weights():
+        if not np.all(np.isfinite(weights)):
+            return "its weights are not finite (the training diverged)"
+    return None

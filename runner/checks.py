@@ -1,0 +1,78 @@
+"""Config values the schema's types allow but training does not, checked before any work.
+
+Run on the composed config before TensorFlow is imported, before any data is read and before
+an MLflow run exists: a bad value costs a second and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import RunnerError
+
+FILL_MODES = ("nearest", "reflect", "wrap", "constant")
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_trainer(cfg.trainer)
+    check_optimizer(cfg.optimizer)
+    check_augmentation(cfg.augmentation)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    minimums = {
+        "epochs": 1,
+        "batch_size": 1,
+        "early_stopping.patience": 0,
+        "intra_op_threads": 0,
+        "inter_op_threads": 0,
+    }
+    for key, minimum in minimums.items():
+        value = OmegaConf.select(trainer, key)
+        if value < minimum:
+            raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
+    split = trainer.validation_split
+    if not (_finite(split) and 0.0 < split < 1.0):
+        raise RunnerError(
+            f"trainer.validation_split should be between 0 and 1 (exclusive). Received: {split}"
+        )
+
+
+def check_optimizer(optimizer: DictConfig) -> None:
+    if not (_finite(optimizer.lr) and optimizer.lr > 0):
+        raise RunnerError(
+            f"optimizer.lr should be a positive number. Received: optimizer.lr={optimizer.lr}"
+        )
+    decay = optimizer.decay_rate
+    if decay is not None and not (_finite(decay) and decay >= 0):
+        raise RunnerError(f"optimizer.decay_rate should be >= 0 or null. Received: {decay}")
+    ranges = {"momentum": (0.0, 1.0), "rho": (0.0, 1.0), "beta_1": (0.0, 1.0),
+              "beta_2": (0.0, 1.0)}  # fmt: skip
+    for key, (low, high) in ranges.items():
+        value = OmegaConf.select(optimizer, key, default=None)
+        if value is not None and not (_finite(value) and low <= value < high):
+            raise RunnerError(f"optimizer.{key} should be in [{low}, {high}). Received: {value}")
+    epsilon = OmegaConf.select(optimizer, "epsilon", default=None)
+    if epsilon is not None and not (_finite(epsilon) and epsilon > 0):
+        raise RunnerError(f"optimizer.epsilon should be positive. Received: {epsilon}")
+
+
+def check_augmentation(cfg: DictConfig) -> None:
+    if cfg.fill_mode not in FILL_MODES:
+        raise RunnerError(
+            f"augmentation.fill_mode should be one of {list(FILL_MODES)}. "
+            f"Received: {cfg.fill_mode!r}"
+        )
+    for key in ("rotation", "width_shift", "height_shift", "shear", "zoom", "brightness",
+                "contrast"):  # fmt: skip
+        if not (_finite(cfg[key]) and cfg[key] >= 0):
+            raise RunnerError(f"augmentation.{key} should be >= 0. Received: {cfg[key]}")
+    if cfg.zoom >= 1:
+        raise RunnerError(f"augmentation.zoom should be below 1. Received: {cfg.zoom}")
