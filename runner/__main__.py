@@ -59,6 +59,7 @@ def main(cfg: DictConfig) -> float | None:
 
         for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its levels
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the runner reports them
         return run(cfg)
     except Interrupted as interrupt:
         stop(interrupt.message, interrupt, interrupt.exit_code)

@@ -7,12 +7,16 @@ outside a `with` block; `tracked_run` ends every run as FINISHED, FAILED or KILL
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,9 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import RunnerError
 from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
+from runner.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,13 @@ def git_tags(root: Path) -> dict[str, str]:
         return {}
 
 
+SERVER_PATIENCE = {  # for a remote tracking server: fail in seconds, not minutes
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
 @contextmanager
 def store_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock beside a SQLite store while it may be created: MLflow's schema
@@ -78,10 +91,37 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
-    """Point MLflow at the store and return the experiment id, creating the experiment once."""
+    """Point MLflow at the store and return the experiment id, creating the experiment once.
+
+    A tracking server that does not answer is reported in seconds, before any work: MLflow's
+    own retries (about 4 minutes per call) are shortened unless the environment sets them.
+    """
     mlflow.set_tracking_uri(tracking_uri)
-    with store_lock(tracking_uri):
-        return _use_experiment(name, artifact_location)
+    if is_remote(tracking_uri):
+        for key, value in SERVER_PATIENCE.items():
+            os.environ.setdefault(key, value)
+        artifact_location = None  # the server decides where artifacts go (its proxy)
+    elif artifact_location is None and tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        artifact_location = str(database.parent / "artifacts")  # beside the database
+    try:
+        with store_lock(tracking_uri):
+            return _use_experiment(name, artifact_location)
+    except RunnerError:
+        raise
+    except Exception as error:
+        if is_remote(tracking_uri) and _unreachable(error):
+            raise RunnerError(
+                f"The MLflow tracking server {tracking_uri} does not answer: start it (make "
+                "server) or point logger.tracking_uri / MLFLOW_TRACKING_URI at one that runs."
+            ) from error
+        if "unable to open database file" in str(error) or isinstance(error, OSError):
+            raise RunnerError(
+                f"Cannot open the MLflow store {tracking_uri} ({type(error).__name__}): its "
+                "folder must be a writable directory. Set logger.tracking_uri, "
+                "MLFLOW_TRACKING_URI or RUNNER_ROOT to another place."
+            ) from error
+        raise
 
 
 def _use_experiment(name: str, artifact_location: str | None) -> str:
@@ -105,6 +145,120 @@ def _use_experiment(name: str, artifact_location: str | None) -> str:
         return experiment.experiment_id
 
 
+# ------------------------------------------------------------------- delivery to the server
+
+
+@dataclass
+class _Link:
+    """The current run's connection to a remote tracking server (http), and its outbox."""
+
+    run_id: str | None = None
+    outbox: Outbox | None = None
+    offline_since: float | None = None
+    last_try: float = 0.0
+
+
+_link = _Link()
+RETRY_SECONDS = 5.0  # while the server is away, try it again at most this often
+
+
+def is_remote(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def _unreachable(error: BaseException) -> bool:
+    """A server that does not answer (as opposed to one that refuses a request)."""
+    import requests
+
+    if isinstance(error, requests.exceptions.RequestException | ConnectionError | TimeoutError):
+        return True
+    text = str(error)
+    return isinstance(error, MlflowException) and (
+        "Max retries exceeded" in text or "Connection" in text or "timed out" in text
+    )
+
+
+def _deliver(send: Callable[[], Any], keep: Callable[[], dict[str, Any]]) -> None:
+    """`send()` now; when the tracking server is away, `keep()` a record in the outbox instead
+    (it is replayed, in order, once the server answers again)."""
+    link = _link
+    if link.outbox is None:  # no remote server: a local store's errors are real errors
+        send()
+        return
+    if link.offline_since is not None and not _reconnect():
+        link.outbox.add(keep())
+        return
+    try:
+        send()
+    except Exception as error:
+        if not _unreachable(error):
+            raise
+        link.offline_since = link.last_try = time.monotonic()
+        log.warning(
+            "the tracking server %s does not answer; training goes on, and what it misses is "
+            "kept in %s until it does", mlflow.get_tracking_uri(), link.outbox.folder,
+        )  # fmt: skip
+        link.outbox.add(keep())
+
+
+def _reconnect(force: bool = False) -> bool:
+    link = _link
+    if not force and time.monotonic() - link.last_try < RETRY_SECONDS:
+        return False
+    link.last_try = time.monotonic()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(link.run_id)
+        sent = link.outbox.send(client, link.run_id)
+    except Exception as error:
+        if not _unreachable(error):
+            raise
+        return False
+    link.offline_since = None
+    log.warning("the tracking server answers again: sent the %d record(s) it had missed", sent)
+    return True
+
+
+def _stage_text(text: str, artifact_file: str) -> dict[str, Any]:
+    staged = _link.outbox.folder / "files" / f"{time.time_ns()}" / Path(artifact_file).name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text(text)
+    return _artifact_record(staged, artifact_file)
+
+
+def _artifact_record(staged: Path, artifact_file: str) -> dict[str, Any]:
+    folder = str(Path(artifact_file).parent)
+    return {
+        "op": "artifact",
+        "file": str(staged),
+        "artifact_path": None if folder == "." else folder,
+    }
+
+
+def _close_link(tracking_uri: str) -> None:
+    """At the end of a run: send what is pending if the server is back, and say where it is."""
+    run_id, outbox = _link.run_id, _link.outbox
+    try:
+        if outbox is None or not outbox.pending():
+            if outbox is not None:
+                shutil.rmtree(outbox.folder, ignore_errors=True)
+            return
+        if _reconnect(force=True):
+            print(f"[runner] the tracking server {tracking_uri} is back: everything was sent.")
+            return
+        print(
+            f"[runner] the tracking server {tracking_uri} did not answer: {outbox.pending()} "
+            f"record(s) of run {run_id} are kept in {outbox.folder}; send them with "
+            f"`python -m runner.sync {outbox.folder.parent}` once it is back.",
+            flush=True,
+        )
+    finally:
+        _link.__init__()
+
+
+# ------------------------------------------------------------------------------ the run
+
+
 @contextmanager
 def tracked_run(
     cfg: DictConfig,
@@ -113,6 +267,7 @@ def tracked_run(
     tags: dict[str, str],
     checkpoint_dir: Path,
     run_id: str | None = None,
+    output_dir: Path | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one job, ended with a status that tells what happened.
 
@@ -120,6 +275,7 @@ def tracked_run(
     config was checked to be the same). On failure or interruption the checkpoints written so
     far are logged to the run, so a crashed job keeps its best model.
     """
+    output_dir = output_dir or checkpoint_dir.parent
     experiment_id = use_experiment(
         cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
     )
@@ -133,6 +289,9 @@ def tracked_run(
     else:
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(tags)
+    if is_remote(cfg.logger.tracking_uri):
+        _link.run_id, _link.outbox = run.info.run_id, Outbox(output_dir)
+        _link.outbox.open(run.info.run_id, cfg.logger.tracking_uri)
     previous_handler = install_sigterm()
     try:
         if run_id is None:
@@ -149,10 +308,21 @@ def tracked_run(
             pass
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _end_status("FINISHED")
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        _close_link(cfg.logger.tracking_uri)
+
+
+def _end_status(status: str) -> None:
+    """End the active run; if the server is away, its status waits in the outbox."""
+    record = {"op": "status", "status": status}
+    if _link.outbox is not None and _link.offline_since is not None and not _reconnect():
+        _link.outbox.add(record)
+        mlflow.tracking.fluent._active_run_stack.get().clear()  # ended here, sent later
+        return
+    _deliver(lambda: mlflow.end_run(status), lambda: record)  # end_run pops the run first
 
 
 def _end_run(run: mlflow.ActiveRun, status: str, reason: str, checkpoint_dir: Path) -> None:
@@ -161,10 +331,11 @@ def _end_run(run: mlflow.ActiveRun, status: str, reason: str, checkpoint_dir: Pa
     run_id = run.info.run_id
     with signals_ignored():
         try:
-            mlflow.set_tag("error", reason[:MAX_PARAM_LENGTH])
+            set_tag("error", reason)
+            _end_status(status)
         except Exception:  # the original error matters more than a failed log
             log.exception("Could not record the end of the run in MLflow")
-        mlflow.end_run(status)
+            mlflow.tracking.fluent._active_run_stack.get().clear()
         try:
             upload_checkpoints(run_id, checkpoint_dir)
         except Exception:
@@ -178,10 +349,15 @@ def upload_checkpoints(run_id: str, checkpoint_dir: Path) -> None:
     for path in sorted(checkpoint_dir.glob("*.keras")) if checkpoint_dir.is_dir() else []:
         problem = check_checkpoint(path)
         if problem:
-            client.set_tag(run_id, "checkpoint", f"{path.name} not logged: {problem}")
+            note = {"checkpoint": f"{path.name} not logged: {problem}"}
+            _deliver(lambda n=note: client.set_tag(run_id, *next(iter(n.items()))),
+                     lambda n=note: {"op": "tags", "values": n})  # fmt: skip
             log.warning("checkpoint %s not logged: %s", path, problem)
         else:
-            client.log_artifact(run_id, str(path), "checkpoints")
+            _deliver(
+                lambda p=path: client.log_artifact(run_id, str(p), "checkpoints"),
+                lambda p=path: _artifact_record(_link.outbox.stage(p), f"checkpoints/{p.name}"),
+            )
 
 
 def record_failed_job(cfg: DictConfig, error: BaseException) -> None:
@@ -204,7 +380,11 @@ def record_failed_job(cfg: DictConfig, error: BaseException) -> None:
 
 
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
-    mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=epoch)
+    values = {name: float(value) for name, value in metrics.items()}
+    _deliver(
+        lambda: mlflow.log_metrics(values, step=epoch),
+        lambda: {"op": "metrics", "values": values, "step": epoch},
+    )
 
 
 def log_missing_epochs(run_id: str, history: Mapping[str, Sequence[float]]) -> int:
@@ -221,11 +401,17 @@ def log_missing_epochs(run_id: str, history: Mapping[str, Sequence[float]]) -> i
 
 
 def set_tag(key: str, value: str) -> None:
-    mlflow.set_tag(key, value[:MAX_PARAM_LENGTH])
+    set_tags({key: value})
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    values = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in tags.items()}
+    _deliver(lambda: mlflow.set_tags(values), lambda: {"op": "tags", "values": values})
 
 
 def log_metrics(metrics: Mapping[str, float]) -> None:
-    mlflow.log_metrics(dict(metrics))
+    values = {name: float(value) for name, value in metrics.items()}
+    _deliver(lambda: mlflow.log_metrics(values), lambda: {"op": "metrics", "values": values})
 
 
 def log_dataset(
@@ -237,46 +423,73 @@ def log_dataset(
 ) -> None:
     """What the data turned out to be: sizes, shape, classes (as params and class_names.json),
     and a fingerprint of each split (tags `data.<split>_digest`: equal digests, equal splits)."""
-    mlflow.set_tags({f"data.{split}_digest": value for split, value in digests.items()})
-    mlflow.log_params(
-        {
-            **{f"data.size.{split}": size for split, size in sizes.items()},
-            "data.input_shape": str(input_shape),
-            "data.num_classes": len(class_names),
-        }
-    )
-    mlflow.set_tag("task", task)
-    mlflow.log_dict(list(class_names), "class_names.json")
+    set_tags({"task": task, **{f"data.{split}_digest": v for split, v in digests.items()}})
+    params = {
+        **{f"data.size.{split}": str(size) for split, size in sizes.items()},
+        "data.input_shape": str(input_shape),
+        "data.num_classes": str(len(class_names)),
+    }
+    _deliver(lambda: mlflow.log_params(params), lambda: {"op": "params", "values": params})
+    log_json(list(class_names), "class_names.json")
 
 
 def log_skipped(skipped: Sequence[Any]) -> None:
     """How many files were left out of the data, and which ones with the reason."""
-    mlflow.log_metric("skipped_files", len(skipped))
+    log_metrics({"skipped_files": len(skipped)})
     if skipped:
-        mlflow.log_dict(
+        log_json(
             [{"path": item.path, "reason": item.reason} for item in skipped],
             "data/skipped_files.json",
         )
 
 
 def log_json(data: Any, artifact_file: str) -> None:
-    mlflow.log_dict(data, artifact_file)
+    _deliver(
+        lambda: mlflow.log_dict(data, artifact_file),
+        lambda: _stage_text(json.dumps(data, indent=2), artifact_file),
+    )
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    _deliver(lambda: mlflow.log_text(text, artifact_file), lambda: _stage_text(text, artifact_file))
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
-    mlflow.log_figure(figure, artifact_file)
+    def keep() -> dict[str, Any]:
+        staged = _link.outbox.folder / "files" / f"{time.time_ns()}" / Path(artifact_file).name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(staged)
+        return _artifact_record(staged, artifact_file)
+
+    _deliver(lambda: mlflow.log_figure(figure, artifact_file), keep)
 
 
 def log_config(cfg: DictConfig, hydra_dir: Path) -> None:
     """Hydra's own files (composed config, overrides) and the fully resolved config."""
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
-        if (hydra_dir / name).exists():
-            mlflow.log_artifact(str(hydra_dir / name), "config")
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+        path = hydra_dir / name
+        if path.exists():
+            _deliver(
+                lambda p=path: mlflow.log_artifact(str(p), "config"),
+                lambda p=path: _artifact_record(_link.outbox.stage(p), f"config/{p.name}"),
+            )
+    log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+
+
+def log_model(model: Any, sample: Any, class_names: list[str]) -> None:
+    """The run's model; kept as a `.keras` file (and sample) while the server is away."""
+
+    def keep() -> dict[str, Any]:
+        import numpy as np
+
+        folder = _link.outbox.folder / "files" / "model"
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.keras")
+        np.save(folder / "sample.npy", np.asarray(sample))
+        return {"op": "model", "file": str(folder / "model.keras"),
+                "sample": str(folder / "sample.npy"), "class_names": list(class_names)}  # fmt: skip
+
+    _deliver(lambda: log_keras_model(model, sample, class_names), keep)
 
 
 def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> None:

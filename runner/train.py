@@ -151,6 +151,7 @@ def run(cfg: DictConfig) -> float:
             tags=tags,
             checkpoint_dir=checkpoint_dir,
             run_id=target.run_id if target else None,
+            output_dir=output_dir,
         ) as run:
             where["run_id"] = run.info.run_id
             if target is None:
@@ -192,7 +193,7 @@ def run(cfg: DictConfig) -> float:
             )
             _log_plots(history, info, cfg)
             if cfg.logger.log_model:
-                tracking.log_keras_model(best, splits.test.sample(8), list(info.class_names))
+                tracking.log_model(best, splits.test.sample(8), list(info.class_names))
             objective = _objective(history, cfg.objective)
             _print_summary(run, test_metrics, output_dir, cfg, device)
     except (KeyboardInterrupt, Terminated) as interrupt:
@@ -573,14 +574,20 @@ def _print_summary(
 ) -> None:
     metrics = "  ".join(f"{name}={value:.4f}" for name, value in sorted(test_metrics.items()))
     uri = cfg.logger.tracking_uri
-    ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
+    if tracking.is_remote(uri):  # the team's server: its own address
+        link = f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        opener = f"[runner] open the UI: {link}"
+    else:
+        ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+        opener = (
+            f"[runner] open the UI: `make ui` or `{ui}`, then "
+            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+        )
     print(
         f"\n[runner] done on {device}: {metrics}\n"
         f"[runner] MLflow run {run_id} (experiment '{cfg.logger.experiment}', id {experiment_id})\n"
         f"[runner] artifacts: {run.info.artifact_uri}\n"
-        f"[runner] outputs (config, checkpoints, log): {output_dir.resolve()}\n"
-        f"[runner] open the UI: `make ui` or `{ui}`, then "
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}",
+        f"[runner] outputs (config, checkpoints, log): {output_dir.resolve()}\n{opener}",
         flush=True,
     )
