@@ -7,15 +7,22 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install train demo test lint format ui report bench clean
+.PHONY: install lock train demo test test-fast lint format ui report bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of constraints.txt: every install (and CI) gets the same stack.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $@
+
+## lock: rewrite constraints.txt from the virtualenv (after changing dependencies on purpose)
+lock:
+	@head -2 constraints.txt > constraints.txt.new
+	$(PY) -m pip freeze --exclude-editable >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 ## train: python -m runner with ARGS, e.g. make train ARGS="model=mlp data=fashion_mnist"
 train: install

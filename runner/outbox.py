@@ -91,13 +91,16 @@ def _replay(client: Any, run_id: str, record: dict[str, Any]) -> None:
 
     op = record["op"]
     if op == "metrics":
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric(key, float(value), record["timestamp"], record.get("step") or 0)
-                for key, value in record["values"].items()
-            ],
-        )
+        step = record.get("step") or 0
+        # A value whose request reached the server just as it went away may be there already:
+        # replaying is idempotent per (metric, step).
+        metrics = [
+            Metric(key, float(value), record["timestamp"], step)
+            for key, value in record["values"].items()
+            if step not in {m.step for m in client.get_metric_history(run_id, key)}
+        ]
+        if metrics:
+            client.log_batch(run_id, metrics=metrics)
     elif op == "params":
         from mlflow.entities import Param
 

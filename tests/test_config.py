@@ -53,7 +53,8 @@ def test_default_tracking_store_is_sqlite_in_mlruns(hydra_conf, monkeypatch):
     monkeypatch.setenv("RUNNER_ROOT", "/srv/project")
     cfg = compose_with_hydra([])
     assert cfg.logger.tracking_uri == "sqlite:////srv/project/mlruns/mlflow.db"
-    assert cfg.logger.artifact_location == "/srv/project/mlruns/artifacts"
+    # Unset: beside the SQLite store (mlruns/artifacts), or the server's choice over http.
+    assert cfg.logger.artifact_location is None
 
 
 def test_environment_overrides_mirror_data_dir_and_tracking_uri(hydra_conf, monkeypatch):

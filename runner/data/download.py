@@ -122,11 +122,14 @@ def _download(
         socket.setdefaulttimeout(previous)
 
 
-def _timed_out(error: BaseException) -> bool:
-    while error is not None:
+def _timed_out(error: BaseException | None) -> bool:
+    while isinstance(error, BaseException):
         if isinstance(error, TimeoutError | socket.timeout) or "timed out" in str(error):
             return True
-        error = getattr(error, "reason", None) or error.__cause__ or error.__context__
+        reason = getattr(error, "reason", None)  # URLError wraps the socket's error
+        error = (
+            reason if isinstance(reason, BaseException) else error.__cause__ or error.__context__
+        )
     return False
 
 
