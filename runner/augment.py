@@ -12,6 +12,7 @@ input pixel it samples, composed as rotation @ shift @ shear @ zoom around the i
 
 from __future__ import annotations
 
+import logging
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +22,8 @@ import tensorflow as tf
 
 from runner.checks import check_augmentation
 from runner.config import Placement
+
+log = logging.getLogger(__name__)
 
 
 def is_geometric(cfg: Any) -> bool:
@@ -34,6 +37,20 @@ def is_geometric(cfg: Any) -> bool:
 
 def is_active(cfg: Any) -> bool:
     return bool(is_geometric(cfg) or cfg.brightness or cfg.contrast)
+
+
+# Datasets whose classes change or vanish when mirrored (a mirrored 2 or 7 is no digit).
+MIRROR_SENSITIVE = ("digits", "mnist")
+
+
+def warn_if_mirroring(cfg: Any, data_name: str) -> None:
+    flips = [k for k in ("horizontal_flip", "vertical_flip") if cfg[k]]
+    if flips and data_name in MIRROR_SENSITIVE:
+        log.warning(
+            "augmentation.%s mirrors the images of data=%s, whose classes are not mirror-"
+            "symmetric (a mirrored digit is no digit): set augmentation.%s=false",
+            flips[0], data_name, flips[0],
+        )  # fmt: skip
 
 
 def validate(cfg: Any) -> None:

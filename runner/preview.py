@@ -7,6 +7,7 @@ folder and prints its path. Nothing is trained or logged.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,7 @@ def main(cfg: DictConfig) -> None:
 
     augment.validate(cfg.augmentation)
     splits = load(cfg.data, load_context(cfg))
+    augment.warn_if_mirroring(cfg.augmentation, splits.info.name)
     originals, augmented = augment.preview(
         splits.train.sample(8), cfg.augmentation, seed=cfg.trainer.seed, count=8, variants=7
     )
@@ -39,4 +41,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # Named apart from training jobs: a preview sweep (-m) opens no MLflow parent run.
+    sys.argv.append("hydra.job.name=preview")
     main()

@@ -12,6 +12,7 @@ import atexit
 import hashlib
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,31 @@ from runner.config import Mode
 from runner.tracking import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
+
+
+SWEPT_KEYS_ENV = "RUNNER_SWEPT_KEYS"
+
+
+def swept_keys(overrides: list[str], config: DictConfig) -> list[str]:
+    """The keys a sweep varies: sweep overrides (`a=1,2`, `range(...)`, ...) and an Optuna
+    sweeper's search space."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    return keys + [k for k in params if k not in keys]
+
+
+def parent_name(overrides: list[str], swept: list[str]) -> str:
+    """`sweep model=lenet,mlp optimizer.lr=0.1,0.01 (11-26 09:30)`: two sweeps tell apart."""
+    varied = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] or ["(no sweep)"]
+    return f"sweep {' '.join(varied)}"[:200] + datetime.now().strftime(" (%m-%d %H:%M)")
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def resuming(config: DictConfig) -> bool:
@@ -46,6 +72,9 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow import MlflowClient
 
+        if config.hydra.job.name == "preview":  # `runner.preview -m`: nothing is logged
+            return
+
         from runner.tracking import use_experiment
 
         HydraConfig.instance().set_config(config)  # so ${hydra:...} in the config resolves
@@ -59,6 +88,8 @@ class MlflowSweepCallback(Callback):
         sweeper = str(OmegaConf.select(hydra, "sweeper._target_", default="")).split(".")[-1]
         launcher = str(OmegaConf.select(hydra, "launcher._target_", default="")).split(".")[-1]
         key = sweep_key(overrides)
+        swept = swept_keys(overrides, config)
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept)  # jobs name their runs by these values
         previous = self._previous_parent(key) if resuming(config) else None
         if previous is not None:
             # The same sweep again with trainer.resume=true: its jobs find their runs under
@@ -69,7 +100,7 @@ class MlflowSweepCallback(Callback):
         else:
             run = self.client.create_run(
                 self.experiment_id,
-                run_name=f"sweep {Path(hydra.sweep.dir).name}",
+                run_name=parent_name(overrides, swept),
                 tags={
                     "sweep": "parent",
                     "sweep_key": key,
@@ -126,10 +157,17 @@ class MlflowSweepCallback(Callback):
         for name, value in metrics.items():
             self.client.log_metric(self.parent_id, name, value)
         self._log_optuna_result(Path(config.hydra.sweep.dir) / "optimization_results.yaml")
+        best_line = ""
+        if scored:
+            link = run_link(config.logger.tracking_uri, self.experiment_id, best.info.run_id)
+            best_line = (
+                f"\n[runner] best {config.objective.metric}={metrics[key]:.4f}: run "
+                f"{best.info.run_id} ({best.data.tags.get('overrides', '')}), {link}"
+            )
         print(
             f"\n[runner] sweep done: {metrics['jobs_finished']} of {metrics['jobs']} jobs "
             f"finished, {metrics['jobs_failed']} failed. MLflow parent run {self.parent_id}"
-            + (f"; best {config.objective.metric}={metrics[key]:.4f}" if key in metrics else ""),
+            + best_line,
             flush=True,
         )
 

@@ -29,6 +29,7 @@ from runner.errors import Interrupted, RunnerError
 from runner.evaluate import evaluate
 from runner.interrupts import Terminated, signal_name
 from runner.models import pretrained
+from runner.sweep import SWEPT_KEYS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics["epoch_seconds"] = time.perf_counter() - self.started
         metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
         tracking.log_epoch(metrics, epoch)
+        # The job's log file holds the run too (Keras prints its progress to the console only).
+        line = "  ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
+        _to_log_file(f"epoch {epoch + 1}: {line}")
+
+
+def _to_log_file(message: str) -> None:
+    record = logging.LogRecord("runner.train", logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def configure_tensorflow(cfg: DictConfig) -> str:
@@ -97,7 +108,8 @@ def load_context(cfg: DictConfig) -> LoadContext:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """`logger.run_name`, else model-data, numbered within a sweep.
+    """`logger.run_name`, else model-data; in a sweep with the values this job was given
+    (`lenet-digits lr=0.01 batch_size=32`), else its job number.
 
     (MLflow's random names would repeat: they come from Python's `random`, seeded per job.)
     """
@@ -105,7 +117,12 @@ def run_name(cfg: DictConfig) -> str:
         return cfg.logger.run_name
     hydra = HydraConfig.get()
     name = f"{cfg.model.name}-{cfg.data.name}"
-    return f"{name} #{hydra.job.num}" if hydra.mode == RunMode.MULTIRUN else name
+    if hydra.mode != RunMode.MULTIRUN:
+        return name
+    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    values = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
+    given = [f"{key.split('.')[-1]}={values[key]}" for key in swept if key in values]
+    return " ".join([name, *given]) if given else f"{name} #{hydra.job.num}"
 
 
 def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
@@ -166,6 +183,7 @@ def run(cfg: DictConfig) -> float:
             info = splits.info
             _log_data(splits)
             if augment.is_active(cfg.augmentation):
+                augment.warn_if_mirroring(cfg.augmentation, info.name)
                 _log_augmentation_preview(cfg, splits)
             if normalize.is_active(cfg.augmentation):
                 info = replace(
@@ -434,6 +452,7 @@ def _train_phase(
         initial_epoch=first_epoch,
         epochs=phase.end,
         steps_per_epoch=steps,
+        shuffle=False,  # the stream shuffles each epoch itself
         callbacks=callbacks,
         verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
     )

@@ -40,6 +40,12 @@ def test_grid_sweep_gives_one_child_run_per_combination_and_a_report(workspace):
     best = max(children, key=lambda r: r.data.metrics["best_val_accuracy"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert "sweep done: 4 of 4 jobs finished" in result.stdout
+    # Runs tell apart by what was swept; the closing line names the best run and links it.
+    names = {r.info.run_name for r in children}
+    assert "lenet-digits model=lenet optimizer=adam" in names and len(names) == 4
+    assert parent.info.run_name.startswith("sweep model=lenet,mlp optimizer=sgd,adam (")
+    assert f"run {best.info.run_id} (" in result.stdout
+    assert f"#/experiments/{parent.info.experiment_id}/runs/{best.info.run_id}" in result.stdout
 
     report = subprocess.run(
         [sys.executable, "-m", "runner.report", "--experiment", "sweeps", "--sweep", "latest",
