@@ -38,6 +38,10 @@ demo: install
 test: install
 	$(PY) -m pytest $(ARGS)
 
+## test-fast: the unit tests only (no CLI subprocesses), under a minute
+test-fast: install
+	$(PY) -m pytest -m "not e2e" $(ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

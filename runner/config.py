@@ -374,7 +374,9 @@ class Mode(Enum):
 class ObjectiveConfig:
     """What a job returns to a sweeper: the best value of `metric` over its epochs."""
 
-    metric: str = "val_accuracy"
+    # null: val_accuracy, or val_pr_auc (precision-recall AUC) for multi-label data, where
+    # element-wise accuracy rewards predicting every label absent.
+    metric: str | None = None
     mode: Mode = Mode.max
 
 

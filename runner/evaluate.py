@@ -85,14 +85,33 @@ def _log_classification_report(y_true: np.ndarray, y_pred: np.ndarray, names: li
     )
 
 
+def multilabel_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray
+) -> tuple[dict[str, float], dict[int, float]]:
+    """mAP and F1 (micro, macro) of multi-hot labels, and the AP of each class.
+
+    A class with no positive example in the split has no AP (it is undefined) and is left out
+    of mAP and of macro F1 alike, so both average over the same classes.
+    """
+    present = [c for c in range(y_true.shape[1]) if y_true[:, c].any()]
+    per_class_ap = {c: float(average_precision_score(y_true[:, c], scores[:, c])) for c in present}
+    metrics = {
+        "test_mAP": float(np.mean(list(per_class_ap.values()))) if per_class_ap else 0.0,
+        "test_f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "test_f1_macro": float(
+            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        )
+        if present
+        else 0.0,
+    }
+    return metrics, per_class_ap
+
+
 def _multilabel_reports(
     y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, names: list[str], title: str
 ) -> dict[str, float]:
-    # AP is undefined for a class with no positive example in the test split: left out of mAP.
-    present = [c for c in range(len(names)) if y_true[:, c].any()]
-    per_class_ap = {
-        names[c]: float(average_precision_score(y_true[:, c], scores[:, c])) for c in present
-    }
+    metrics, ap_by_index = multilabel_metrics(y_true, y_pred, scores)
+    per_class_ap = {names[c]: ap for c, ap in ap_by_index.items()}
     matrices = multilabel_confusion_matrix(y_true, y_pred)
     per_class = {
         name: {
@@ -109,8 +128,4 @@ def _multilabel_reports(
     figure = plots.per_class_bars(per_class_ap, "average precision", f"{title}: test AP per class")
     tracking.log_figure(figure, "plots/per_class_ap.png")
     plots.close(figure)
-    return {
-        "test_mAP": float(np.mean(list(per_class_ap.values()))) if per_class_ap else 0.0,
-        "test_f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-        "test_f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
+    return metrics

@@ -168,7 +168,12 @@ def plot_objective_vs_params(table: pd.DataFrame, params: list[str], objective: 
 
 
 def write_report(
-    tracking_uri: str, experiment: str, sweep: str | None, out: Path, objective: str, mode: str
+    tracking_uri: str,
+    experiment: str,
+    sweep: str | None,
+    out: Path,
+    objective: str | None,
+    mode: str,
 ) -> Path:
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -177,6 +182,11 @@ def write_report(
         raise SystemExit(f"error: no runs found in {experiment!r} ({label}).")
     folder = out / experiment / label
     folder.mkdir(parents=True, exist_ok=True)
+    if objective is None:  # what the runs optimized (tag objective_metric)
+        tags = runs.get("tags.objective_metric")
+        objective = tags.dropna().iloc[0] if tags is not None and tags.notna().any() else (
+            "val_accuracy"
+        )  # fmt: skip
     table = comparison_table(runs, objective, mode)
     table.to_csv(folder / "runs.csv", index=False)
     header = (
@@ -206,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
         help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
     )
     parser.add_argument("--out", type=Path, default=Path("experiments"))
-    parser.add_argument("--objective", default="val_accuracy")
+    parser.add_argument(
+        "--objective", default=None, help="default: the runs' own (val_accuracy, val_pr_auc)"
+    )
     parser.add_argument("--mode", choices=("max", "min"), default="max")
     args = parser.parse_args(argv)
     folder = write_report(

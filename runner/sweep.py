@@ -108,7 +108,8 @@ class MlflowSweepCallback(Callback):
                     "sweep_dir": str(Path(hydra.sweep.dir).resolve()),
                     "sweeper": sweeper,
                     "launcher": launcher,
-                    "objective": f"{Mode(config.objective.mode).value} {config.objective.metric}",
+                    "objective": f"{Mode(config.objective.mode).value} "
+                    f"{config.objective.metric or 'val_accuracy | val_pr_auc (multi-label)'}",
                 },
             )
             self.parent_id = run.info.run_id
@@ -146,7 +147,15 @@ class MlflowSweepCallback(Callback):
             "jobs_finished": statuses.count("FINISHED"),
             "jobs_failed": len(children) - statuses.count("FINISHED"),
         }
-        key = f"best_{config.objective.metric}"
+        metric = config.objective.metric or next(
+            (
+                c.data.tags["objective_metric"]
+                for c in children
+                if "objective_metric" in c.data.tags
+            ),
+            "val_accuracy",
+        )
+        key = f"best_{metric}"
         scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics]
         if scored:
             pick = max if Mode(config.objective.mode) is Mode.max else min
@@ -161,7 +170,7 @@ class MlflowSweepCallback(Callback):
         if scored:
             link = run_link(config.logger.tracking_uri, self.experiment_id, best.info.run_id)
             best_line = (
-                f"\n[runner] best {config.objective.metric}={metrics[key]:.4f}: run "
+                f"\n[runner] best {metric}={metrics[key]:.4f}: run "
                 f"{best.info.run_id} ({best.data.tags.get('overrides', '')}), {link}"
             )
         print(

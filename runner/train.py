@@ -194,7 +194,9 @@ def run(cfg: DictConfig) -> float:
                 )
             model = models.build(cfg.model, info, weights)
             loss, metrics = models.heads.loss_and_metrics(info)
-            check_monitors(cfg.trainer, cfg.objective, metrics)
+            objective_metric = cfg.objective.metric or models.heads.default_objective(info)
+            tracking.set_tag("objective_metric", objective_metric)
+            check_monitors(cfg.trainer, objective_metric, metrics)
             tracking.log_text(_summary_text(model), "model_summary.txt")
             if augment.in_model(cfg.augmentation):
                 model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
@@ -212,7 +214,7 @@ def run(cfg: DictConfig) -> float:
             _log_plots(history, info, cfg)
             if cfg.logger.log_model:
                 tracking.log_model(best, splits.test.sample(8), list(info.class_names))
-            objective = _objective(history, cfg.objective)
+            objective = _objective(history, objective_metric, Mode(cfg.objective.mode))
             _print_summary(run, test_metrics, output_dir, cfg, device)
     except (KeyboardInterrupt, Terminated) as interrupt:
         raise _interrupted(interrupt, cfg, where, output_dir) from interrupt
@@ -270,11 +272,9 @@ def _already_finished(cfg: DictConfig, target: resume.Target) -> float:
         flush=True,
     )
     mode = Mode(cfg.objective.mode)
-    return float(
-        run.data.metrics.get(
-            f"best_{cfg.objective.metric}", float("-inf") if mode is Mode.max else float("inf")
-        )
-    )
+    metric = cfg.objective.metric or run.data.tags.get("objective_metric", "val_accuracy")
+    worst = float("-inf") if mode is Mode.max else float("inf")
+    return float(run.data.metrics.get(f"best_{metric}", worst))
 
 
 def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -> None:
@@ -526,7 +526,7 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
     return _Phase(1, head, batches, validation, 0, trainer.epochs)
 
 
-def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) -> None:
+def check_monitors(trainer: DictConfig, objective_metric: str, metrics: list) -> None:
     """Fail before training when a callback watches a metric this run will never report."""
     names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
     available = names + [f"val_{name}" for name in names]
@@ -535,7 +535,7 @@ def check_monitors(trainer: DictConfig, objective: DictConfig, metrics: list) ->
         for key in ("early_stopping", "checkpoint")
         if trainer[key].enabled
     }
-    watched["objective.metric"] = objective.metric
+    watched["objective.metric"] = objective_metric
     for key, metric in watched.items():
         if metric not in available:
             raise RunnerError(
@@ -574,11 +574,11 @@ def _log_plots(history: dict, info: DataInfo, cfg: DictConfig) -> None:
     plots.close(figure)
 
 
-def _objective(history: dict, objective: DictConfig) -> float:
+def _objective(history: dict, metric: str, mode: Mode) -> float:
     """Best value of the objective metric over the epochs, logged as best_<metric>."""
-    values = np.asarray(history[objective.metric], dtype=float)
-    best = float(np.nanmax(values) if Mode(objective.mode) is Mode.max else np.nanmin(values))
-    tracking.log_metrics({f"best_{objective.metric}": best})
+    values = np.asarray(history[metric], dtype=float)
+    best = float(np.nanmax(values) if mode is Mode.max else np.nanmin(values))
+    tracking.log_metrics({f"best_{metric}": best})
     return best
 
 

@@ -113,3 +113,11 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 FAST = ["trainer.epochs=1", "trainer.batch_size=32", "logger.experiment=tests"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start the real CLI (a `workspace`) are `e2e`: `pytest -m "not e2e"` is the
+    quick loop (under a minute), `make test` runs everything."""
+    for item in items:
+        if "workspace" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

@@ -115,6 +115,11 @@ def test_voc_multilabel_end_to_end(workspace, tmp_path):
         assert 0.0 <= metrics[name] <= (1.0 if name != "test_loss" else 100.0), name
     assert metrics["skipped_files"] == 1  # the image in no ImageSets list
     assert len(client.get_metric_history(run.info.run_id, "val_pr_auc")) == 2
+    # Multi-label: accuracy is named for what it is, and the objective is the ranking metric.
+    assert "test_binary_accuracy" in metrics and "test_accuracy" not in metrics
+    assert run.data.tags["objective_metric"] == "val_pr_auc"
+    history = [m.value for m in client.get_metric_history(run.info.run_id, "val_pr_auc")]
+    assert metrics["best_val_pr_auc"] == max(history)
     artifacts = artifact_paths(client, run.info.run_id)
     assert {"reports/per_class.json", "plots/per_class_ap.png"} <= artifacts
     assert "plots/confusion_matrix.png" not in artifacts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from runner import models
@@ -101,3 +102,30 @@ def test_multilabel_head_is_independent_sigmoids():
     model = models.build(LeNetConfig(name="lenet"), info)
     assert model.output_shape == (None, 20)
     assert model.layers[-1].activation.__name__ == "sigmoid"
+
+
+def test_multilabel_metrics_against_hand_computed_values():
+    from runner.evaluate import multilabel_metrics
+
+    y_true = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])  # class 2 never present
+    scores = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.2], [0.6, 0.15, 0.3], [0.2, 0.1, 0.05]])
+    y_pred = (scores >= 0.5).astype(int)
+    metrics, per_class_ap = multilabel_metrics(y_true, y_pred, scores)
+    # Class 0 ranks both positives first: AP 1. Class 1: positive, negative, positive, negative
+    # -> precision 1 at recall 0.5, 2/3 at recall 1 -> AP 0.5 * 1 + 0.5 * 2/3.
+    assert per_class_ap == pytest.approx({0: 1.0, 1: 0.5 + 1 / 3})
+    assert metrics["test_mAP"] == pytest.approx((1.0 + 0.5 + 1 / 3) / 2)
+    # F1: class 0 is 1, class 1 is 2/3 (one of two found); the absent class 2 is left out of
+    # the macro average as it is of mAP. Micro: 3 found of 4, no false positive -> 6/7.
+    assert metrics["test_f1_macro"] == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics["test_f1_micro"] == pytest.approx(6 / 7)
+
+
+def test_multilabel_heads_name_accuracy_for_what_it_is_and_rank_by_pr_auc():
+    from runner.models.heads import default_objective, loss_and_metrics
+
+    info = DataInfo("voc", (32, 32, 3), tuple("abc"), "multilabel")
+    loss, metrics = loss_and_metrics(info)
+    assert [m.name for m in metrics] == ["binary_accuracy", "pr_auc"]
+    assert default_objective(info) == "val_pr_auc"
+    assert default_objective(DataInfo("x", (8, 8, 1), ("a", "b", "c"))) == "val_accuracy"

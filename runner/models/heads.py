@@ -36,7 +36,13 @@ def loss_and_metrics(info: DataInfo) -> tuple[str, list]:
         return "sparse_categorical_crossentropy", ["accuracy"]
     if info.task == "binary":
         return "binary_crossentropy", ["accuracy"]
+    # Multi-label: accuracy per (image, label) is mostly absent labels predicted absent, so it is
+    # named for what it is; the ranking metric (PR-AUC, averaged over labels) is the objective.
     return "binary_crossentropy", [
-        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.BinaryAccuracy(name="binary_accuracy"),
         keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc"),
     ]
+
+
+def default_objective(info: DataInfo) -> str:
+    return "val_pr_auc" if info.task == "multilabel" else "val_accuracy"
