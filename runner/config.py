@@ -355,6 +355,9 @@ class LoggerConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_model: bool = True
+    # Register the logged model under this name (a new version per run); at the end of a sweep
+    # the best job's model is registered and gets the alias `champion`.
+    register_model: str | None = None
 
 
 @dataclass

@@ -163,6 +163,7 @@ class MlflowSweepCallback(Callback):
             metrics[key] = best.data.metrics[key]
             self.client.set_tag(self.parent_id, "best_run_id", best.info.run_id)
             self.client.set_tag(self.parent_id, "best_overrides", best.data.tags.get("overrides"))
+            self._crown(config, best)
         for name, value in metrics.items():
             self.client.log_metric(self.parent_id, name, value)
         self._log_optuna_result(Path(config.hydra.sweep.dir) / "optimization_results.yaml")
@@ -179,6 +180,33 @@ class MlflowSweepCallback(Callback):
             + best_line,
             flush=True,
         )
+
+    def _crown(self, config: DictConfig, best: Any) -> None:
+        """The best job's model becomes `<logger.register_model>@champion`."""
+        import mlflow
+
+        name = config.logger.register_model
+        if not name:
+            return
+        models = self.client.search_logged_models(
+            [self.experiment_id], filter_string=f"source_run_id = '{best.info.run_id}'"
+        )
+        if not models:
+            log.warning("the best job %s logged no model: no champion", best.info.run_id)
+            return
+        versions = self.client.search_model_versions(f"name = '{name}'")
+        version = next(
+            (
+                v
+                for v in versions
+                if v.source == models[0].model_uri or v.run_id == best.info.run_id
+            ),
+            None,
+        ) or mlflow.register_model(models[0].model_uri, name)
+        self.client.set_registered_model_alias(name, "champion", version.version)
+        self.client.set_tag(self.parent_id, "champion", f"models:/{name}@champion")
+        print(f"[runner] models:/{name}@champion is version {version.version} (run "
+              f"{best.info.run_id})", flush=True)  # fmt: skip
 
     def _log_optuna_result(self, path: Path) -> None:
         if not path.exists():

@@ -433,6 +433,28 @@ def log_dataset(
     log_json(list(class_names), "class_names.json")
 
 
+def log_inputs(name: str, source: str, digests: Mapping[str, str], sizes: Mapping[str, int]):
+    """The splits as MLflow dataset inputs (name, digest, source, size): the runs table's
+    Dataset column, and runs comparable by the data they saw."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        origin = resolve_dataset_source(source)
+    contexts = {"train": "training", "val": "validation", "test": "testing"}
+    datasets = [MetaDataset(origin, name=name, digest=digests[split]) for split in contexts]
+    tags = [{"split": split, "size": str(sizes[split])} for split in contexts]
+    try:
+        mlflow.log_inputs(datasets, contexts=list(contexts.values()), tags_list=tags)
+    except Exception as error:  # a description of the run, not worth failing it for
+        if _link.outbox is None:
+            raise
+        log.warning("dataset inputs not logged (%s)", str(error).splitlines()[0][:120])
+
+
 def log_skipped(skipped: Sequence[Any]) -> None:
     """How many files were left out of the data, and which ones with the reason."""
     log_metrics({"skipped_files": len(skipped)})
@@ -476,8 +498,17 @@ def log_config(cfg: DictConfig, hydra_dir: Path) -> None:
     log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
 
 
-def log_model(model: Any, sample: Any, class_names: list[str]) -> None:
-    """The run's model; kept as a `.keras` file (and sample) while the server is away."""
+def log_model(
+    model: Any, sample: Any, class_names: list[str], register_as: str | None = None
+) -> None:
+    """The run's model (registered as a new version of `register_as`, if set); kept as a
+    `.keras` file (and sample) while the server is away."""
+
+    def send() -> None:
+        info = log_keras_model(model, sample, class_names)
+        if register_as:
+            version = mlflow.register_model(info.model_uri, register_as)
+            mlflow.set_tag("registered_model", f"{register_as} version {version.version}")
 
     def keep() -> dict[str, Any]:
         import numpy as np
@@ -489,17 +520,17 @@ def log_model(model: Any, sample: Any, class_names: list[str]) -> None:
         return {"op": "model", "file": str(folder / "model.keras"),
                 "sample": str(folder / "sample.npy"), "class_names": list(class_names)}  # fmt: skip
 
-    _deliver(lambda: log_keras_model(model, sample, class_names), keep)
+    _deliver(send, keep)
 
 
-def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> None:
+def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> Any:
     """Log the model as an MLflow Keras model with an input signature and its class names."""
     import keras
     import tensorflow as tf
     from mlflow.models import infer_signature
 
     signature = infer_signature(sample, model.predict(sample, verbose=0))
-    mlflow.keras.log_model(
+    return mlflow.keras.log_model(
         model,
         name="model",
         signature=signature,

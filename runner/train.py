@@ -181,7 +181,7 @@ def run(cfg: DictConfig) -> float:
             tracking.log_config(cfg, Path(cfg.paths.output_dir) / ".hydra")
             splits = data_sources.load(cfg.data, load_context(cfg))
             info = splits.info
-            _log_data(splits)
+            _log_data(splits, cfg.data)
             if augment.is_active(cfg.augmentation):
                 augment.warn_if_mirroring(cfg.augmentation, info.name)
                 _log_augmentation_preview(cfg, splits)
@@ -213,7 +213,10 @@ def run(cfg: DictConfig) -> float:
             )
             _log_plots(history, info, cfg)
             if cfg.logger.log_model:
-                tracking.log_model(best, splits.test.sample(8), list(info.class_names))
+                tracking.log_model(
+                    best, splits.test.sample(8), list(info.class_names),
+                    register_as=cfg.logger.register_model,
+                )  # fmt: skip
             objective = _objective(history, objective_metric, Mode(cfg.objective.mode))
             _print_summary(run, test_metrics, output_dir, cfg, device)
     except (KeyboardInterrupt, Terminated) as interrupt:
@@ -287,10 +290,23 @@ def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -
     )
 
 
-def _log_data(splits: Splits) -> None:
+def data_source(data_cfg: DictConfig) -> str:
+    """Where the data came from: a folder, the first file's URL on the mirror, or a library."""
+    path = OmegaConf.select(data_cfg, "path", default=None)
+    files = OmegaConf.select(data_cfg, "files", default=None)
+    if path:
+        return str(Path(path).expanduser())
+    if files:
+        first = next(iter(files.values()))
+        return f"{data_cfg.mirror.rstrip('/')}/{first.name}"
+    return f"sklearn.datasets.load_{data_cfg.name}" if data_cfg.name == "digits" else data_cfg.name
+
+
+def _log_data(splits: Splits, data_cfg: DictConfig) -> None:
     info = splits.info
     digests = {name: digest(getattr(splits, name)) for name in ("train", "val", "test")}
     tracking.log_dataset(info.class_names, info.input_shape, info.task, splits.sizes(), digests)
+    tracking.log_inputs(info.name, data_source(data_cfg), digests, splits.sizes())
     tracking.log_skipped(splits.skipped)
     if splits.skipped:
         log.warning(

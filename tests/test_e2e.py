@@ -139,3 +139,10 @@ def test_digits_works_offline_and_learns(workspace):
     assert run.data.metrics["test_accuracy"] > 0.5  # chance is 0.1
     # Nothing was downloaded: the cache folder was never created.
     assert not workspace.data_dir.exists()
+    # The splits are the run's dataset inputs (the Dataset column of the MLflow UI).
+    inputs = run.inputs.dataset_inputs
+    contexts = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset for i in inputs}
+    assert set(contexts) == {"training", "validation", "testing"}
+    assert contexts["testing"].digest == run.data.tags["data.test_digest"]
+    assert contexts["training"].name == "digits"
+    assert "load_digits" in contexts["training"].source

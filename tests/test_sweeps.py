@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 
 FAST = ["experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps"]
@@ -117,3 +118,26 @@ def test_four_parallel_joblib_jobs_all_arrive_complete(workspace):
             filter_string=f"source_run_id = '{run.info.run_id}'",
         )
         assert len(models) == 1
+
+
+def test_the_best_job_of_a_sweep_becomes_the_champion_and_predicts(workspace, tmp_path):
+    result = workspace.run("-m", *FAST, "trainer.seed=1,2", "logger.register_model=digits-lenet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = sweep_runs(workspace)
+    versions = client.search_model_versions("name = 'digits-lenet'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in children)
+    champion = client.get_model_version_by_alias("digits-lenet", "champion")
+    assert champion.run_id == parent.data.tags["best_run_id"]
+    assert "models:/digits-lenet@champion is version" in result.stdout
+
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 255).astype("uint8")).save(image)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", "models:/digits-lenet@champion",
+         str(image), "--tracking-uri", workspace.tracking_uri, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=workspace.env(), timeout=180,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert f"{image}: " in predicted.stdout
