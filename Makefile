@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
@@ -50,10 +49,12 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## ui: the MLflow UI on the local store (mlruns/)
+## ui: the MLflow UI on the store training uses ($MLFLOW_TRACKING_URI, else mlruns/ under $RUNNER_ROOT or here)
 ui: install
-	mkdir -p mlruns
-	$(PY) -m mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+	@store="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')"; \
+	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
+	echo "MLflow UI on $$store: http://$(HOST):$(PORT)"; \
+	$(PY) -m mlflow ui --backend-store-uri "$$store" --host $(HOST) --port $(PORT)
 
 ## report: compare runs into experiments/ (ARGS="--sweep latest", "--experiment NAME", ...)
 report: install

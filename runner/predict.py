@@ -1,40 +1,82 @@
-"""`python -m runner.predict --model runs:/<run id>/model IMAGE_OR_FOLDER ...`
-`python -m runner.predict --pretrained vgg16 IMAGE_OR_FOLDER ...`
+"""`python -m runner.predict --model MODEL IMAGES...`: classify image files with a trained model.
+`python -m runner.predict --pretrained vgg16 IMAGES...`: zero-shot, with an ImageNet network.
 
-Classifies image files with a model the runner logged to MLflow, or with a keras.applications
-network and its ImageNet head (zero-shot, as in the tutorial): prints the top labels with their
-probabilities, and writes each image with its top label and probability drawn on it (`--out`,
-default `outputs/predictions/`). Class names come from the logged model's metadata, or from
-ImageNet's class index, fetched and cached like the weights (RUNNER_WEIGHTS_MIRROR,
-RUNNER_DATA_DIR).
+MODEL is an MLflow model URI (`runs:/<run id>/model`, `models:/<name>@champion`,
+`models:/<name>/<version>`, `models:/m-<model id>`) or a `.keras` file the runner saved (its job
+folder's `checkpoints/best.keras`; the class names come from `classes.json` beside it). IMAGES
+are files, folders (searched recursively) and glob patterns (`'photos/**/*.jpg'`).
+
+For each image it prints the top labels with their probabilities (multi-label models: every
+label at or above the threshold), writes a copy with the answer drawn in a caption band
+(`--out`, default `outputs/predictions/`), and writes `predictions.csv` and `predictions.json`
+there: path, labels, probabilities, and for an input that could not be used, why. The model
+applies the training preprocessing itself: it takes images as they are read.
+
+ImageNet mode (`--pretrained`): weights and ImageNet's class index are fetched and cached like
+the training weights (RUNNER_WEIGHTS_MIRROR, RUNNER_DATA_DIR). Every problem is one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
+import json
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from runner.data.images import decode_files, is_image_name  # noqa: E402
+from runner.data.images import decode_files, display, is_image_name  # noqa: E402
+from runner.errors import RunnerError  # noqa: E402
 from runner.store import default_tracking_uri  # noqa: E402
 
+USER_ERROR = 2
+CLASSES_FILE = "classes.json"  # beside a checkpoint: class names, task, threshold
 
-def image_files(inputs: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p))
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise SystemExit(f"error: {item} is neither an image file nor a folder.")
-    if not files:
-        raise SystemExit("error: no image files to classify.")
-    return files
+
+@dataclass
+class Classifier:
+    """What predicting needs: a function on uint8 images, their shape, and how to read scores."""
+
+    classify: Any
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    task: str = "multiclass"
+    threshold: float = 0.5
+
+
+@dataclass
+class Inputs:
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def collect_inputs(items: list[str]) -> Inputs:
+    """Files, folders (recursive) and globs; what is not an image is listed with the reason."""
+    found = Inputs()
+    for item in items:
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if not matches:
+            found.skipped.append((item, "no file matches this pattern"))
+        for match in map(Path, matches):
+            if match.is_dir():
+                for path in sorted(p for p in match.rglob("*") if p.is_file()):
+                    if is_image_name(path):
+                        found.files.append(path)
+                    else:
+                        found.skipped.append((display(path), "not an image file name"))
+            elif match.is_file():
+                found.files.append(match)
+            else:
+                found.skipped.append((display(match), "no such file or folder"))
+    return found
 
 
 def label_probabilities(probabilities: np.ndarray, class_names: list[str]) -> np.ndarray:
@@ -44,20 +86,77 @@ def label_probabilities(probabilities: np.ndarray, class_names: list[str]) -> np
     return probabilities
 
 
-def logged_classifier(args: argparse.Namespace):
-    """A model the runner logged: it takes raw pixels and knows its class names."""
+def answers(scores: np.ndarray, classifier: Classifier, top: int) -> list[tuple[str, float]]:
+    """(label, probability) to report: the top `top`, or every label over the threshold."""
+    names = classifier.class_names
+    if classifier.task == "multilabel":
+        chosen = [i for i in np.argsort(scores)[::-1] if scores[i] >= classifier.threshold]
+    else:
+        chosen = list(np.argsort(scores)[::-1][:top])
+    return [(names[i], float(scores[i])) for i in chosen]
+
+
+# ----------------------------------------------------------------------------- the models
+
+
+def logged_classifier(uri: str, tracking_uri: str | None) -> Classifier:
+    """A model the runner logged to MLflow (any model URI), or a `.keras` file it saved."""
+    if uri.endswith(".keras") or Path(uri).is_file():
+        return keras_file_classifier(Path(uri))
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
-    class_names = list(mlflow.models.get_model_info(args.model).metadata["class_names"])
-    model = mlflow.keras.load_model(args.model)  # Keras safe mode underneath
-    return (lambda images: model.predict(images, verbose=0)), class_names, model.input_shape[1:]
+    store = tracking_uri or default_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
+        raise RunnerError(
+            f"No MLflow store at {store}: run from the project folder, or pass --tracking-uri "
+            "(or set MLFLOW_TRACKING_URI / RUNNER_ROOT)."
+        )
+    mlflow.set_tracking_uri(store)
+    try:
+        metadata = mlflow.models.get_model_info(uri).metadata or {}
+        model = mlflow.keras.load_model(uri)  # Keras safe mode underneath
+    except (MlflowException, OSError) as error:
+        raise RunnerError(
+            f"Cannot load the model {uri} from {store}: {str(error).splitlines()[0][:200]}. "
+            "`python -m runner.runs --all` and the MLflow UI list runs; models are "
+            "runs:/<run id>/model or models:/<name>@<alias>."
+        ) from None
+    if "class_names" not in metadata:
+        raise RunnerError(f"The model {uri} was not logged by the runner (no class names).")
+    return _classifier(model, metadata)
 
 
-def imagenet_classifier(args: argparse.Namespace):
+def keras_file_classifier(path: Path) -> Classifier:
+    import keras
+
+    if not path.is_file():
+        raise RunnerError(f"No model file {path}.")
+    info_path = path.parent / CLASSES_FILE
+    if not info_path.exists():
+        raise RunnerError(
+            f"{path} has no {CLASSES_FILE} beside it (the class names): use a checkpoint from a "
+            "runner job folder, or the run's MLflow model (runs:/<run id>/model)."
+        )
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        raise RunnerError(f"Cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+    return _classifier(model, json.loads(info_path.read_text()))
+
+
+def _classifier(model: Any, metadata: dict[str, Any]) -> Classifier:
+    return Classifier(
+        classify=lambda images: model.predict(images, verbose=0),
+        class_names=list(metadata["class_names"]),
+        input_shape=tuple(model.input_shape[1:]),
+        task=metadata.get("task", "multiclass"),
+        threshold=float(metadata.get("threshold", 0.5)),
+    )
+
+
+def imagenet_classifier(args: argparse.Namespace) -> Classifier:
     """keras.applications' network with its 1000-class head, weights fetched into the cache."""
-    import json
-
     from runner.models import backbones
 
     name = args.pretrained
@@ -69,25 +168,80 @@ def imagenet_classifier(args: argparse.Namespace):
     weights = backbones.fetch_file(spec.top.spec(), **where)
     backbones.load_weights(model, weights, f"the ImageNet weights of {name}")
     index = json.loads(backbones.fetch_file(backbones.CLASS_INDEX, **where).read_text())
-    class_names = [index[str(i)][1] for i in range(len(index))]
-    size = spec.default_size
 
     def classify(images: np.ndarray) -> np.ndarray:
         inputs = backbones.preprocess_input(name, images.astype("float32"))
         return model.predict(inputs, verbose=0)
 
-    return classify, class_names, (size, size, 3)
+    size = spec.default_size
+    names = [index[str(i)][1] for i in range(len(index))]
+    return Classifier(classify, names, (size, size, 3))
 
 
-def main(argv: list[str] | None = None) -> None:
+# --------------------------------------------------------------------------------- output
+
+
+def annotate(path: Path, lines: list[str], out: Path) -> None:
+    """The image, enlarged to at least 320 px wide, above a caption band that fits the text."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    scale = 320 / image.width
+    if scale > 1.0:  # a 28x28 digit: enlarged, pixels kept sharp
+        image = image.resize((320, round(image.height * scale)), Image.NEAREST)
+    else:
+        image.thumbnail((768, 768))
+    font = ImageFont.load_default(size=max(14, image.width // 22))
+    line_height = font.getbbox("Ag")[3] + 6
+    canvas = Image.new("RGB", (image.width, image.height + line_height * len(lines) + 8), "black")
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for index, line in enumerate(lines):
+        text = line
+        while draw.textlength(text, font=font) > image.width - 12 and len(text) > 4:
+            text = text[:-2]
+        draw.text((6, image.height + 4 + index * line_height), text, fill=(80, 255, 80), font=font)
+    canvas.save(out)
+
+
+def unique_name(path: Path, taken: set[str]) -> str:
+    """`name.png`; `name-2.png`, ... when another input has the same stem (Cat/1, Dog/1)."""
+    name, count = f"{path.stem}.png", 1
+    while name in taken:
+        count += 1
+        name = f"{path.stem}-{count}.png"
+    taken.add(name)
+    return name
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    (out / "predictions.json").write_text(json.dumps(rows, indent=2))
+    with (out / "predictions.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, ["path", "labels", "probabilities", "skipped", "image"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({
+                **row,
+                "labels": ";".join(row["labels"]),
+                "probabilities": ";".join(f"{p:.6f}" for p in row["probabilities"]),
+            })  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.predict",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="MLflow model URI: runs:/<run id>/model")
+    source.add_argument(
+        "--model", help="runs:/<id>/model, models:/<name>@<alias>, or a .keras file"
+    )
     source.add_argument(
         "--pretrained",
         metavar="BACKBONE",
@@ -113,47 +267,65 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
+        help="default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db under $RUNNER_ROOT or here",
     )
     parser.add_argument(
         "--top", type=int, default=None, help="labels to print per image (3; 5 with --pretrained)"
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from PIL import Image, ImageDraw
 
-    from runner.errors import RunnerError
-
-    files = image_files(args.images)
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     try:
-        if args.pretrained:
-            classify, class_names, (height, width, channels) = imagenet_classifier(args)
-        else:
-            classify, class_names, (height, width, channels) = logged_classifier(args)
+        run(args)
     except RunnerError as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
+
+
+def run(args: argparse.Namespace) -> None:
+    inputs = collect_inputs(args.images)
+    if not inputs.files:
+        reasons = "; ".join(f"{p}: {r}" for p, r in inputs.skipped[:3])
+        raise RunnerError(f"No image files to classify ({reasons or 'nothing given'}).")
+    if args.pretrained:
+        classifier = imagenet_classifier(args)
+    else:
+        classifier = logged_classifier(args.model, args.tracking_uri)
     top = args.top or (5 if args.pretrained else 3)
-    images, kept, skipped = decode_files(files, size=(height, width), channels=channels)
-    for item in skipped:
-        print(f"{item.path}: skipped, {item.reason}")
+    height, width, channels = classifier.input_shape
+    images, kept, undecodable = decode_files(inputs.files, size=(height, width), channels=channels)
+    skipped = inputs.skipped + [(item.path, item.reason) for item in undecodable]
     if not len(kept):
-        raise SystemExit("error: none of the inputs could be decoded as an image.")
-    probabilities = label_probabilities(np.asarray(classify(images)), class_names)
+        raise RunnerError(
+            f"None of the {len(inputs.files)} input file(s) could be decoded as an image "
+            f"(e.g. {skipped[0][0]}: {skipped[0][1]})."
+        )
+    probabilities = label_probabilities(np.asarray(classifier.classify(images)),
+                                        classifier.class_names)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    taken: set[str] = set()
     for index, scores in zip(kept, probabilities, strict=True):
-        path = files[index]
-        order = np.argsort(scores)[::-1][:top]
-        ranked = ", ".join(f"{class_names[i]} {scores[i]:.1%}" for i in order)
-        print(f"{path}: {ranked}")
-        annotated = Image.open(path).convert("RGB")
-        annotated.thumbnail((512, 512))
-        draw = ImageDraw.Draw(annotated)
-        text = f"{class_names[order[0]]}: {scores[order[0]]:.1%}"
-        draw.rectangle((0, 0, 8 + 7 * len(text), 18), fill=(0, 0, 0))
-        draw.text((4, 3), text, fill=(0, 255, 0))
-        annotated.save(args.out / f"{path.stem}.png")
-    print(f"[runner.predict] annotated images in {args.out.resolve()}")
+        path = inputs.files[index]
+        ranked = answers(scores, classifier, top)
+        text = ", ".join(f"{label} {p:.1%}" for label, p in ranked) or "no label over the threshold"
+        print(f"{display(path)}: {text}")
+        name = unique_name(path, taken)
+        caption = [f"{label}: {p:.1%}" for label, p in ranked[:3]] or ["(no label)"]
+        annotate(path, caption, args.out / name)
+        labels, chances = [label for label, _ in ranked], [p for _, p in ranked]
+        rows.append({"path": display(path), "labels": labels, "probabilities": chances,
+                     "skipped": "", "image": name})  # fmt: skip
+    for path, reason in skipped:
+        print(f"{path}: skipped, {reason}")
+        rows.append({"path": path, "labels": [], "probabilities": [], "skipped": reason,
+                     "image": ""})  # fmt: skip
+    write_tables(rows, args.out)
+    print(f"[runner.predict] {len(kept)} image(s) classified, {len(skipped)} skipped; annotated "
+          f"images, predictions.csv and predictions.json in {args.out.resolve()}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -499,13 +499,17 @@ def log_config(cfg: DictConfig, hydra_dir: Path) -> None:
 
 
 def log_model(
-    model: Any, sample: Any, class_names: list[str], register_as: str | None = None
+    model: Any,
+    sample: Any,
+    class_names: list[str],
+    register_as: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """The run's model (registered as a new version of `register_as`, if set); kept as a
     `.keras` file (and sample) while the server is away."""
 
     def send() -> None:
-        info = log_keras_model(model, sample, class_names)
+        info = log_keras_model(model, sample, class_names, metadata)
         if register_as:
             version = mlflow.register_model(info.model_uri, register_as)
             mlflow.set_tag("registered_model", f"{register_as} version {version.version}")
@@ -523,7 +527,9 @@ def log_model(
     _deliver(send, keep)
 
 
-def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> Any:
+def log_keras_model(
+    model: Any, sample: Any, class_names: list[str], metadata: Mapping[str, Any] | None = None
+) -> Any:
     """Log the model as an MLflow Keras model with an input signature and its class names."""
     import keras
     import tensorflow as tf
@@ -536,5 +542,5 @@ def log_keras_model(model: Any, sample: Any, class_names: list[str]) -> Any:
         signature=signature,
         # Pinned here instead of inferred: inference re-loads the model in a subprocess.
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-        metadata={"class_names": class_names},
+        metadata={"class_names": class_names, **(metadata or {})},
     )

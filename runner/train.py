@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -193,6 +194,10 @@ def run(cfg: DictConfig) -> float:
                     ),
                 )
             model = models.build(cfg.model, info, weights)
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (checkpoint_dir / "classes.json").write_text(  # for predict on a .keras file
+                json.dumps({"class_names": list(info.class_names), **model_metadata(cfg, info)})
+            )
             loss, metrics = models.heads.loss_and_metrics(info)
             objective_metric = cfg.objective.metric or models.heads.default_objective(info)
             tracking.set_tag("objective_metric", objective_metric)
@@ -215,7 +220,7 @@ def run(cfg: DictConfig) -> float:
             if cfg.logger.log_model:
                 tracking.log_model(
                     best, splits.test.sample(8), list(info.class_names),
-                    register_as=cfg.logger.register_model,
+                    register_as=cfg.logger.register_model, metadata=model_metadata(cfg, info),
                 )  # fmt: skip
             objective = _objective(history, objective_metric, Mode(cfg.objective.mode))
             _print_summary(run, test_metrics, output_dir, cfg, device)
@@ -288,6 +293,11 @@ def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -
         + (f"; sent {sent} metric value(s) it had not logged" if sent else ""),
         flush=True,
     )
+
+
+def model_metadata(cfg: DictConfig, info: DataInfo) -> dict:
+    """How to read the model's outputs: the task, and the threshold of a multi-label one."""
+    return {"task": info.task, "threshold": OmegaConf.select(cfg, "data.threshold", default=0.5)}
 
 
 def data_source(data_cfg: DictConfig) -> str:

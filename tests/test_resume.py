@@ -244,7 +244,7 @@ def test_checkpoint_retention(workspace, keep):
         f"trainer.checkpoint.keep={keep}", f"hydra.run.dir={folder}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    kept = sorted(p.name for p in (folder / "checkpoints").glob("*.keras"))
     assert kept == (["best.keras"] if keep == "best" else ["best.keras", "last.keras"])
     assert not (folder / "resume").exists()
     assert os.listdir(folder)

@@ -1,0 +1,137 @@
+"""`python -m runner.predict` on a model trained here: files, folders, globs and a `.keras`
+file give what `model.predict` gives on the same pixels; names never collide; every user error
+is one line and exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from runner.data.images import decode_files
+from tests import image_fixtures as fx
+from tests.test_e2e import only_run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small model on a fixture folder, trained once for the tests below."""
+    from tests.conftest import Workspace
+
+    base = tmp_path_factory.mktemp("predict")
+    workspace = Workspace(root=base / "project", data_dir=base / "cache")
+    workspace.root.mkdir()
+    fx.write_class_tree(base / "animals", per_class=16, unusual_in=None, bad_in=None)
+    job = workspace.root / "outputs" / "job"
+    result = workspace.run(
+        "data=image_folder", f"data.path={base / 'animals'}", "model=simple_nn",
+        "optimizer=adam", "trainer.epochs=3", "trainer.batch_size=16",
+        "logger.experiment=tests", f"hydra.run.dir={job}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workspace, only_run(workspace.client()), job, base
+
+
+def predict(workspace, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner.predict", *args], cwd=cwd or workspace.root,
+        env=workspace.env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_path):
+    workspace, run, job, _ = trained
+    photos = tmp_path / "photos"
+    for folder, label in (("Cat", 0), ("Dog", 1)):
+        (photos / folder).mkdir(parents=True)
+        fx.picture(label, seed=500 + label, size=28).save(photos / folder / "1.jpg")  # same stem
+    fx.picture(2, seed=600, size=64).save(tmp_path / "loose.png")
+    (photos / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model", str(photos),
+                     str(tmp_path / "*.png"), "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "predictions.json").read_text())
+    classified = {r["path"]: r for r in rows if not r["skipped"]}
+    assert len(classified) == 3
+    assert [r["skipped"] for r in rows if r["skipped"]] == ["not an image file name"]
+    assert sorted(r["image"] for r in classified.values()) == ["1-2.png", "1.png", "loose.png"]
+    for name in ("1.png", "1-2.png"):
+        assert Image.open(out / name).width >= 320  # a 28 px image is drawn enlarged
+    with (out / "predictions.csv").open() as stream:
+        assert len(list(csv.DictReader(stream))) == 4
+
+    # The numbers are the model's own on the same pixels.
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    paths = sorted(classified)
+    pixels, _, _ = decode_files(paths, size=(32, 32), channels=3)
+    expected = model.predict(pixels, verbose=0)
+    names = json.loads((job / "checkpoints" / "classes.json").read_text())["class_names"]
+    for path, scores in zip(paths, expected, strict=True):
+        top = np.argsort(scores)[::-1][:3]
+        assert classified[path]["labels"] == [names[i] for i in top]
+        np.testing.assert_allclose(classified[path]["probabilities"], scores[top], rtol=1e-5)
+
+    # A .keras checkpoint (class names from classes.json beside it) answers the same.
+    local = predict(workspace, "--model", str(job / "checkpoints" / "best.keras"),
+                    str(tmp_path / "loose.png"), "--out", str(tmp_path / "out2"))  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    [row] = json.loads((tmp_path / "out2" / "predictions.json").read_text())
+    best = keras.saving.load_model(job / "checkpoints" / "best.keras", compile=False)
+    pixels, _, _ = decode_files([tmp_path / "loose.png"], size=(32, 32), channels=3)
+    scores = best.predict(pixels, verbose=0)[0]
+    assert row["labels"][0] == names[int(np.argmax(scores))]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "runs:/0123456789abcdef0123456789abcdef/model"], "Cannot load the model"),
+        (["--model", "models:/no-such-model@champion"], "Cannot load the model"),
+        (["--model", "best.keras"], "No model file best.keras"),
+        (["--model", "runs:/x/model", "--tracking-uri", "sqlite:////nowhere/mlflow.db"],
+         "No MLflow store at"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line_and_exit_2(trained, tmp_path, args, message):
+    workspace, *_ = trained
+    image = tmp_path / "a.png"
+    fx.picture(0, seed=1).save(image)
+    result = predict(workspace, *args, str(image), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_usable_input_is_one_line(trained, tmp_path):
+    workspace, run, _, _ = trained
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model",
+                     str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg"))  # fmt: skip
+    assert result.returncode == 2
+    assert "None of the 1 input file(s) could be decoded" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_store_found_from_another_folder_through_runner_root(trained, tmp_path):
+    workspace, run, _, _ = trained
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    image = tmp_path / "a.png"
+    fx.picture(1, seed=3).save(image)
+    env = workspace.env(RUNNER_ROOT=str(workspace.root))
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", f"runs:/{run.info.run_id}/model",
+         str(image), "--out", str(tmp_path / "out")],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
