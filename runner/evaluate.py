@@ -1,5 +1,8 @@
 """Evaluate the best model on the test split and log the reports a reader of the run wants.
 
+As a command, `python -m runner.evaluate --model MODEL data=...` scores a trained model on other
+labelled data (runner/scoring.py).
+
 Single-label (multiclass, binary): test metrics, classification report, confusion matrix.
 Multi-label: test metrics plus per-class average precision, mAP and F1 at a threshold, and a
 per-class report (true/false positives and negatives per class) instead of a confusion matrix.
@@ -129,3 +132,9 @@ def _multilabel_reports(
     tracking.log_figure(figure, "plots/per_class_ap.png")
     plots.close(figure)
     return metrics
+
+
+if __name__ == "__main__":
+    from runner.scoring import entry
+
+    entry()

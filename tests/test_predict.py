@@ -135,3 +135,43 @@ def test_a_store_found_from_another_folder_through_runner_root(trained, tmp_path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
+
+
+def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
+    workspace, run, _, _ = trained
+    fresh = tmp_path / "fresh"
+    fx.write_class_tree(fresh, per_class=12, unusual_in=None, bad_in=None)
+    for label, folder in enumerate(("cats", "dogs", "panda")):  # same classes, new images
+        for index, path in enumerate(sorted((fresh / folder).iterdir())):
+            fx.picture(label, seed=9000 + 100 * label + index, size=48).save(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.evaluate", "--model", f"runs:/{run.info.run_id}/model",
+         "data=image_folder", f"data.path={fresh}", "logger.experiment=tests"],
+        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "36 images of data=image_folder (all)" in result.stdout
+    client = workspace.client()
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                              filter_string="tags.evaluation = 'true'")  # fmt: skip
+    [scored] = runs
+    assert scored.data.tags["source_run_id"] == run.info.run_id
+    assert scored.info.status == "FINISHED"
+    report = json.loads(mlflow.artifacts.load_text(
+        f"{scored.info.artifact_uri}/reports/classification_report.json"))  # fmt: skip
+    assert sum(report[name]["support"] for name in ("cats", "dogs", "panda")) == 36
+    assert 0.0 <= scored.data.metrics["test_accuracy"] <= 1.0
+    assert {a.path for a in client.list_artifacts(scored.info.run_id, "plots")} >= {
+        "plots/confusion_matrix.png"
+    }
+
+    other = tmp_path / "other"
+    fx.write_class_tree(other, classes=("ants", "bees"), per_class=12, unusual_in=None,
+                        bad_in=None)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "runner.evaluate", "--model", f"runs:/{run.info.run_id}/model",
+         "data=image_folder", f"data.path={other}", "logger.experiment=tests"],
+        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "are not the model's" in refused.stderr and "Traceback" not in refused.stderr
