@@ -4,6 +4,7 @@ Reads runs with `mlflow.search_runs` (a pandas DataFrame) and writes, into one f
   runs.csv, runs.md          the runs sorted by the objective, with the params that differ
   validation_curves.png      the per-epoch validation metric of every run on one plot
   objective_vs_params.png    the objective against each parameter that differs
+  parallel_coordinates.png   a search over 3+ parameters: every run across all of them
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from runner.store import default_tracking_uri  # noqa: E402
 
-# Params that differ between any two runs but say nothing about the setting.
-RUN_SPECIFIC = ("params.paths.output_dir", "params.logger.run_name")
+# Params that differ between runs but say nothing about the model or its training.
+RUN_SPECIFIC = ("params.paths.", "params.logger.", "params.trainer.verbose",
+                "params.trainer.resume", "params.trainer.intra_op_threads",
+                "params.trainer.inter_op_threads", "params.notes", "params.data.path")  # fmt: skip
 
 
 def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple[pd.DataFrame, str]:
@@ -65,7 +69,9 @@ def differing_params(runs: pd.DataFrame) -> list[str]:
     `model.name`), so a grid over `model=lenet,mlp` shows `model.name`, not every key that
     one model has and the other lacks. Without such overrides: every param that differs.
     """
-    columns = [c for c in runs.columns if c.startswith("params.") and c not in RUN_SPECIFIC]
+    columns = [
+        c for c in runs.columns if c.startswith("params.") and not c.startswith(RUN_SPECIFIC)
+    ]
     differing = [c for c in columns if as_text(runs[c]).nunique() > 1]
     if "tags.overrides" not in runs:
         return differing
@@ -110,42 +116,71 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short(param: str) -> str:
+    """`params.optimizer.lr` -> `lr`: a legend's or an axis' name for a param."""
+    return param.removeprefix("params.").split(".")[-1]
+
+
+def rounded(value: object) -> str:
+    """Numbers to 3 significant digits (0.0100000002 -> 0.01); anything else as it is."""
+    try:
+        return f"{float(str(value)):.3g}"
+    except ValueError:
+        return str(value)
+
+
 def run_label(row: pd.Series, params: list[str]) -> str:
-    """Short run id plus the settings that tell this run apart."""
-    settings = " ".join(f"{p.removeprefix('params.')}={row[p]}" for p in params)
-    return f"{row['run_id'][:8]} {settings}".strip()
+    """The settings that tell this run apart, else its short id."""
+    settings = " ".join(f"{short(p)}={rounded(row[p])}" for p in params if p in row)
+    return settings or row["run_id"][:8]
 
 
-def plot_validation_curves(client: MlflowClient, runs: pd.DataFrame, metric: str, path: Path):
-    figure, axis = plt.subplots(figsize=(9, 5))
+def load_histories(
+    client: MlflowClient, runs: pd.DataFrame, metric: str
+) -> dict[str, tuple[list[int], list[float]]]:
     params = differing_params(runs)
+    histories = {}
     for _, row in runs.iterrows():
         history = sorted(client.get_metric_history(row["run_id"], metric), key=lambda m: m.step)
         if history:
-            axis.plot(
-                [m.step + 1 for m in history],
-                [m.value for m in history],
-                marker="o",
-                label=run_label(row, params),
-            )
+            label = run_label(row, params)
+            label = label if label not in histories else f"{label} ({row['run_id'][:6]})"
+            histories[label] = ([m.step + 1 for m in history], [m.value for m in history])
+    return histories
+
+
+def plot_validation_curves(histories: dict, metric: str, path: Path) -> plt.Figure:
+    """Every run's curve; the legend (outside the axes) names each by what differs."""
+    figure, axis = plt.subplots(figsize=(10, 5), layout="constrained")
+    for label, (epochs, values) in histories.items():
+        axis.plot(epochs, values, marker="o", markersize=3, label=label)
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(metric)
     axis.set_title(f"{metric} of every run")
     axis.grid(alpha=0.3)
-    if len(runs) <= 20:
-        axis.legend(fontsize="small")
-    figure.tight_layout()
+    if histories:
+        columns = 1 if len(histories) <= 16 else 2
+        figure.legend(loc="outside right upper", fontsize="small", ncols=columns)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
-def plot_objective_vs_params(table: pd.DataFrame, params: list[str], objective: str, path: Path):
+def plot_objective_vs_params(
+    table: pd.DataFrame, params: list[str], objective: str, path: Path
+) -> plt.Figure | None:
+    """One panel per parameter that differs, wrapped three to a row."""
     key = f"best_{objective}"
     names = [p.removeprefix("params.") for p in params]
     if key not in table or not names:
-        return False
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
-    for axis, name in zip(axes[0], names, strict=True):
+        return None
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows),
+                                squeeze=False, layout="constrained")  # fmt: skip
+    for axis in axes.flat[len(names) :]:
+        axis.set_visible(False)
+    for axis, name in zip(axes.flat, names, strict=False):
         values = pd.to_numeric(table[name], errors="coerce")
         if values.notna().all():
             axis.scatter(values, table[key])
@@ -154,17 +189,58 @@ def plot_objective_vs_params(table: pd.DataFrame, params: list[str], objective: 
         else:  # categorical: one column of points per value
             labels = as_text(table[name])
             categories = sorted(labels.unique())
-            positions = labels.map(categories.index)
-            axis.scatter(positions, table[key])
-            axis.set_xticks(range(len(categories)), categories, rotation=30)
-        axis.set_xlabel(name)
+            axis.scatter(labels.map(categories.index), table[key])
+            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+        axis.set_xlabel(short(name))
         axis.set_ylabel(key)
         axis.grid(alpha=0.3)
     figure.suptitle(f"{key} against each parameter that differs")
-    figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    return figure
+
+
+def plot_parallel_coordinates(
+    table: pd.DataFrame, params: list[str], objective: str, path: Path
+) -> plt.Figure | None:
+    """A search over 3+ parameters: one line per run across the parameters' axes (each scaled
+    to its range), colored by the objective."""
+    key = f"best_{objective}"
+    names = [p.removeprefix("params.") for p in params]
+    if key not in table or len(names) < 3:
+        return None
+    axes_values, ticks = [], []
+    for name in [*names, key]:
+        numeric = pd.to_numeric(table[name], errors="coerce")
+        if numeric.notna().all():
+            low, high = numeric.min(), numeric.max()
+            axes_values.append((numeric - low) / ((high - low) or 1.0))
+            ticks.append((rounded(low), rounded(high)))
+        else:
+            labels = as_text(table[name])
+            categories = sorted(labels.unique())
+            codes = labels.map(categories.index).astype(float)
+            axes_values.append(codes / max(1, len(categories) - 1))
+            ticks.append((categories[0], categories[-1]))
+    figure, axis = plt.subplots(figsize=(2.2 * len(axes_values) + 2, 4.5), layout="constrained")
+    scores = pd.to_numeric(table[key], errors="coerce")
+    colors = plt.get_cmap("viridis")((scores - scores.min()) / ((scores.max() - scores.min()) or 1))
+    for run in range(len(table)):
+        axis.plot(range(len(axes_values)), [v.iloc[run] for v in axes_values], color=colors[run],
+                  alpha=0.8)  # fmt: skip
+    axis.set_xticks(range(len(axes_values)), [short(n) for n in names] + [key])
+    for position, (low, high) in enumerate(ticks):  # each axis' range, beside it
+        axis.axvline(position, color="0.6", linewidth=0.8, zorder=0)
+        axis.annotate(low, (position, 0), xytext=(4, 2), textcoords="offset points",
+                      ha="left", va="bottom", fontsize="small")  # fmt: skip
+        axis.annotate(high, (position, 1), xytext=(4, -2), textcoords="offset points",
+                      ha="left", va="top", fontsize="small")  # fmt: skip
+    axis.set_yticks([])
+    axis.set_ylim(-0.05, 1.05)
+    axis.set_title(f"{len(table)} runs across {len(names)} parameters, colored by {key}")
+    figure.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(scores.min(),
+                    scores.max())), ax=axis, label=key)  # fmt: skip
+    figure.savefig(path, dpi=100)
+    return figure
 
 
 def write_report(
@@ -193,10 +269,17 @@ def write_report(
         f"# {experiment}: {label}\n\n{len(table)} runs, sorted by best {objective} ({mode}).\n\n"
     )
     (folder / "runs.md").write_text(header + to_markdown(table))
-    plot_validation_curves(client, runs, objective, folder / "validation_curves.png")
-    plot_objective_vs_params(
-        table, differing_params(runs), objective, folder / "objective_vs_params.png"
-    )
+    params = differing_params(runs)
+    figures = [
+        plot_validation_curves(
+            load_histories(client, runs, objective), objective, folder / "validation_curves.png"
+        ),
+        plot_objective_vs_params(table, params, objective, folder / "objective_vs_params.png"),
+        plot_parallel_coordinates(table, params, objective, folder / "parallel_coordinates.png"),
+    ]
+    for figure in figures:
+        if figure is not None:
+            plt.close(figure)
     return folder
 
 
