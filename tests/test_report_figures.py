@@ -68,6 +68,6 @@ def test_legends_name_only_what_differs_rounded_and_nothing_is_clipped(search, t
     assert panels.get_size_inches()[0] <= 13  # three panels to a row, not a long strip
     parallel = report.plot_parallel_coordinates(table, params, "val_accuracy", tmp_path / "c.png")
     assert parallel is not None and texts_inside(parallel) == []
-    assert len(parallel.axes[0].lines) == 12
+    assert len(parallel.axes[0].lines) == 12 + 4  # a line per run, an axis line per column
     for name in ("curves.png", "p.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
