@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install lock train demo test test-fast lint format ui report bench clean
+.PHONY: install lock train demo test test-fast lint format ui serve report bench clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ ui: install
 	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
 	echo "MLflow UI on $$store: http://$(HOST):$(PORT)"; \
 	$(PY) -m mlflow ui --backend-store-uri "$$store" --host $(HOST) --port $(PORT)
+
+## serve: mlflow models serve MODEL=runs:/<id>/serving (or models:/<name>@champion) on PORT 5001
+serve: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')" \
+		$(PY) -m mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) --port $(or $(SERVE_PORT),5001)
 
 ## report: compare runs into experiments/ (ARGS="--sweep latest", "--experiment NAME", ...)
 report: install

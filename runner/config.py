@@ -355,6 +355,8 @@ class LoggerConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_model: bool = True
+    # Also log `serving`: the model for `mlflow models serve`, taking base64-encoded image files.
+    log_serving_model: bool = True
     # Register the logged model under this name (a new version per run); at the end of a sweep
     # the best job's model is registered and gets the alias `champion`.
     register_model: str | None = None

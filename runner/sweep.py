@@ -189,7 +189,8 @@ class MlflowSweepCallback(Callback):
         if not name:
             return
         models = self.client.search_logged_models(
-            [self.experiment_id], filter_string=f"source_run_id = '{best.info.run_id}'"
+            [self.experiment_id],
+            filter_string=f"source_run_id = '{best.info.run_id}' AND name = 'model'",
         )
         if not models:
             log.warning("the best job %s logged no model: no champion", best.info.run_id)

@@ -504,12 +504,15 @@ def log_model(
     class_names: list[str],
     register_as: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    serving: bool = False,
 ) -> None:
     """The run's model (registered as a new version of `register_as`, if set); kept as a
     `.keras` file (and sample) while the server is away."""
 
     def send() -> None:
         info = log_keras_model(model, sample, class_names, metadata)
+        if serving:
+            log_serving_model(model, class_names, metadata)
         if register_as:
             version = mlflow.register_model(info.model_uri, register_as)
             mlflow.set_tag("registered_model", f"{register_as} version {version.version}")
@@ -525,6 +528,35 @@ def log_model(
                 "sample": str(folder / "sample.npy"), "class_names": list(class_names)}  # fmt: skip
 
     _deliver(send, keep)
+
+
+def log_serving_model(
+    model: Any, class_names: list[str], metadata: Mapping[str, Any] | None = None
+) -> Any:
+    """The same model for `mlflow models serve`, also taking encoded image files (base64):
+    runner/serving_model.py, logged as an MLflow model from code (no pickle)."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from runner import serving_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        keras_file, classes = Path(folder) / "model.keras", Path(folder) / "classes.json"
+        model.save(keras_file)
+        classes.write_text(json.dumps({"class_names": list(class_names), **(metadata or {})}))
+        return mlflow.pyfunc.log_model(
+            name="serving",
+            python_model=serving_model.__file__,
+            artifacts={"keras_model": str(keras_file), "classes": str(classes)},
+            pip_requirements=[
+                f"tensorflow=={tf.__version__}",
+                f"keras=={keras.__version__}",
+                "pandas",
+                "numpy",
+            ],  # fmt: skip
+        )
 
 
 def log_keras_model(

@@ -221,6 +221,7 @@ def run(cfg: DictConfig) -> float:
                 tracking.log_model(
                     best, splits.test.sample(8), list(info.class_names),
                     register_as=cfg.logger.register_model, metadata=model_metadata(cfg, info),
+                    serving=cfg.logger.log_serving_model,
                 )  # fmt: skip
             objective = _objective(history, objective_metric, Mode(cfg.objective.mode))
             _print_summary(run, test_metrics, output_dir, cfg, device)

@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import mlflow
@@ -175,3 +176,68 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
     )  # fmt: skip
     assert refused.returncode == 2
     assert "are not the model's" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
+    """A real `mlflow models serve` on loopback: raw uint8 pixels and base64-encoded files get
+    the probabilities `runner.predict` prints."""
+    import base64
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    workspace, run, _, _ = trained
+    photo = tmp_path / "photo.png"
+    fx.picture(1, seed=4242, size=50).save(photo)
+    out = tmp_path / "out"
+    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model", str(photo),
+                     "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    [expected] = json.loads((out / "predictions.json").read_text())
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+         f"runs:/{run.info.run_id}/serving", "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=workspace.root,
+        env=workspace.env(  # its uvicorn is the virtualenv's, as after `source .venv/bin/activate`
+            MLFLOW_TRACKING_URI=workspace.tracking_uri,
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+    def ask(body: dict) -> list[dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())["predictions"]
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "mlflow models serve did not start"
+                time.sleep(0.5)
+        encoded = base64.b64encode(photo.read_bytes()).decode()
+        [from_file] = ask({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
+        pixels, _, _ = decode_files([photo], size=(32, 32), channels=3)
+        [from_pixels] = ask({"inputs": pixels.tolist()})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    for answer in (from_file, from_pixels):
+        assert answer["label"] == expected["labels"][0]
+        for label, probability in zip(expected["labels"], expected["probabilities"], strict=True):
+            assert answer[label] == pytest.approx(probability, rel=1e-4)

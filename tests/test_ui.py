@@ -99,8 +99,31 @@ def test_mlflow_ui_lists_the_sweep_runs_and_their_metrics(workspace, mlflow_serv
     compare = f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
     chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_compare.png'}", compare)
     dom = chromium("--dump-dom", compare)
-    assert {r.info.run_name for r in children} == {"lenet-digits #0", "lenet-digits #1"}
+    assert {r.info.run_name for r in children} == {"lenet-digits lr=0.05", "lenet-digits lr=0.01"}
     for child in children:
         assert child.info.run_name in dom
     assert "best_val_accuracy" in dom and "test_accuracy" in dom, "metric rows are shown"
     assert "optimizer.lr" in dom, "the swept param is shown"
+
+
+def test_mlflow_ui_shows_the_demo_runs_dataset_and_metrics(workspace, mlflow_server):
+    result = workspace.run("experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=demo",
+                           "logger.log_model=false")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    experiment_id = client.get_experiment_by_name("demo").experiment_id
+    [run] = client.search_runs([experiment_id])
+    SCREENSHOT_DIR.mkdir(exist_ok=True)
+    # The runs table: the run, with its dataset (logged as MLflow inputs) in the Dataset column.
+    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
+    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_demo_runs.png'}", runs_page)
+    text = re.sub(r"<[^>]+>", " ", chromium("--dump-dom", runs_page))
+    assert run.info.run_name in text
+    assert re.search(r"digits\s*\(?\s*" + run.data.tags["data.train_digest"][:4], text) or (
+        "digits" in text.split(run.info.run_name, 1)[1]
+    ), "the Dataset column names the run's data"
+    # The run's page: its metrics, the test accuracy among them.
+    run_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_demo_run.png'}", run_page)
+    text = re.sub(r"<[^>]+>", " ", chromium("--dump-dom", run_page))
+    assert "test_accuracy" in text and f"{run.data.metrics['test_accuracy']:.3f}"[:4] in text
