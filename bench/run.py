@@ -70,6 +70,44 @@ def steady(seconds: list[float]) -> float:
     return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
+def logged_epoch_seconds(uri: str, experiment: str) -> list[float]:
+    """`epoch_seconds` of the latest run of an experiment, by epoch."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])[0]
+    history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def alternate(label: str, names: tuple[str, str], rounds: int, run_one) -> dict[str, list]:
+    """A and B in alternating order (A B, B A, ...); `run_one(name)` returns
+    (epoch seconds, wall seconds, peak RSS MB). Returns every round's figures per name."""
+    results: dict[str, list] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            epochs_s, wall, rss = run_one(name)
+            results[name].append(
+                {"epoch_seconds": epochs_s, "wall_seconds": wall, "peak_rss_mb": rss}
+            )
+            print(
+                f"  {label} round {round_ + 1} {name}: epoch {steady(epochs_s):.2f} s, "
+                f"process {wall:.1f} s, {rss:.0f} MB",
+                flush=True,
+            )
+    return results
+
+
+def summary(runs: list[dict]) -> dict:
+    """Medians over the rounds (steady epoch, process wall) and the highest peak memory."""
+    return {
+        "steady_epoch_seconds": statistics.median(steady(r["epoch_seconds"]) for r in runs),
+        "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
 def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from tests.fixtures import balanced_labels, class_images
@@ -111,40 +149,15 @@ def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
         "0.1",
     ]
     env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
-    results: dict[str, list] = {"runner": [], "bare": []}
-    import mlflow
 
-    for round_ in range(rounds):
-        for name in ("runner", "bare") if round_ % 2 == 0 else ("bare", "runner"):
-            output, wall, rss = run_process(
-                runner_args if name == "runner" else bare_args, work, env
-            )
-            if name == "bare":
-                epochs_s = json.loads(output.strip().splitlines()[-1])["epoch_seconds"]
-            else:
-                client = mlflow.MlflowClient(uri)
-                experiment = client.get_experiment_by_name("bench").experiment_id
-                run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
-                history = client.get_metric_history(run.info.run_id, "epoch_seconds")
-                epochs_s = [m.value for m in sorted(history, key=lambda m: m.step)]
-            results[name].append(
-                {"epoch_seconds": epochs_s, "wall_seconds": wall, "peak_rss_mb": rss}
-            )
-            print(
-                f"  overhead round {round_ + 1} {name}: epoch {steady(epochs_s):.2f} s, "
-                f"process {wall:.1f} s, {rss:.0f} MB",
-                flush=True,
-            )
+    def run_one(name: str) -> tuple[list[float], float, float]:
+        output, wall, rss = run_process(runner_args if name == "runner" else bare_args, work, env)
+        if name == "bare":
+            return json.loads(output.strip().splitlines()[-1])["epoch_seconds"], wall, rss
+        return logged_epoch_seconds(uri, "bench"), wall, rss
 
-    def summary(name: str) -> dict:
-        runs = results[name]
-        return {
-            "steady_epoch_seconds": statistics.median(steady(r["epoch_seconds"]) for r in runs),
-            "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-        }
-
-    runner, bare = summary("runner"), summary("bare")
+    results = alternate("overhead", ("runner", "bare"), rounds, run_one)
+    runner, bare = summary(results["runner"]), summary(results["bare"])
     return {
         "what": f"LeNet on {samples} MNIST-format images, {epochs} epochs, batch 128",
         "runner": runner,
@@ -298,8 +311,6 @@ def bench_accuracy(work: Path, target: float = 0.9) -> dict:
 def bench_transfer(
     work: Path, rounds: int, *, count: int, epochs: int, backbone: str, size: int
 ) -> dict:
-    import mlflow
-
     folder = work / "transfer_images"
     if not folder.exists():
         write_jpeg_folder(folder, count)
@@ -312,34 +323,14 @@ def bench_transfer(
         "trainer.verbose=2", "logger.log_model=false", f"logger.tracking_uri={uri}",
         "logger.experiment=bench_transfer",
     ]  # fmt: skip
-    client = mlflow.MlflowClient(uri)
-    results: dict[str, list] = {"cached": [], "naive": []}
-    for round_ in range(rounds):
-        for name in ("cached", "naive") if round_ % 2 == 0 else ("naive", "cached"):
-            cache = "true" if name == "cached" else "false"
-            _, wall, rss = run_process([*args, f"model.cache_features={cache}"], work)
-            experiment = client.get_experiment_by_name("bench_transfer").experiment_id
-            run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
-            history = client.get_metric_history(run.info.run_id, "epoch_seconds")
-            epochs_s = [m.value for m in sorted(history, key=lambda m: m.step)]
-            results[name].append(
-                {"epoch_seconds": epochs_s, "wall_seconds": wall, "peak_rss_mb": rss}
-            )
-            print(
-                f"  transfer round {round_ + 1} {name}: epoch {steady(epochs_s):.2f} s, "
-                f"process {wall:.1f} s, {rss:.0f} MB",
-                flush=True,
-            )
 
-    def summary(name: str) -> dict:
-        runs = results[name]
-        return {
-            "steady_epoch_seconds": statistics.median(steady(r["epoch_seconds"]) for r in runs),
-            "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-        }
+    def run_one(name: str) -> tuple[list[float], float, float]:
+        cache = "true" if name == "cached" else "false"
+        _, wall, rss = run_process([*args, f"model.cache_features={cache}"], work)
+        return logged_epoch_seconds(uri, "bench_transfer"), wall, rss
 
-    cached, naive = summary("cached"), summary("naive")
+    results = alternate("transfer", ("cached", "naive"), rounds, run_one)
+    cached, naive = summary(results["cached"]), summary(results["naive"])
     return {
         "what": f"{backbone} frozen at {size}x{size}, {count} JPEGs (75% train), {epochs} epochs",
         "cached_features": cached,

@@ -115,7 +115,7 @@ def test_four_parallel_joblib_jobs_all_arrive_complete(workspace):
         assert {"class_names.json", "config", "plots", "reports"} <= files
         models = client.search_logged_models(
             experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{run.info.run_id}'",
+            filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'model'",
         )
         assert len(models) == 1
 
