@@ -112,7 +112,12 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(root=root, data_dir=tmp_path / "cache")
 
 
-FAST = ["trainer.epochs=1", "trainer.batch_size=32", "logger.experiment=tests"]
+FAST = [
+    "trainer.epochs=1",
+    "trainer.batch_size=32",
+    "logger.experiment=tests",
+    "logger.log_serving_model=false",  # tests of serving ask for it
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
