@@ -28,6 +28,8 @@ from runner.interrupts import Terminated, install_sigterm
 # Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
 # itself reports the device it trains on.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# MLflow's per-file progress bars while it logs a model: noise between the epoch lines.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 register_configs()
 log = logging.getLogger("runner")
 USER_ERROR = 2

@@ -537,26 +537,30 @@ def log_serving_model(
     runner/serving_model.py, logged as an MLflow model from code (no pickle)."""
     import tempfile
 
+    with tempfile.TemporaryDirectory() as folder:
+        keras_file, classes = Path(folder) / "model.keras", Path(folder) / "classes.json"
+        model.save(keras_file)
+        classes.write_text(json.dumps({"class_names": list(class_names), **(metadata or {})}))
+        return _log_serving(keras_file, classes)
+
+
+def _log_serving(keras_file: Path, classes: Path) -> Any:
     import keras
     import tensorflow as tf
 
     from runner import serving_model
 
-    with tempfile.TemporaryDirectory() as folder:
-        keras_file, classes = Path(folder) / "model.keras", Path(folder) / "classes.json"
-        model.save(keras_file)
-        classes.write_text(json.dumps({"class_names": list(class_names), **(metadata or {})}))
-        return mlflow.pyfunc.log_model(
-            name="serving",
-            python_model=serving_model.__file__,
-            artifacts={"keras_model": str(keras_file), "classes": str(classes)},
-            pip_requirements=[
-                f"tensorflow=={tf.__version__}",
-                f"keras=={keras.__version__}",
-                "pandas",
-                "numpy",
-            ],  # fmt: skip
-        )
+    return mlflow.pyfunc.log_model(
+        name="serving",
+        python_model=serving_model.__file__,
+        artifacts={"keras_model": str(keras_file), "classes": str(classes)},
+        pip_requirements=[
+            f"tensorflow=={tf.__version__}",
+            f"keras=={keras.__version__}",
+            "pandas",
+            "numpy",
+        ],
+    )
 
 
 def log_keras_model(
