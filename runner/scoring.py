@@ -25,6 +25,7 @@ from runner.config import register_configs
 from runner.errors import RunnerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 register_configs()
 log = logging.getLogger("runner.evaluate")
 OPTIONS: dict[str, str] = {"--model": "", "--split": "all"}
