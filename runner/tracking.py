@@ -346,7 +346,8 @@ def upload_checkpoints(run_id: str, checkpoint_dir: Path) -> None:
     from runner.checkpoints import check_checkpoint
 
     client = mlflow.MlflowClient()
-    for path in sorted(checkpoint_dir.glob("*.keras")) if checkpoint_dir.is_dir() else []:
+    found = sorted(checkpoint_dir.glob("[!.]*.keras")) if checkpoint_dir.is_dir() else []
+    for path in found:  # not a partial save (hidden name)
         problem = check_checkpoint(path)
         if problem:
             note = {"checkpoint": f"{path.name} not logged: {problem}"}

@@ -344,14 +344,22 @@ def _compile(
 
 
 class _CheckpointOf(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint saving `model` while a part of it (the head, on cached features) trains."""
+    """ModelCheckpoint saving `model` while a part of it (the head, on cached features) trains,
+    atomically: Keras writes a partial file, renamed over `path` once complete, so a kill in
+    the middle of a save never leaves a cut-off checkpoint (the previous best stays)."""
 
-    def __init__(self, model: keras.Model, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, model: keras.Model, path: Path, **kwargs) -> None:
+        self.partial, self.path = path.with_name(f".{path.stem}.partial.keras"), path
+        super().__init__(self.partial, **kwargs)
         self._saved = model
 
     def set_model(self, model: keras.Model) -> None:
         super().set_model(self._saved)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.partial.exists():
+            os.replace(self.partial, self.path)
 
 
 class _SaveLast(keras.callbacks.Callback):
