@@ -24,6 +24,7 @@ from runner.checks import check_config
 from runner.config import Mode, register_configs
 from runner.errors import Interrupted, RunnerError
 from runner.interrupts import Terminated, install_sigterm
+from runner.joblog import to_log_file
 
 # Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
 # itself reports the device it trains on.
@@ -35,19 +36,8 @@ log = logging.getLogger("runner")
 USER_ERROR = 2
 
 
-def log_to_file(message: str, error: BaseException) -> None:
-    """The full traceback, for the job's log file only (the console gets one line)."""
-    record = logging.LogRecord(
-        "runner", logging.ERROR, __file__, 0, message, None,
-        (type(error), error, error.__traceback__),
-    )  # fmt: skip
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 def stop(message: str, error: BaseException, code: int) -> None:
-    log_to_file(message, error)
+    to_log_file(message, error)
     print(message, file=sys.stderr, flush=True)
     sys.exit(code)
 
@@ -81,7 +71,7 @@ def main(cfg: DictConfig) -> float | None:
 def _failed_job(cfg: DictConfig, error: Exception) -> float:
     """A sweep goes on past a failed job, which it counts: a job that failed before its MLflow
     run existed gets a FAILED run with the reason, like the others."""
-    log_to_file(f"job failed: {error}", error)
+    to_log_file(f"job failed: {error}", error)
     log.error("job failed: %s", error)
     if not getattr(error, "run_logged", False):
         try:

@@ -29,6 +29,7 @@ from runner.data.pipeline import to_dataset, training_batches
 from runner.errors import Interrupted, RunnerError
 from runner.evaluate import evaluate
 from runner.interrupts import Terminated, signal_name
+from runner.joblog import to_log_file
 from runner.models import pretrained
 from runner.sweep import SWEPT_KEYS_ENV
 
@@ -49,14 +50,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         tracking.log_epoch(metrics, epoch)
         # The job's log file holds the run too (Keras prints its progress to the console only).
         line = "  ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
-        _to_log_file(f"epoch {epoch + 1}: {line}")
-
-
-def _to_log_file(message: str) -> None:
-    record = logging.LogRecord("runner.train", logging.INFO, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+        to_log_file(f"epoch {epoch + 1}: {line}")
 
 
 def configure_tensorflow(cfg: DictConfig) -> str:
