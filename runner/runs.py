@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("No unfinished runs." if args.all else "No RUNNING runs.")
         return 0
+    states: list[str] = []  # checked once per run: a process may end while we look
     for run in runs:
         tags = run.data.tags
         alive = run.info.status == "RUNNING" and process_alive(tags)
         state = "alive" if alive else ("dead" if run.info.status == "RUNNING" else "ended")
+        states.append(state)
         started = datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         output_dir = tags.get("output_dir", "?")
         resumable = saved_config(Path(output_dir)) is not None
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    resume: {resume_command(run)}")
             else:
                 print("    no resume state in its job folder: it cannot be resumed")
-    dead = sum(r.info.status == "RUNNING" and not process_alive(r.data.tags) for r in runs)
+    dead = sum(state == "dead" for state in states)
     if dead and not args.mark_killed:
         print(f"\n{dead} run(s) RUNNING with no process: `python -m runner.runs --mark-killed` "
               "marks them KILLED.")  # fmt: skip

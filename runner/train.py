@@ -188,9 +188,10 @@ def run(cfg: DictConfig) -> float:
                     ),
                 )
             model = models.build(cfg.model, info, weights)
+            metadata = model_metadata(cfg, info)  # how to read the model's outputs
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             (checkpoint_dir / "classes.json").write_text(  # for predict on a .keras file
-                json.dumps({"class_names": list(info.class_names), **model_metadata(cfg, info)})
+                json.dumps({"class_names": list(info.class_names), **metadata})
             )
             loss, metrics = models.heads.loss_and_metrics(info)
             objective_metric = cfg.objective.metric or models.heads.default_objective(info)
@@ -207,14 +208,14 @@ def run(cfg: DictConfig) -> float:
                 best,
                 splits,
                 batch_size=cfg.trainer.batch_size,
-                threshold=OmegaConf.select(cfg, "data.threshold", default=0.5),
+                threshold=metadata["threshold"],
                 title=f"{cfg.model.name} on {info.name}",
             )
             _log_plots(history, info, cfg)
             if cfg.logger.log_model:
                 tracking.log_model(
                     best, splits.test.sample(8), list(info.class_names),
-                    register_as=cfg.logger.register_model, metadata=model_metadata(cfg, info),
+                    register_as=cfg.logger.register_model, metadata=metadata,
                     serving=cfg.logger.log_serving_model,
                 )  # fmt: skip
             objective = _objective(history, objective_metric, Mode(cfg.objective.mode))
