@@ -51,6 +51,7 @@ class Classifier:
     input_shape: tuple[int, int, int]
     task: str = "multiclass"
     threshold: float = 0.5
+    model: Any = None  # the Keras model behind `classify`, when there is one (not ImageNet's)
 
 
 @dataclass
@@ -153,6 +154,7 @@ def _classifier(model: Any, metadata: dict[str, Any]) -> Classifier:
         input_shape=tuple(model.input_shape[1:]),
         task=metadata.get("task", "multiclass"),
         threshold=float(metadata.get("threshold", 0.5)),
+        model=model,
     )
 
 

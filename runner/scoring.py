@@ -98,7 +98,7 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
         chosen = replace(chosen, y=order[chosen.y])
     info = replace(info, class_names=tuple(classifier.class_names))
     scored = Splits(train=chosen, val=chosen, test=chosen, info=info)
-    model = _keras_model(model_uri, cfg.logger.tracking_uri)
+    model = classifier.model  # loaded once, by the same code as runner.predict
     loss, metrics = loss_and_metrics(info)
     model.compile(optimizer="sgd", loss=loss, metrics=metrics)
     source_run = getattr(model_info, "run_id", None) if model_info else None
@@ -132,16 +132,6 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
     shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
     print(f"\n[runner.evaluate] {len(chosen)} images of data={info.name} ({split}): {shown}\n"
           f"[runner.evaluate] MLflow run {run.info.run_id} (source run {source_run})")  # fmt: skip
-
-
-def _keras_model(uri: str, tracking_uri: str):
-    import keras
-    import mlflow
-
-    if uri.endswith(".keras"):
-        return keras.saving.load_model(uri, safe_mode=True, compile=False)
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.keras.load_model(uri)
 
 
 def entry() -> None:
