@@ -3,9 +3,11 @@
 Hydra merges `conf/**.yaml` into these dataclasses, so an unknown key or a value of the wrong
 type is rejected while the config is composed: before TensorFlow is even imported.
 
-Each group option's YAML file starts with a defaults list naming its schema
-(`- /schema/model/lenet@_here_`), the pattern of Hydra's "structured config schema" tutorial: the
-group's field is typed with the base class, the option picks the subclass that holds its own keys.
+Here live the base schemas and the groups with one schema (augmentation, trainer, logger, paths).
+A data, model or optimizer option declares its own schema beside its code (runner/registry.py)
+and its YAML file starts with a defaults list naming it (`- /schema/model/lenet@_here_`), the
+pattern of Hydra's "structured config schema" tutorial: the group's field is typed with the
+base class, the option picks the subclass that holds its own keys and their defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -48,14 +51,6 @@ class DownloadedDataConfig(DataConfig):
     timeout: float = 60.0  # seconds without a byte from the mirror before a download fails
 
 
-@dataclass
-class DigitsDataConfig(DataConfig):
-    """scikit-learn's bundled 8x8 digits, upscaled: works offline, trains in seconds."""
-
-    image_size: int = 28
-    test_fraction: float = 0.2
-
-
 class ColorMode(Enum):
     rgb = "rgb"
     grayscale = "grayscale"
@@ -74,49 +69,6 @@ class ImageDataConfig(DataConfig):
     max_pixels: int = 89_478_485
 
 
-@dataclass
-class FolderDataConfig(ImageDataConfig):
-    """One sub-folder per class. Test is a seeded, stratified fraction; validation comes from
-    the rest (trainer.validation_split)."""
-
-    test_split: float = 0.25
-
-
-@dataclass
-class CatsVsDogsDataConfig(ImageDataConfig):
-    """Kaggle's train/ (cat.N.jpg, dog.N.jpg), its zip, or Microsoft's PetImages/Cat|Dog/N.jpg.
-    Ordered by N: the first `train_per_class` of each class train, the next ones validation,
-    then test."""
-
-    train_per_class: int = 1000
-    val_per_class: int = 500
-    test_per_class: int = 500
-
-
-class VocSplit(Enum):
-    imagesets = "imagesets"  # ImageSets/Main train.txt / val.txt
-    random = "random"  # seeded fractions of all annotation files
-
-
-class Difficult(Enum):
-    include = "include"  # an object flagged difficult still makes its class present
-    exclude = "exclude"  # ignore difficult objects (the class is present only via others)
-
-
-@dataclass
-class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
-    """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched
-    like the other downloaded datasets (mirror, files, verify_checksum)."""
-
-    year: str = "2012"
-    split: VocSplit = VocSplit.imagesets
-    # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
-    train_fraction: float = 0.7
-    val_fraction: float = 0.2
-    difficult: Difficult = Difficult.include
-    threshold: float = 0.5  # a class is predicted present at this probability
-
-
 # -------------------------------------------------------------------------------------- model
 
 
@@ -128,109 +80,6 @@ class ModelConfig:
     # (Optional only so that `pretrained` can leave it to its backbone.)
     input_size: list[int] | None = field(default_factory=lambda: [32, 32])
     color_mode: ColorMode = ColorMode.rgb
-
-
-@dataclass
-class LeNetConfig(ModelConfig):
-    filters: list[int] = field(default_factory=lambda: [20, 50])
-    kernel_size: int = 5
-    dense_units: int = 500
-    activation: str = "relu"
-    # Dropout before the dense layer; 0 is the tutorial's LeNet.
-    dropout: float = 0.0
-
-
-@dataclass
-class MLPConfig(ModelConfig):
-    hidden_units: list[int] = field(default_factory=lambda: [1024, 512])
-    activation: str = "sigmoid"
-    dropout: float = 0.0
-
-
-@dataclass
-class SmallVGGNetConfig(ModelConfig):
-    # (filters, convs) per block; each block ends with max pooling and dropout.
-    blocks: list[list[int]] = field(default_factory=lambda: [[32, 1], [64, 2], [128, 3]])
-    dense_units: int = 512
-    conv_dropout: float = 0.25
-    dense_dropout: float = 0.5
-
-
-@dataclass
-class ConvNetSmallConfig(ModelConfig):
-    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    dense_units: int = 512
-    dropout: float = 0.0  # before the dense layer; 0.5 in the augmented variant
-
-
-@dataclass
-class VGG16Config(ModelConfig):
-    fc_units: int = 4096  # width of the two fully connected layers of the head
-    dropout: float = 0.0
-
-
-@dataclass
-class CifarCNNConfig(ModelConfig):
-    filters: int = 32
-    dense_units: int = 1024
-    conv_dropout: float = 0.25
-    dense_dropout: float = 0.5
-
-
-class Backbone(Enum):
-    """`keras.applications` networks usable as pretrained backbones (runner/models/backbones.py)."""
-
-    vgg16 = "vgg16"
-    vgg19 = "vgg19"
-    resnet50 = "resnet50"
-    inception_v3 = "inception_v3"
-    inception_resnet_v2 = "inception_resnet_v2"
-    xception = "xception"
-    mobilenet = "mobilenet"
-    mobilenet_v2 = "mobilenet_v2"
-    efficientnet_b0 = "efficientnet_b0"
-
-
-class Strategy(Enum):
-    feature_extraction = "feature_extraction"  # backbone frozen, only the new head trains
-    fine_tune = "fine_tune"  # the head first, then the top of the backbone at a lower rate
-    full = "full"  # every layer trains from the first epoch
-
-
-class Pooling(Enum):
-    avg = "avg"
-    max = "max"
-    flatten = "flatten"
-
-
-@dataclass
-class FineTuneConfig:
-    """The second phase of `strategy=fine_tune`, after `trainer.epochs` epochs of the head."""
-
-    epochs: int = 10
-    lr: float = 1e-5
-    # The top `unfreeze_layers` layers of the backbone train, or every layer from the one named
-    # `unfreeze_from` (e.g. block5_conv1 for VGG16) when set. BatchNorm layers stay frozen.
-    unfreeze_layers: int = 4
-    unfreeze_from: str | None = None
-
-
-@dataclass
-class PretrainedConfig(ModelConfig):
-    backbone: Backbone = Backbone.vgg16
-    # imagenet (fetched like a dataset file), null (random initialisation) or a weights file.
-    weights: str | None = "imagenet"
-    weights_mirror: str = "https://storage.googleapis.com"
-    # Checksum of the fetched weights file; null: the md5 Keras publishes for it.
-    weights_hash: str | None = None
-    input_size: list[int] | None = None  # null: the backbone's default (224, or 299)
-    strategy: Strategy = Strategy.feature_extraction
-    pooling: Pooling = Pooling.avg
-    dense_units: int = 0  # a hidden ReLU layer in the head; 0: none
-    dropout: float = 0.0
-    # feature_extraction without augmentation: run the frozen backbone once per image.
-    cache_features: bool = True
-    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
 # ---------------------------------------------------------------------------------- optimizer
@@ -249,26 +98,6 @@ class OptimizerConfig:
     schedule: Schedule = Schedule.constant
     # Per-step decay of the inverse-time schedule; null means the tutorials' rule lr / epochs.
     decay_rate: float | None = None
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    momentum: float = 0.0
-    nesterov: bool = False
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-
-
-@dataclass
-class RMSpropConfig(OptimizerConfig):
-    rho: float = 0.9
-    momentum: float = 0.0
-    epsilon: float = 1e-7
 
 
 # ------------------------------------------------------------------------------- augmentation
@@ -399,42 +228,44 @@ class Config:
     notes: Any = None
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {
-        "downloaded": DownloadedDataConfig,
-        "digits": DigitsDataConfig,
-        "folder": FolderDataConfig,
-        "cats_vs_dogs": CatsVsDogsDataConfig,
-        "voc": VocDataConfig,
-    },
-    "model": {
-        "lenet": LeNetConfig,
-        "mlp": MLPConfig,
-        "cifar_cnn": CifarCNNConfig,
-        "smallvggnet": SmallVGGNetConfig,
-        "convnet_small": ConvNetSmallConfig,
-        "vgg16": VGG16Config,
-        "pretrained": PretrainedConfig,
-    },
-    "optimizer": {
-        "sgd": SGDConfig,
-        "adam": AdamConfig,
-        "rmsprop": RMSpropConfig,
-    },
-    "augmentation": {"augmentation": AugmentationConfig},
-    "trainer": {"trainer": TrainerConfig},
-    "logger": {"logger": LoggerConfig},
-    "paths": {"paths": PathsConfig},
+# Groups with one schema; data, model and optimizer options register theirs beside their code.
+SCHEMAS: dict[str, type] = {
+    "augmentation": AugmentationConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
 }
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def config_groups() -> str:
+    """`group: option, option, ...` for every folder of conf/, as Hydra's help prints them."""
+    lines = []
+    for folder in sorted(path for path in CONF_DIR.iterdir() if path.is_dir()):
+        names = sorted(path.stem for path in folder.glob("*.yaml"))
+        lines.append(f"{folder.name}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
 def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore (as `schema/<group>/<name>`); cheap: option
+    modules load Keras and TensorFlow only when they build something."""
+    from runner.registry import DATASETS, MODELS, OPTIMIZERS
+
     # A short random suffix for job folders; cached, so every use in one process agrees.
     OmegaConf.register_new_resolver(
         "runner_unique", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True
     )
+    # For `--help`: the groups a user picks from (Hydra's own list shows the schema/ groups too).
+    OmegaConf.register_new_resolver("runner_config_groups", config_groups, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for group, options in SCHEMAS.items():
-        for name, node in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
+    for group, node in SCHEMAS.items():
+        cs.store(group=f"schema/{group}", name=group, node=node)
+    for registry in (DATASETS, MODELS, OPTIMIZERS):
+        for name, option in registry.options().items():
+            schema = OmegaConf.structured(option.schema)
+            schema.name = name  # the option's name is its registered name: never restated
+            cs.store(group=f"schema/{registry.group}", name=name, node=schema)

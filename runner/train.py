@@ -22,7 +22,7 @@ from runner import augment, epoch_state, models, normalize, optimizers, plots, r
 from runner import data as data_sources
 from runner.checkpoints import check_checkpoint
 from runner.checks import check_config
-from runner.config import ColorMode, Keep, Mode, Strategy
+from runner.config import ColorMode, Keep, Mode
 from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
 from runner.data.images import DEFAULT_MAX_PIXELS
 from runner.data.pipeline import to_dataset, training_batches
@@ -30,7 +30,8 @@ from runner.errors import Interrupted, RunnerError
 from runner.evaluate import evaluate
 from runner.interrupts import Terminated, signal_name
 from runner.joblog import to_log_file
-from runner.models import pretrained
+from runner.models import heads, pretrained
+from runner.models.pretrained import Strategy
 from runner.sweep import SWEPT_KEYS_ENV
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,8 @@ def run(cfg: DictConfig) -> float:
             (checkpoint_dir / "classes.json").write_text(  # for predict on a .keras file
                 json.dumps({"class_names": list(info.class_names), **metadata})
             )
-            loss, metrics = models.heads.loss_and_metrics(info)
-            objective_metric = cfg.objective.metric or models.heads.default_objective(info)
+            loss, metrics = heads.loss_and_metrics(info)
+            objective_metric = cfg.objective.metric or heads.default_objective(info)
             tracking.set_tag("objective_metric", objective_metric)
             check_monitors(cfg.trainer, objective_metric, metrics)
             tracking.log_text(_summary_text(model), "model_summary.txt")
@@ -332,7 +333,7 @@ def _compile(
     """Compile with fresh metric objects; the optimizer is built now, so a saved model holds
     all of its variables and loads back without warnings. No optimizer config: the model is
     only evaluated (plain SGD: no per-weight slots, never stepped)."""
-    loss, metrics = models.heads.loss_and_metrics(info)
+    loss, metrics = heads.loss_and_metrics(info)
     optimizer = optimizers.build(optimizer_cfg, epochs=epochs) if optimizer_cfg else "sgd"
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     model.optimizer.build(model.trainable_variables)

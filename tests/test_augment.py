@@ -124,7 +124,7 @@ def fitted_model(overrides: list[str], train_x: np.ndarray, tmp_path):
     import keras
 
     from runner import models, normalize
-    from runner.config import LeNetConfig
+    from runner.models.lenet import LeNetConfig
 
     cfg = compose_cfg(overrides)
     info = DataInfo("x", train_x.shape[1:], ("a", "b"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
@@ -12,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from runner.config import register_configs
+from runner.registry import DATASETS, MODELS, OPTIMIZERS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -91,3 +95,67 @@ def test_model_keys_belong_to_their_model(hydra_conf):
     assert list(cfg.model.hidden_units) == [64]
     with pytest.raises(ConfigCompositionException):
         compose("config", overrides=["model=lenet", "model.hidden_units=[64]"])
+
+
+REGISTRIES = {registry.group: registry for registry in (DATASETS, MODELS, OPTIMIZERS)}
+
+
+@pytest.mark.parametrize("group", sorted(REGISTRIES))
+def test_each_option_is_one_module_one_yaml_and_its_name(group):
+    """conf/<group>/<name>.yaml <-> a registered option <name>, whose schema the YAML names."""
+    registered = REGISTRIES[group].options()
+    assert options(group) == sorted(registered)
+    for name in registered:
+        text = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
+        assert text["defaults"][0] == f"/schema/{group}/{name}@_here_"
+        assert "name" not in text  # the registered name is the only one
+
+
+def _restated(values: dict, defaults: dict, prefix: str = "") -> list[str]:
+    found = []
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            found += _restated(value, defaults[key], f"{prefix}{key}.")
+        elif key in defaults and value == defaults[key]:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+@pytest.mark.parametrize("group", sorted(REGISTRIES))
+def test_yaml_options_hold_no_copy_of_a_schema_default(group):
+    """A default lives in one place: the schema beside the code (runner/<group>/<name>.py)."""
+    for name, option in REGISTRIES[group].options().items():
+        values = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
+        values.pop("defaults")
+        defaults = OmegaConf.to_container(OmegaConf.structured(option.schema), enum_to_str=True)
+        assert _restated(values, defaults) == [], f"conf/{group}/{name}.yaml"
+
+
+def test_composing_a_config_imports_neither_tensorflow_nor_scikit_learn():
+    """The CLI rejects a bad override in a moment: nothing heavy is imported to compose."""
+    code = (
+        "import sys, types\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from runner.config import register_configs\n"
+        "register_configs()\n"
+        f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
+        "    compose('config', overrides=['model=pretrained', 'data=voc', 'optimizer=adam'])\n"
+        "loaded = [m for m in ('tensorflow', 'keras', 'sklearn', 'mlflow')\n"
+        "          if type(sys.modules.get(m)) is types.ModuleType]\n"
+        "print(','.join(loaded) or 'none')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"
+
+
+def test_help_lists_the_groups_a_user_picks_from_and_nothing_else():
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
+    )
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0]: line.split(": ")[1].split(", ")
+              for line in groups.splitlines() if ": " in line}  # fmt: skip
+    assert sorted(listed) == sorted(path.name for path in CONF.iterdir() if path.is_dir())
+    assert listed["model"] == options("model") and "schema/model" not in result.stdout
+    assert "README.md" in result.stdout and "../" not in result.stdout

@@ -9,9 +9,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from runner.config import DigitsDataConfig, DownloadedDataConfig, FileSpec
-from runner.data import LoadContext, digits, load
+from runner.config import DownloadedDataConfig, FileSpec
+from runner.data import LoadContext, load
 from runner.data.cifar10 import read_archive
+from runner.data.digits import DigitsDataConfig
 from runner.data.download import fetch
 from runner.data.fashion_mnist import read_idx
 from runner.data.mnist import read_npz
@@ -126,7 +127,8 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
 
 
 def test_digits_ships_with_scikit_learn(tmp_path):
-    raw = digits.load(DigitsDataConfig(name="digits"), data_dir=tmp_path, seed=0)
-    assert raw.x_train.shape[1:] == (28, 28) and raw.x_train.dtype == np.uint8
-    assert len(raw.x_train) + len(raw.x_test) == 1797
-    assert raw.x_train.max() > 200  # 0-16 scaled to 0-255
+    context = LoadContext(tmp_path, 0, validation_split=0.2, image_size=(1, 1), channels=1)
+    splits = load(DigitsDataConfig(name="digits"), context)
+    assert splits.train.x.shape[1:] == (28, 28, 1) and splits.train.x.dtype == np.uint8
+    assert sum(splits.sizes().values()) == 1797
+    assert splits.train.x.max() > 200  # 0-16 scaled to 0-255

@@ -69,12 +69,10 @@ def test_missing_file_offline_names_file_url_and_folder(workspace):
 
 
 def test_unknown_model_lists_the_options_without_starting_a_run(workspace):
-    started = time.monotonic()
     result = workspace.run("model=resnet9000", *FAST)
     assert result.returncode == 1
     assert "Could not find 'model/resnet9000'" in result.stderr
     assert "lenet" in result.stderr and "mlp" in result.stderr
-    assert time.monotonic() - started < 30  # rejected before TensorFlow is imported
     assert statuses(workspace) == []
 
 

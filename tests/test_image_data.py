@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.config import CatsVsDogsDataConfig, FolderDataConfig, VocDataConfig
 from runner.data import LoadContext, load
+from runner.data.cats_vs_dogs import CatsVsDogsDataConfig
+from runner.data.folders import FolderDataConfig
 from runner.data.images import decode_files
+from runner.data.voc import VocDataConfig
 from runner.errors import DataError
 from tests import image_fixtures as fx
 

@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 
 from runner import models
-from runner.config import (
-    CifarCNNConfig,
-    ConvNetSmallConfig,
-    LeNetConfig,
-    MLPConfig,
-    SmallVGGNetConfig,
-    VGG16Config,
-)
 from runner.data.base import DataInfo
 from runner.errors import RunnerError
+from runner.models.cifar_cnn import CifarCNNConfig
+from runner.models.convnet_small import ConvNetSmallConfig
+from runner.models.lenet import LeNetConfig
+from runner.models.mlp import MLPConfig
+from runner.models.smallvggnet import SmallVGGNetConfig
+from runner.models.vgg16 import VGG16Config
 
 DIGITS = tuple("0123456789")
 

@@ -20,11 +20,11 @@ import pytest
 from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 from omegaconf import OmegaConf
 
-from runner.config import PretrainedConfig
 from runner.data.base import DataInfo
 from runner.data.images import decode_files
 from runner.errors import RunnerError
 from runner.models import backbones, pretrained
+from runner.models.pretrained import PretrainedConfig
 from tests import image_fixtures as fx
 from tests.conftest import sha256
 from tests.test_e2e import only_run

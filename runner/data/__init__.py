@@ -1,7 +1,9 @@
-"""Data sources: `data.name` -> the loader that reads it into train/validation/test splits.
+"""Data sources: `data=<name>` -> the loader its module registers (runner/registry.py), which
+reads the dataset into train/validation/test splits.
 
-Sources read as arrays with an official test split (MNIST, Fashion-MNIST, CIFAR-10, digits)
-share `to_splits`; image-file sources (folders, cats vs dogs, VOC) build their splits themselves.
+Each module here declares a dataset's schema beside its loader: `load(cfg, ctx) -> Splits`.
+Datasets published with a test split (MNIST, Fashion-MNIST, CIFAR-10) read arrays and share
+`base.official_test_split`; image-file sources (folders, cats vs dogs, VOC) split themselves.
 """
 
 from __future__ import annotations
@@ -9,48 +11,20 @@ from __future__ import annotations
 import pickle
 import tarfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.data import cats_vs_dogs, cifar10, digits, fashion_mnist, folders, mnist, voc
-from runner.data.base import DataInfo, LoadContext, RawArrays, Splits, to_splits
-from runner.errors import DataError, RunnerError
+from runner.data.base import DataInfo, LoadContext, Splits
+from runner.errors import DataError
+from runner.registry import DATASETS
 
-Loader = Callable[[Any, LoadContext], Splits]
-
-
-def _arrays(read: Callable[..., RawArrays]) -> Loader:
-    def load(cfg: Any, ctx: LoadContext) -> Splits:
-        raw = read(cfg, data_dir=ctx.data_dir, seed=ctx.seed)
-        return to_splits(raw, name=cfg.name, validation_split=ctx.validation_split, seed=ctx.seed)
-
-    return load
-
-
-LOADERS: dict[str, Loader] = {
-    "mnist": _arrays(mnist.load),
-    "fashion_mnist": _arrays(fashion_mnist.load),
-    "cifar10": _arrays(cifar10.load),
-    "digits": _arrays(digits.load),
-    "image_folder": folders.load,
-    "animals": folders.load,
-    "cats_vs_dogs": cats_vs_dogs.load,
-    "voc": voc.load,
-}
-
-__all__ = ["DataInfo", "LOADERS", "LoadContext", "Splits", "load"]
+__all__ = ["DataInfo", "LoadContext", "Splits", "load"]
 
 
 def load(data_cfg: Any, ctx: LoadContext) -> Splits:
-    try:
-        loader = LOADERS[data_cfg.name]
-    except KeyError:
-        raise RunnerError(
-            f"data.name should be one of {sorted(LOADERS)}. Received: data.name={data_cfg.name!r}"
-        ) from None
+    loader = DATASETS[data_cfg.name].build
     try:
         return loader(data_cfg, ctx)
     except DataError:

@@ -6,12 +6,13 @@ names, task kind) and the training loop only sees the splits.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from runner.data.images import DEFAULT_MAX_PIXELS, Skipped, decode_files
 from runner.errors import DataError
@@ -196,6 +197,9 @@ def stratified_split(split: Split, fraction: float, seed: int, what: str) -> tup
     counts = np.bincount(y)
     # Stratifying needs two examples of each class; a tiny dataset falls back to a plain shuffle.
     stratify = y if counts[counts > 0].min() >= 2 else None
+    # Imported here: scikit-learn takes a second to import, and configs load without it.
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, part = train_test_split(
             np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify
@@ -230,3 +234,17 @@ def to_splits(raw: RawArrays, *, name: str, validation_split: float, seed: int) 
         task=task_for(raw.class_names),
     )
     return Splits(train=train, val=val, test=test, info=info)
+
+
+def official_test_split(
+    read: Callable[..., RawArrays],
+) -> Callable[[Any, LoadContext], Splits]:
+    """A loader from `read(cfg, data_dir=, seed=) -> RawArrays`: datasets published with their
+    own test split (MNIST, CIFAR-10, ...) keep it; validation is split off the training part."""
+
+    @functools.wraps(read)
+    def load(cfg: Any, ctx: LoadContext) -> Splits:
+        raw = read(cfg, data_dir=ctx.data_dir, seed=ctx.seed)
+        return to_splits(raw, name=cfg.name, validation_split=ctx.validation_split, seed=ctx.seed)
+
+    return load

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.config import ImageDataConfig
 from runner.data.base import (
     DataInfo,
     LoadContext,
@@ -29,9 +31,21 @@ from runner.data.download import file_lock
 from runner.data.folders import require_folder
 from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
+from runner.registry import DATASETS
 
 CLASS_NAMES = ("cat", "dog")
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
+
+
+@dataclass
+class CatsVsDogsDataConfig(ImageDataConfig):
+    """Kaggle's train/ (cat.N.jpg, dog.N.jpg), its zip, or Microsoft's PetImages/Cat|Dog/N.jpg.
+    Ordered by N: the first `train_per_class` of each class train, the next ones validation,
+    then test."""
+
+    train_per_class: int = 1000
+    val_per_class: int = 500
+    test_per_class: int = 500
 
 
 def extract_zip(archive: Path, destination: Path) -> Path:
@@ -105,6 +119,7 @@ def first_good(
     return concat(parts), skipped
 
 
+@DATASETS.register("cats_vs_dogs", CatsVsDogsDataConfig)
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = require_folder(cfg.path, cfg.name)
     if root.is_file():

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from runner.config import DownloadedDataConfig
-from runner.data.base import RawArrays
+from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
 from runner.errors import DataError
+from runner.registry import DATASETS
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
@@ -93,6 +94,8 @@ def read_archive(path: Path) -> RawArrays:
     )
 
 
+@DATASETS.register("cifar10", DownloadedDataConfig)
+@official_test_split
 def load(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     files = fetch_all(cfg, data_dir)
     return read_archive(files["archive"])

@@ -6,16 +6,25 @@ images are resized to `image_size` squares; the test split is a seeded, stratifi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
-from runner.config import DigitsDataConfig
-from runner.data.base import ArraySplit, RawArrays, stratified_split
+from runner.config import DataConfig
+from runner.data.base import ArraySplit, RawArrays, official_test_split, stratified_split
+from runner.registry import DATASETS
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
+
+
+@dataclass
+class DigitsDataConfig(DataConfig):
+    """scikit-learn's bundled 8x8 digits, upscaled: works offline, trains in seconds."""
+
+    image_size: int = 28
+    test_fraction: float = 0.2
 
 
 def upscale(images: np.ndarray, size: int) -> np.ndarray:
@@ -26,8 +35,12 @@ def upscale(images: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+@DATASETS.register("digits", DigitsDataConfig)
+@official_test_split  # (a seeded, stratified one: scikit-learn ships none)
 def load(cfg: DigitsDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     del data_dir  # bundled with scikit-learn
+    from sklearn.datasets import load_digits  # here: scikit-learn takes a second to import
+
     digits = load_digits()
     images = upscale(digits.images, cfg.image_size)
     train, test = stratified_split(

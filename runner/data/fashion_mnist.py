@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from runner.config import DownloadedDataConfig
-from runner.data.base import RawArrays
+from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
 from runner.errors import DataError
+from runner.registry import DATASETS
 
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -51,6 +52,8 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
+@DATASETS.register("fashion_mnist", DownloadedDataConfig)
+@official_test_split
 def load(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     files = fetch_all(cfg, data_dir)
     raw = RawArrays(

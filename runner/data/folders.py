@@ -9,11 +9,13 @@ rest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.config import ImageDataConfig
 from runner.data.base import (
     DataInfo,
     LoadContext,
@@ -26,6 +28,15 @@ from runner.data.base import (
 )
 from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
+from runner.registry import DATASETS
+
+
+@dataclass
+class FolderDataConfig(ImageDataConfig):
+    """One sub-folder per class. Test is a seeded, stratified fraction; validation comes from
+    the rest (trainer.validation_split)."""
+
+    test_split: float = 0.25
 
 
 def require_folder(path: str | None, what: str) -> Path:
@@ -67,6 +78,7 @@ def require_every_class(labels: np.ndarray, class_names: tuple[str, ...], root: 
         )
 
 
+@DATASETS.register("image_folder", FolderDataConfig, aliases=("animals",))
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = require_folder(cfg.path, cfg.name)
     paths, labels, class_names, skipped = scan_class_folders(root)

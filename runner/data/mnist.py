@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from runner.config import DownloadedDataConfig
-from runner.data.base import RawArrays
+from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
 from runner.errors import DataError
+from runner.registry import DATASETS
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
@@ -30,6 +31,8 @@ def read_npz(path: Path) -> RawArrays:
     return RawArrays(**arrays, class_names=CLASS_NAMES)
 
 
+@DATASETS.register("mnist", DownloadedDataConfig)
+@official_test_split
 def load(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     files = fetch_all(cfg, data_dir)
     return read_npz(files["archive"])

@@ -6,10 +6,10 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
 
 from runner.data.base import FileSplit, Split
 from runner.data.images import decode_image
+from runner.lazy import tf
 
 
 def to_dataset(

@@ -11,23 +11,50 @@ from __future__ import annotations
 
 import tarfile
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runner.config import Difficult, VocSplit
+from runner.config import DownloadedDataConfig, ImageDataConfig
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all, file_lock
 from runner.data.folders import require_folder
 from runner.data.images import Skipped
 from runner.errors import DataError
+from runner.registry import DATASETS
 
 CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
+
+
+class VocSplit(Enum):
+    imagesets = "imagesets"  # ImageSets/Main train.txt / val.txt
+    random = "random"  # seeded fractions of all annotation files
+
+
+class Difficult(Enum):
+    include = "include"  # an object flagged difficult still makes its class present
+    exclude = "exclude"  # ignore difficult objects (the class is present only via others)
+
+
+@dataclass
+class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
+    """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched
+    like the other downloaded datasets (mirror, files, verify_checksum)."""
+
+    year: str = "2012"
+    split: VocSplit = VocSplit.imagesets
+    # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
+    train_fraction: float = 0.7
+    val_fraction: float = 0.2
+    difficult: Difficult = Difficult.include
+    threshold: float = 0.5  # a class is predicted present at this probability
 
 
 def find_year_folder(path: Path) -> Path:
@@ -100,6 +127,7 @@ def voc_root(cfg: Any, ctx: LoadContext) -> Path:
     return find_year_folder(extracted)
 
 
+@DATASETS.register("voc", VocDataConfig)
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = voc_root(cfg, ctx)
     difficult = Difficult(cfg.difficult)

@@ -1,46 +1,30 @@
-"""Model registry: `model.name` -> builder(info, cfg) -> keras.Model.
+"""Models: `model=<name>` -> the builder its module registers (runner/registry.py).
 
+Each module here declares a model's schema beside its builder: `build(info, cfg) -> keras.Model`.
 Input shape and number of classes always come from the data (`DataInfo`), never from the user.
+A module may also define `input_size(cfg)`, `validate(cfg, normalizing=...)` and
+`weights_file(cfg, data_dir)` (see pretrained.py) for what a model needs before any data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from runner.data.base import DataInfo
 from runner.errors import RunnerError
-from runner.models import (
-    cifar_cnn,
-    convnet_small,
-    lenet,
-    mlp,
-    pretrained,
-    smallvggnet,
-    vgg16,
-)
+from runner.registry import MODELS
 
-Builder = Callable[[DataInfo, Any], keras.Model]
+if TYPE_CHECKING:
+    import keras
 
-BUILDERS: dict[str, Builder] = {
-    "lenet": lenet.build,
-    "mlp": mlp.build,
-    "cifar_cnn": cifar_cnn.build,
-    "simple_nn": mlp.build,  # the tutorials' name for the MLP
-    "smallvggnet": smallvggnet.build,
-    "convnet_small": convnet_small.build,
-    "vgg16": vgg16.build,
-    "pretrained": pretrained.build,  # keras.applications backbones; takes a weights file
-}
+    from runner.data.base import DataInfo
 
 
 def input_size(model_cfg: Any) -> tuple[int, int]:
     """The image size a model is meant for (a pretrained backbone's default when unset)."""
-    if model_cfg.name == "pretrained":
-        return pretrained.input_size(model_cfg)
+    hook = MODELS[model_cfg.name].hook("input_size")
+    if hook:
+        return hook(model_cfg)
     if not model_cfg.input_size:
         raise RunnerError(f"model.input_size should be [height, width] for model={model_cfg.name}")
     return int(model_cfg.input_size[0]), int(model_cfg.input_size[1])
@@ -48,25 +32,19 @@ def input_size(model_cfg: Any) -> tuple[int, int]:
 
 def validate(model_cfg: Any, *, normalizing: bool = False) -> None:
     """Checks made before any data is loaded."""
-    if model_cfg.name == "pretrained":
-        pretrained.validate(model_cfg, normalizing=normalizing)
+    hook = MODELS[model_cfg.name].hook("validate")
+    if hook:
+        hook(model_cfg, normalizing=normalizing)
 
 
 def weights_file(model_cfg: Any, data_dir: Path) -> Path | None:
     """Initial weights to fetch or read before training (pretrained backbones only)."""
-    if model_cfg.name == "pretrained":
-        return pretrained.weights_file(model_cfg, data_dir)
-    return None
+    hook = MODELS[model_cfg.name].hook("weights_file")
+    return hook(model_cfg, data_dir) if hook else None
 
 
 def build(model_cfg: Any, info: DataInfo, weights: Path | None = None) -> keras.Model:
-    try:
-        builder = BUILDERS[model_cfg.name]
-    except KeyError:
-        raise RunnerError(
-            f"model.name should be one of {sorted(BUILDERS)}. "
-            f"Received: model.name={model_cfg.name!r}"
-        ) from None
+    builder = MODELS[model_cfg.name].build
     try:
         model = builder(info, model_cfg, weights) if weights else builder(info, model_cfg)
     except ValueError as error:

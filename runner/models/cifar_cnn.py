@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from runner.config import CifarCNNConfig
-from runner.data.base import DataInfo
+from runner.config import ModelConfig
+from runner.lazy import keras
 from runner.models.heads import classifier_head, image_input
+from runner.registry import MODELS
+
+if TYPE_CHECKING:
+    from runner.data.base import DataInfo
 
 
+@dataclass
+class CifarCNNConfig(ModelConfig):
+    filters: int = 32
+    dense_units: int = 1024
+    conv_dropout: float = 0.25
+    dense_dropout: float = 0.5
+
+
+@MODELS.register("cifar_cnn", CifarCNNConfig)
 def build(info: DataInfo, cfg: CifarCNNConfig) -> keras.Model:
     inputs, x = image_input(info)
-    x = layers.Conv2D(cfg.filters, 3, activation="relu", name="block1_conv")(x)
-    x = layers.MaxPooling2D(pool_size=2, name="block1_pool")(x)
-    x = layers.Dropout(cfg.conv_dropout, name="block1_dropout")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(cfg.dense_units, activation="relu", name="fc1")(x)
-    x = layers.Dropout(cfg.dense_dropout, name="fc1_dropout")(x)
+    x = keras.layers.Conv2D(cfg.filters, 3, activation="relu", name="block1_conv")(x)
+    x = keras.layers.MaxPooling2D(pool_size=2, name="block1_pool")(x)
+    x = keras.layers.Dropout(cfg.conv_dropout, name="block1_dropout")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(cfg.dense_units, activation="relu", name="fc1")(x)
+    x = keras.layers.Dropout(cfg.dense_dropout, name="fc1_dropout")(x)
     return keras.Model(inputs, classifier_head(x, info), name="cifar_cnn")

@@ -5,10 +5,12 @@ The task kind decides the head, the loss and the metrics, in this one module.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
-from runner.data.base import DataInfo
+from runner.lazy import keras
+
+if TYPE_CHECKING:
+    from runner.data.base import DataInfo
 
 
 def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -18,7 +20,7 @@ def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     so does any normalization fitted on the training data (`info.preprocessing`).
     """
     inputs = keras.Input(shape=info.input_shape, name="image")
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for layer, _ in info.preprocessing:
         x = layer(x)
     return inputs, x
@@ -26,9 +28,9 @@ def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
 
 def classifier_head(x: keras.KerasTensor, info: DataInfo) -> keras.KerasTensor:
     if info.task == "binary":
-        return layers.Dense(1, activation="sigmoid", name="predictions")(x)
+        return keras.layers.Dense(1, activation="sigmoid", name="predictions")(x)
     activation = "sigmoid" if info.task == "multilabel" else "softmax"
-    return layers.Dense(info.num_classes, activation=activation, name="predictions")(x)
+    return keras.layers.Dense(info.num_classes, activation=activation, name="predictions")(x)
 
 
 def loss_and_metrics(info: DataInfo) -> tuple[str, list]:

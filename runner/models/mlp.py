@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from runner.config import MLPConfig
-from runner.data.base import DataInfo
+from runner.config import ModelConfig
+from runner.lazy import keras
 from runner.models.heads import classifier_head, image_input
+from runner.registry import MODELS
+
+if TYPE_CHECKING:
+    from runner.data.base import DataInfo
 
 
+@dataclass
+class MLPConfig(ModelConfig):
+    hidden_units: list[int] = field(default_factory=lambda: [1024, 512])
+    activation: str = "sigmoid"
+    dropout: float = 0.0  # after each hidden layer
+    # input_size: the tutorials flatten 32x32x3 = 3072 pixels (the default).
+
+
+@MODELS.register("mlp", MLPConfig, aliases=("simple_nn",))  # simple_nn: the tutorials' name
 def build(info: DataInfo, cfg: MLPConfig) -> keras.Model:
     inputs, x = image_input(info)
-    x = layers.Flatten(name="flatten")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
     for index, units in enumerate(cfg.hidden_units, start=1):
-        x = layers.Dense(units, activation=cfg.activation, name=f"fc{index}")(x)
+        x = keras.layers.Dense(units, activation=cfg.activation, name=f"fc{index}")(x)
         if cfg.dropout > 0:
-            x = layers.Dropout(cfg.dropout, name=f"fc{index}_dropout")(x)
+            x = keras.layers.Dropout(cfg.dropout, name=f"fc{index}_dropout")(x)
     return keras.Model(inputs, classifier_head(x, info), name="mlp")

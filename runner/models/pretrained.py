@@ -16,17 +16,20 @@ Strategies (`model.strategy`):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-from keras import layers
-
-from runner.config import Backbone, Pooling, Strategy
-from runner.data.base import DataInfo
+from runner.config import ModelConfig
 from runner.errors import RunnerError
+from runner.lazy import keras
 from runner.models import backbones
 from runner.models.heads import classifier_head
+from runner.registry import MODELS
+
+if TYPE_CHECKING:
+    from runner.data.base import DataInfo
 
 FEATURES = "features"  # the pooling layer: the backbone's output as the head sees it
 NORMALIZATION_CONFLICT = (
@@ -34,6 +37,63 @@ NORMALIZATION_CONFLICT = (
     "augmentation.featurewise_center, featurewise_std_normalization, samplewise_normalization "
     "and zca_whitening."
 )
+
+
+class Backbone(Enum):
+    """`keras.applications` networks usable as pretrained backbones (runner/models/backbones.py)."""
+
+    vgg16 = "vgg16"
+    vgg19 = "vgg19"
+    resnet50 = "resnet50"
+    inception_v3 = "inception_v3"
+    inception_resnet_v2 = "inception_resnet_v2"
+    xception = "xception"
+    mobilenet = "mobilenet"
+    mobilenet_v2 = "mobilenet_v2"
+    efficientnet_b0 = "efficientnet_b0"
+
+
+class Strategy(Enum):
+    feature_extraction = "feature_extraction"  # backbone frozen, only the new head trains
+    fine_tune = "fine_tune"  # the head first, then the top of the backbone at a lower rate
+    full = "full"  # every layer trains from the first epoch
+
+
+class Pooling(Enum):
+    avg = "avg"
+    max = "max"
+    flatten = "flatten"
+
+
+@dataclass
+class FineTuneConfig:
+    """The second phase of `strategy=fine_tune`, after `trainer.epochs` epochs of the head."""
+
+    epochs: int = 10
+    lr: float = 1e-5
+    # The top `unfreeze_layers` layers of the backbone train, or every layer from the one named
+    # `unfreeze_from` (e.g. block5_conv1 for VGG16) when set. BatchNorm layers stay frozen.
+    unfreeze_layers: int = 4
+    unfreeze_from: str | None = None
+
+
+@dataclass
+class PretrainedConfig(ModelConfig):
+    backbone: Backbone = Backbone.vgg16
+    # imagenet (fetched like a dataset file), null (random initialisation) or a weights file.
+    weights: str | None = "imagenet"
+    weights_mirror: str = "https://storage.googleapis.com"
+    # Checksum of the fetched weights file; null: the md5 Keras publishes for it.
+    weights_hash: str | None = None
+    input_size: list[int] | None = None  # null: the backbone's default (224, or 299)
+    strategy: Strategy = Strategy.feature_extraction
+    # How the backbone's feature map meets the head.
+    pooling: Pooling = Pooling.avg
+    dense_units: int = 0  # a hidden ReLU layer in the head; 0: none
+    dropout: float = 0.0  # before the output layer
+    # feature_extraction without augmentation: run the frozen backbone once per image.
+    cache_features: bool = True
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
 def backbone_name(cfg: Any) -> str:
@@ -88,6 +148,7 @@ def weights_file(cfg: Any, data_dir: Path) -> Path | None:
     )
 
 
+@MODELS.register("pretrained", PretrainedConfig)
 def build(info: DataInfo, cfg: Any, weights: Path | None = None) -> keras.Model:
     name = backbone_name(cfg)
     if info.preprocessing:
@@ -96,9 +157,9 @@ def build(info: DataInfo, cfg: Any, weights: Path | None = None) -> keras.Model:
     inputs = keras.Input(shape=info.input_shape, name="image")
     x = inputs
     if tuple(info.input_shape[:2]) != (height, width):  # arrays (MNIST, CIFAR) keep their size
-        x = layers.Resizing(height, width, name="resize")(x)
+        x = keras.layers.Resizing(height, width, name="resize")(x)
     if info.input_shape[2] == 1:
-        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
     for layer in backbones.preprocessing_layers(name):
         x = layer(x)
     backbone = backbones.build_backbone(name, (height, width, 3))
@@ -106,15 +167,15 @@ def build(info: DataInfo, cfg: Any, weights: Path | None = None) -> keras.Model:
         backbones.load_weights(backbone, weights, f"model.weights for {name}")
     x = backbone(x, training=False)
     pooling = {
-        Pooling.avg: layers.GlobalAveragePooling2D,
-        Pooling.max: layers.GlobalMaxPooling2D,
-        Pooling.flatten: layers.Flatten,
+        Pooling.avg: keras.layers.GlobalAveragePooling2D,
+        Pooling.max: keras.layers.GlobalMaxPooling2D,
+        Pooling.flatten: keras.layers.Flatten,
     }[Pooling(cfg.pooling)]
     x = pooling(name=FEATURES)(x)
     if cfg.dense_units:
-        x = layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
+        x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
     if cfg.dropout:
-        x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
+        x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     model = keras.Model(inputs, classifier_head(x, info), name=f"{name}_transfer")
     backbone.trainable = Strategy(cfg.strategy) is Strategy.full
     return model
@@ -147,7 +208,7 @@ def unfreeze_top(model: keras.Model, cfg: Any) -> list[str]:
         start = max(0, len(names) - tune.unfreeze_layers)
     unfrozen = []
     for index, layer in enumerate(backbone.layers):
-        trainable = index >= start and not isinstance(layer, layers.BatchNormalization)
+        trainable = index >= start and not isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = trainable
         if trainable and layer.weights:
             unfrozen.append(layer.name)
@@ -155,7 +216,7 @@ def unfreeze_top(model: keras.Model, cfg: Any) -> list[str]:
 
 
 def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(extractor: image -> features, head: features -> predictions), sharing the layers."""
+    """(extractor: image -> features, head: features -> predictions), sharing the keras.layers."""
     features = model.get_layer(FEATURES)
     extractor = keras.Model(model.inputs, features.output, name="extractor")
     head_input = keras.Input(shape=features.output.shape[1:], name=FEATURES)
