@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.checks import check_config
-from runner.config import Mode, register_configs
+from runner.config import Mode, migrate_argv, register_configs
 from runner.errors import Interrupted, RunnerError
 from runner.interrupts import Terminated, install_sigterm
 from runner.joblog import to_log_file
@@ -87,6 +87,7 @@ def _failed_job(cfg: DictConfig, error: Exception) -> float:
 
 def _entry(*_: Any) -> None:
     install_sigterm()
+    migrate_argv()
     try:
         main()
     except (KeyboardInterrupt, Terminated) as interrupt:  # between a sweep's jobs, say

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config import Evaluate, Schedule
 from runner.errors import RunnerError
 
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
@@ -18,6 +19,7 @@ FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 def check_config(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
+    check_callbacks(cfg)
     check_optimizer(cfg.optimizer)
     check_augmentation(cfg.augmentation)
 
@@ -30,7 +32,6 @@ def check_trainer(trainer: DictConfig) -> None:
     minimums = {
         "epochs": 1,
         "batch_size": 1,
-        "early_stopping.patience": 0,
         "intra_op_threads": 0,
         "inter_op_threads": 0,
     }
@@ -42,6 +43,39 @@ def check_trainer(trainer: DictConfig) -> None:
     if not (_finite(split) and 0.0 < split < 1.0):
         raise RunnerError(
             f"trainer.validation_split should be between 0 and 1 (exclusive). Received: {split}"
+        )
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    callbacks = cfg.callbacks
+    minimums = {
+        "early_stopping.patience": 0,
+        "early_stopping.min_delta": 0,
+        "reduce_lr_on_plateau.patience": 0,
+        "reduce_lr_on_plateau.min_delta": 0,
+        "reduce_lr_on_plateau.min_lr": 0,
+        "tensorboard.histogram_freq": 0,
+    }
+    for key, minimum in minimums.items():
+        value = OmegaConf.select(callbacks, key)
+        if not (_finite(value) and value >= minimum):
+            raise RunnerError(f"callbacks.{key} should be >= {minimum}. Received: {value}")
+    plateau = callbacks.reduce_lr_on_plateau
+    if not (_finite(plateau.factor) and 0 < plateau.factor < 1):
+        raise RunnerError(
+            "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1 (exclusive). "
+            f"Received: {plateau.factor}"
+        )
+    if plateau.enabled and Schedule(cfg.optimizer.schedule) is not Schedule.constant:
+        raise RunnerError(
+            "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
+            f"with optimizer.schedule={Schedule(cfg.optimizer.schedule).value}. Use one of the two."
+        )
+    if Evaluate(cfg.trainer.evaluate) is Evaluate.best and not callbacks.model_checkpoint.enabled:
+        raise RunnerError(
+            "trainer.evaluate=best scores checkpoints/best.keras, which "
+            "callbacks.model_checkpoint.enabled=false does not write: enable it, or set "
+            "trainer.evaluate=last."
         )
 
 

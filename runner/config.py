@@ -12,6 +12,7 @@ base class, the option picks the subclass that holds its own keys and their defa
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -134,7 +135,9 @@ class AugmentationConfig:
     zca_epsilon: float = 1e-6
 
 
-# ------------------------------------------------------------------------ trainer and logging
+# ---------------------------------------------------------------------------------- callbacks
+# Keras callbacks a run switches on and tunes from the config (runner/callbacks.py). A monitor
+# ending in "loss" is minimized, any other (accuracy, pr_auc) maximized.
 
 
 @dataclass
@@ -142,6 +145,7 @@ class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "val_loss"
     patience: int = 5
+    min_delta: float = 0.0
     restore_best_weights: bool = True
 
 
@@ -151,11 +155,58 @@ class Keep(Enum):
 
 
 @dataclass
-class CheckpointConfig:
+class ModelCheckpointConfig:
+    """checkpoints/best.keras: the model of the best epoch by `monitor`, kept as training goes."""
+
     enabled: bool = True
-    monitor: str = "val_loss"
-    save_best_only: bool = True
+    # null: the objective's metric (objective.metric), so the evaluated weights and the value
+    # a sweep ranks come from the same epoch.
+    monitor: str | None = None
     keep: Keep = Keep.best
+
+
+@dataclass
+class ReduceLROnPlateauConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 3
+    min_delta: float = 1e-4  # a change smaller than this is no improvement
+    min_lr: float = 0.0
+
+
+@dataclass
+class TensorBoardConfig:
+    """Event files in the job folder's `tensorboard/`, logged to the MLflow run at the end."""
+
+    enabled: bool = False
+    histogram_freq: int = 0  # epochs between weight histograms; 0: none
+    profile_batch: int = 0  # profile this batch (0: no profiling)
+
+
+@dataclass
+class CSVLoggerConfig:
+    """`history.csv` in the job folder (a row per epoch), logged to the MLflow run."""
+
+    enabled: bool = False
+
+
+@dataclass
+class CallbacksConfig:
+    name: str = "default"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    model_checkpoint: ModelCheckpointConfig = field(default_factory=ModelCheckpointConfig)
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    csv_logger: CSVLoggerConfig = field(default_factory=CSVLoggerConfig)
+
+
+# ------------------------------------------------------------------------ trainer and logging
+
+
+class Evaluate(Enum):
+    best = "best"  # checkpoints/best.keras: the best epoch by callbacks.model_checkpoint.monitor
+    last = "last"  # the weights after the last epoch trained
 
 
 @dataclass
@@ -172,8 +223,8 @@ class TrainerConfig:
     # TensorFlow thread pools; 0 lets TensorFlow decide (all cores).
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Which weights the test split scores and the run logs as its model.
+    evaluate: Evaluate = Evaluate.best
 
 
 @dataclass
@@ -221,6 +272,7 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     augmentation: AugmentationConfig = MISSING
     trainer: TrainerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -232,12 +284,52 @@ class Config:
 SCHEMAS: dict[str, type] = {
     "augmentation": AugmentationConfig,
     "trainer": TrainerConfig,
+    "callbacks": CallbacksConfig,
     "logger": LoggerConfig,
     "paths": PathsConfig,
 }
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Keys that moved: old prefix -> new prefix (the old ones keep working, with a one-line note).
+MOVED_KEYS = {
+    "trainer.early_stopping.": "callbacks.early_stopping.",
+    "trainer.checkpoint.": "callbacks.model_checkpoint.",
+}
+
+
+def migrate_override(override: str) -> tuple[str | None, str | None]:
+    """(the override in today's keys or None to drop it, a note for the user or None)."""
+    sign = override[: len(override) - len(override.lstrip("+~"))]
+    key, _, value = override[len(sign) :].partition("=")
+    if key == "trainer.checkpoint.save_best_only":
+        if value.strip().lower() == "false":
+            return "trainer.evaluate=last", (
+                "trainer.checkpoint.save_best_only=false is now trainer.evaluate=last "
+                "(best.keras always holds the best epoch)"
+            )
+        return (
+            None,
+            "trainer.checkpoint.save_best_only is gone: best.keras always holds the best epoch",
+        )
+    for old, new in MOVED_KEYS.items():
+        if key.startswith(old):
+            moved = new + key[len(old) :]
+            return f"{sign}{moved}={value}", f"{key} is now {moved}"
+    return override, None
+
+
+def migrate_argv() -> None:
+    """Rewrite moved keys on the command line (sys.argv) before Hydra parses it."""
+    migrated = []
+    for argument in sys.argv[1:]:
+        override, note = migrate_override(argument)
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        if override is not None:
+            migrated.append(override)
+    sys.argv[1:] = migrated
 
 
 def config_groups() -> str:

@@ -28,12 +28,13 @@ class EpochState(keras.callbacks.Callback):
         phase_end: int,
         early_stopping: keras.callbacks.EarlyStopping | None,
         checkpoint: keras.callbacks.ModelCheckpoint | None,
+        plateau: keras.callbacks.ReduceLROnPlateau | None = None,
     ) -> None:
         super().__init__()
         self.folder = state_dir(output_dir)
         self.progress = progress
         self.phase, self.phase_start, self.phase_end = phase, phase_start, phase_end
-        self.early_stopping, self.checkpoint = early_stopping, checkpoint
+        self.early_stopping, self.checkpoint, self.plateau = early_stopping, checkpoint, plateau
         # Restore on train begin only when the saved state is this phase's, mid-way.
         self.restoring = progress.weights is not None and progress.phase == phase
 
@@ -49,6 +50,9 @@ class EpochState(keras.callbacks.Callback):
                 self.early_stopping.best_weights = load_arrays(self.folder / progress.best_weights)
         if self.checkpoint is not None and progress.checkpoint_best is not None:
             self.checkpoint.best = progress.checkpoint_best
+        if self.plateau is not None:
+            for key, value in progress.plateau.items():
+                setattr(self.plateau, key, value)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         progress = self.progress
@@ -76,6 +80,9 @@ class EpochState(keras.callbacks.Callback):
                 )
         if self.checkpoint is not None and self.checkpoint.best is not None:
             progress.checkpoint_best = float(self.checkpoint.best)
+        if self.plateau is not None:  # (the learning rate itself is in the optimizer's weights)
+            progress.plateau = {key: float(getattr(self.plateau, key))
+                                for key in ("wait", "best", "cooldown_counter")}  # fmt: skip
         write_json(self.folder / STATE_FILE, asdict(progress))
         keep = {progress.weights, progress.best_weights, STATE_FILE}
         for path in self.folder.glob("*"):

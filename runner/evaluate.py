@@ -20,7 +20,7 @@ from sklearn.metrics import (
 )
 
 from runner import plots, tracking
-from runner.data.base import DataInfo, Splits
+from runner.data.base import DataInfo, Splits, spread_indices
 from runner.data.pipeline import to_dataset
 
 
@@ -51,17 +51,18 @@ def _log_prediction_grid(
     splits: Splits, y_pred: np.ndarray, probabilities: np.ndarray, names: list[str], title: str,
     count: int = 18,
 ) -> None:  # fmt: skip
-    """The first test images with predicted vs true label, as the tutorials show them."""
+    """Test images with predicted vs true label, as the tutorials show them."""
     count = min(count, len(splits.test))
     if probabilities.shape[1] == 1:  # binary: probability of the predicted class
         scores = np.where(y_pred == 1, probabilities[:, 0], 1 - probabilities[:, 0])
     else:
         scores = probabilities.max(axis=1)
+    shown = spread_indices(splits.test.y, count)  # every class, even in a class-ordered split
     figure = plots.prediction_grid(
-        splits.test.sample(count),
-        [names[i] for i in splits.test.y[:count]],
-        [names[i] for i in y_pred[:count]],
-        scores[:count],
+        splits.test.images(shown),
+        [names[i] for i in splits.test.y[shown]],
+        [names[i] for i in y_pred[shown]],
+        scores[shown],
         f"{title}: test predictions",
     )
     tracking.log_figure(figure, "plots/test_predictions.png")

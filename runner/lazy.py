@@ -2,29 +2,32 @@
 
 Option modules (runner/models/*, runner/optimizers/*) sit beside their schemas, which Hydra
 needs before anything trains; `from runner.lazy import keras` gives them Keras at no cost until
-a builder actually runs. (Python's own `importlib.util.LazyLoader`, as TensorFlow uses.)
+a builder actually touches it. The stand-in never enters `sys.modules`: any other
+`import keras` is the ordinary import, in the ordinary order (Keras before TensorFlow's own
+Keras hooks), so nothing sees a half-imported module.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from types import ModuleType
+from typing import Any
 
 
-def lazy_import(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"No module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+class LazyModule(ModuleType):
+    """Stands for module `name`; the first attribute read imports it and reads from it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):  # introspection (copy, pickle, doctest) stays lazy
+            raise AttributeError(attribute)
+        if self._module is None:
+            self._module = importlib.import_module(self.__name__)
+        return getattr(self._module, attribute)
 
 
-keras = lazy_import("keras")
-tf = lazy_import("tensorflow")
+keras: Any = LazyModule("keras")
+tf: Any = LazyModule("tensorflow")

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner.config import register_configs
+from runner.config import migrate_argv, register_configs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 register_configs()
@@ -42,5 +42,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     # Named apart from training jobs: a preview sweep (-m) opens no MLflow parent run.
+    migrate_argv()
     sys.argv.append("hydra.job.name=preview")
     main()

@@ -77,6 +77,7 @@ class Progress:
     early_stopping: dict[str, Any] = field(default_factory=dict)
     best_weights: str | None = None  # early stopping's best weights (.npz of arrays)
     checkpoint_best: float | None = None
+    plateau: dict[str, Any] = field(default_factory=dict)  # ReduceLROnPlateau's counters
     history: dict[str, list[float]] = field(default_factory=dict)
 
 

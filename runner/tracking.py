@@ -477,6 +477,22 @@ def log_text(text: str, artifact_file: str) -> None:
     _deliver(lambda: mlflow.log_text(text, artifact_file), lambda: _stage_text(text, artifact_file))
 
 
+def log_files(path: Path, artifact_path: str = "") -> None:
+    """A file, or every file under a folder (sub-folders kept), as artifacts under
+    `artifact_path` ("": the run's root)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        where = Path(artifact_path) / file.parent.relative_to(path) if path.is_dir() else None
+        folder = str(where) if where is not None else artifact_path
+        folder = "" if folder == "." else folder
+        _deliver(
+            lambda f=file, d=folder: mlflow.log_artifact(str(f), d or None),
+            lambda f=file, d=folder: _artifact_record(
+                _link.outbox.stage(f), f"{d}/{f.name}" if d else f.name
+            ),
+        )
+
+
 def log_figure(figure: Any, artifact_file: str) -> None:
     def keep() -> dict[str, Any]:
         staged = _link.outbox.folder / "files" / f"{time.time_ns()}" / Path(artifact_file).name

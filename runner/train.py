@@ -18,11 +18,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import augment, epoch_state, models, normalize, optimizers, plots, resume, tracking
+from runner import (
+    augment,
+    callbacks,
+    epoch_state,
+    models,
+    normalize,
+    optimizers,
+    plots,
+    resume,
+    tracking,
+)  # fmt: skip
 from runner import data as data_sources
 from runner.checkpoints import check_checkpoint
 from runner.checks import check_config
-from runner.config import ColorMode, Keep, Mode
+from runner.config import ColorMode, Evaluate, Mode
 from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
 from runner.data.images import DEFAULT_MAX_PIXELS
 from runner.data.pipeline import to_dataset, training_batches
@@ -181,13 +191,7 @@ def run(cfg: DictConfig) -> float:
             if augment.is_active(cfg.augmentation):
                 augment.warn_if_mirroring(cfg.augmentation, info.name)
                 _log_augmentation_preview(cfg, splits)
-            if normalize.is_active(cfg.augmentation):
-                info = replace(
-                    info,
-                    preprocessing=tuple(
-                        normalize.fit(cfg.augmentation, splits.train.sample(normalize.FIT_SAMPLE))
-                    ),
-                )
+            info = with_normalization(cfg, splits)
             model = models.build(cfg.model, info, weights)
             metadata = model_metadata(cfg, info)  # how to read the model's outputs
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -197,13 +201,19 @@ def run(cfg: DictConfig) -> float:
             loss, metrics = heads.loss_and_metrics(info)
             objective_metric = cfg.objective.metric or heads.default_objective(info)
             tracking.set_tag("objective_metric", objective_metric)
-            check_monitors(cfg.trainer, objective_metric, metrics)
+            callbacks.check(cfg, objective_metric, metrics)
             tracking.log_text(_summary_text(model), "model_summary.txt")
             if augment.in_model(cfg.augmentation):
                 model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
             _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
-            history = _fit(cfg, model, splits, output_dir, progress)
-            best = augment.unwrap_model(_best_model(cfg, model, checkpoint_dir))
+            run_callbacks = callbacks.build(cfg, model, output_dir, objective_metric)
+            history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
+            for path, folder in callbacks.files_to_log(output_dir):
+                tracking.log_files(path, folder)
+            monitor = callbacks.checkpoint_monitor(cfg, objective_metric)
+            best = augment.unwrap_model(
+                _evaluated_model(cfg, model, checkpoint_dir, history, monitor)
+            )
             _compile(best, None, info, epochs=1)  # to evaluate and log; it trains no further
             test_metrics = evaluate(
                 best,
@@ -292,6 +302,14 @@ def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -
     )
 
 
+def with_normalization(cfg: DictConfig, splits: Splits) -> DataInfo:
+    """The data's description, with the normalization layers fitted on the training split
+    (never validation or test) when the augmentation config asks for them."""
+    if not normalize.is_active(cfg.augmentation):
+        return splits.info
+    return replace(splits.info, preprocessing=tuple(normalize.fit(cfg.augmentation, splits.train)))
+
+
 def model_metadata(cfg: DictConfig, info: DataInfo) -> dict:
     """How to read the model's outputs: the task, and the threshold of a multi-label one."""
     return {"task": info.task, "threshold": OmegaConf.select(cfg, "data.threshold", default=0.5)}
@@ -300,6 +318,9 @@ def model_metadata(cfg: DictConfig, info: DataInfo) -> dict:
 def data_source(data_cfg: DictConfig) -> str:
     """Where the data came from: a folder, the first file's URL on the mirror, or a library."""
     path = OmegaConf.select(data_cfg, "path", default=None)
+    complete = data_sources.DATASETS[data_cfg.name].hook("download_config")
+    if complete and not path:  # a dataset that derives its files (VOC: from data.year)
+        data_cfg = complete(data_cfg)
     files = OmegaConf.select(data_cfg, "files", default=None)
     if path:
         return str(Path(path).expanduser())
@@ -339,63 +360,6 @@ def _compile(
     model.optimizer.build(model.trainable_variables)
 
 
-class _CheckpointOf(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint saving `model` while a part of it (the head, on cached features) trains,
-    atomically: Keras writes a partial file, renamed over `path` once complete, so a kill in
-    the middle of a save never leaves a cut-off checkpoint (the previous best stays)."""
-
-    def __init__(self, model: keras.Model, path: Path, **kwargs) -> None:
-        self.partial, self.path = path.with_name(f".{path.stem}.partial.keras"), path
-        super().__init__(self.partial, **kwargs)
-        self._saved = model
-
-    def set_model(self, model: keras.Model) -> None:
-        super().set_model(self._saved)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(epoch, logs)
-        if self.partial.exists():
-            os.replace(self.partial, self.path)
-
-
-class _SaveLast(keras.callbacks.Callback):
-    """`checkpoints/last.keras` at the end of training, before early stopping restores the
-    best weights (placed first among the callbacks)."""
-
-    def __init__(self, model: keras.Model, path: Path) -> None:
-        super().__init__()
-        self._saved, self.path = model, path
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        augment.unwrap_model(self._saved).save(self.path)
-
-
-def _early_stopping(cfg: DictConfig) -> keras.callbacks.EarlyStopping | None:
-    stopping = cfg.trainer.early_stopping
-    if not stopping.enabled:
-        return None
-    return keras.callbacks.EarlyStopping(
-        monitor=stopping.monitor,
-        patience=stopping.patience,
-        restore_best_weights=stopping.restore_best_weights,
-        verbose=1,
-    )
-
-
-def _checkpoint(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path):
-    checkpoint = cfg.trainer.checkpoint
-    if not checkpoint.enabled:
-        return None
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    return _CheckpointOf(
-        model,
-        checkpoint_dir / "best.keras",
-        monitor=checkpoint.monitor,
-        save_best_only=checkpoint.save_best_only,
-    )
-
-
 @dataclass
 class _Phase:
     """One `fit` of a run: what trains, on which batches, over which epochs."""
@@ -410,24 +374,17 @@ class _Phase:
 
 def _fit(
     cfg: DictConfig, model: keras.Model, splits: Splits, output_dir: Path,
-    progress: resume.Progress,
+    progress: resume.Progress, run_callbacks: callbacks.RunCallbacks,
 ) -> dict:  # fmt: skip
     """Train; a pretrained backbone with `strategy=fine_tune` trains in two phases of one run.
     Returns the metric history of every epoch, those before a resumption included."""
     trainer = cfg.trainer
-    checkpoint_dir = output_dir / "checkpoints"
-    checkpoint = _checkpoint(cfg, model, checkpoint_dir)
-    last = (
-        _SaveLast(model, checkpoint_dir / "last.keras")
-        if Keep(trainer.checkpoint.keep) is Keep.best_and_last
-        else None
-    )
     if _caches_features(cfg):
         first = _head_on_cached_features(cfg, model, splits)
     else:
         first = _Phase(1, model, _image_batches(cfg, splits), _validation(cfg, splits), 0, 0)
     first.end = trainer.epochs
-    _train_phase(cfg, first, progress, output_dir, checkpoint, last)
+    _train_phase(cfg, first, progress, output_dir, run_callbacks)
     if _strategy(cfg) is Strategy.fine_tune:
         tune = cfg.model.fine_tune
         unfrozen = pretrained.unfreeze_top(model, cfg.model)
@@ -441,7 +398,7 @@ def _fit(
                  epochs=tune.epochs)  # fmt: skip
         second = _Phase(2, model, _image_batches(cfg, splits), _validation(cfg, splits), start,
                         start + tune.epochs)  # fmt: skip
-        _train_phase(cfg, second, progress, output_dir, checkpoint, last)
+        _train_phase(cfg, second, progress, output_dir, run_callbacks)
     history = progress.history
     losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
@@ -454,7 +411,7 @@ def _fit(
 
 def _train_phase(
     cfg: DictConfig, phase: _Phase, progress: resume.Progress, output_dir: Path,
-    checkpoint: keras.callbacks.Callback | None, last: keras.callbacks.Callback | None,
+    run_callbacks: callbacks.RunCallbacks,
 ) -> None:  # fmt: skip
     """`fit` over the phase's epochs, from where a resumed run stopped."""
     if progress.weights and (
@@ -466,15 +423,16 @@ def _train_phase(
         return
     resumed = progress.weights is not None and progress.phase == phase.number
     first_epoch = progress.epochs_done if resumed else phase.start
-    stopping = _early_stopping(cfg)
+    stopping = run_callbacks.early_stopping(cfg)
+    checkpoint, last = run_callbacks.checkpoint, run_callbacks.last
     state = epoch_state.EpochState(
         output_dir, progress, phase=phase.number, phase_start=phase.start, phase_end=phase.end,
-        early_stopping=stopping, checkpoint=checkpoint,
+        early_stopping=stopping, checkpoint=checkpoint, plateau=run_callbacks.plateau,
     )  # fmt: skip
     # Order matters: the last weights before early stopping restores the best; the state after
     # the callbacks whose bests it records; MLflow after the state (see runner/epoch_state.py).
-    callbacks = [c for c in (last, stopping, checkpoint) if c is not None]
-    callbacks += [state, MlflowEpochLogger(), keras.callbacks.TerminateOnNaN()]
+    in_order = [c for c in (last, stopping, checkpoint, run_callbacks.plateau) if c is not None]
+    in_order += [*run_callbacks.extra, state, MlflowEpochLogger(), keras.callbacks.TerminateOnNaN()]
     train, steps = phase.batches(range(first_epoch, phase.end))
     verbose = cfg.trainer.verbose
     phase.fit_model.fit(
@@ -484,7 +442,7 @@ def _train_phase(
         epochs=phase.end,
         steps_per_epoch=steps,
         shuffle=False,  # the stream shuffles each epoch itself
-        callbacks=callbacks,
+        callbacks=in_order,
         verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
     )
 
@@ -557,33 +515,36 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
     return _Phase(1, head, batches, validation, 0, trainer.epochs)
 
 
-def check_monitors(trainer: DictConfig, objective_metric: str, metrics: list) -> None:
-    """Fail before training when a callback watches a metric this run will never report."""
-    names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
-    available = names + [f"val_{name}" for name in names]
-    watched = {
-        f"trainer.{key}.monitor": trainer[key].monitor
-        for key in ("early_stopping", "checkpoint")
-        if trainer[key].enabled
-    }
-    watched["objective.metric"] = objective_metric
-    for key, metric in watched.items():
-        if metric not in available:
-            raise RunnerError(
-                f"{key}={metric!r} is not a metric of this run; choose one of {available}."
-            )
-
-
-def _best_model(cfg: DictConfig, model: keras.Model, checkpoint_dir: Path) -> keras.Model:
-    """The checkpointed best model, loaded back in safe mode (proves the file is usable); the
-    model in memory when there is no checkpoint or it is not usable (cut off, NaN weights)."""
-    path = checkpoint_dir / "best.keras"
-    if not (cfg.trainer.checkpoint.enabled and path.exists()):
-        return model
-    problem = check_checkpoint(path)
+def _evaluated_model(
+    cfg: DictConfig, model: keras.Model, checkpoint_dir: Path, history: dict, monitor: str
+) -> keras.Model:
+    """The weights `trainer.evaluate` names, loaded back in safe mode (which proves the file is
+    usable), and which epoch they are from: logged as the metric `evaluated_epoch` and the tag
+    `evaluated_weights`. The model in memory when the file is missing or not usable."""
+    which = Evaluate(cfg.trainer.evaluate)
+    epochs = len(history.get("loss", []))
+    if which is Evaluate.best:
+        path = checkpoint_dir / "best.keras"
+        values = np.asarray(history.get(monitor, [np.nan]), dtype=float)
+        pick = np.nanargmin if callbacks.mode_of(monitor) == "min" else np.nanargmax
+        epoch = int(pick(values)) + 1 if np.isfinite(values).any() else epochs
+        value = f" = {values[epoch - 1]:.4g}" if np.isfinite(values).any() else ""
+        described = f"best: {path.name}, epoch {epoch} of {epochs} by {monitor}{value}"
+    else:
+        path, epoch = checkpoint_dir / "last.keras", epochs
+        described = f"last: {path.name}, epoch {epoch} of {epochs}"
+    problem = check_checkpoint(path) if path.exists() else "it was not written"
     if problem:
         log.warning("%s is not usable (%s): evaluating the model in memory instead", path, problem)
-        tracking.set_tag("checkpoint", f"best.keras not used: {problem}")
+        tracking.set_tag("checkpoint", f"{path.name} not used: {problem}")
+        described, epoch = (
+            f"the model in memory after epoch {epochs} ({path.name}: {problem})",
+            epochs,
+        )
+    tracking.set_tag("evaluated_weights", described)
+    tracking.log_metrics({"evaluated_epoch": epoch})
+    log.info("evaluating %s", described)
+    if problem:
         return model
     # Without its optimizer: it trains no further (and with cached features the head's
     # optimizer, not the saved model's, did the training).

@@ -124,5 +124,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start the real CLI (a `workspace`) are `e2e`: `pytest -m "not e2e"` is the
     quick loop (under a minute), `make test` runs everything."""
     for item in items:
-        if "workspace" in getattr(item, "fixturenames", ()):
+        # `trained` (test_predict.py): a model trained once through the CLI for its module.
+        if {"workspace", "trained"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)

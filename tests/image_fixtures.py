@@ -41,6 +41,10 @@ UNUSUAL = {
     "bitmap.bmp": lambda img, p: img.save(p, "BMP"),
     "upper.JPG": lambda img, p: img.save(p, "JPEG"),
     "upper2.PNG": lambda img, p: img.save(p, "PNG"),
+    "still.gif": lambda img, p: img.save(p, "GIF"),
+    "deep16.png": lambda img, p: Image.fromarray(
+        np.asarray(img.convert("L")).astype(np.uint16) * 257  # 16-bit grayscale, same picture
+    ).save(p),
 }
 BAD = {
     "corrupt.jpg": lambda: (
@@ -148,9 +152,9 @@ def annotation_xml(image_id: str, objects: list[tuple[str, int]]) -> str:
     return "\n".join([*parts, "</annotation>"])
 
 
-def write_voc(root: Path, objects: dict = VOC_OBJECTS) -> Path:
-    """VOCdevkit/VOC2012 with Annotations, JPEGImages and ImageSets/Main."""
-    year = root / "VOCdevkit" / "VOC2012"
+def write_voc(root: Path, objects: dict = VOC_OBJECTS, year: str = "2012") -> Path:
+    """VOCdevkit/VOC<year> with Annotations, JPEGImages and ImageSets/Main."""
+    year = root / "VOCdevkit" / f"VOC{year}"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (year / sub).mkdir(parents=True)
     for index, (image_id, objs) in enumerate(objects.items()):

@@ -77,6 +77,60 @@ def test_flip_alone_mirrors_exactly():
         assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1])
 
 
+def augmented(overrides: list[str], images: np.ndarray, seed=(3, 4)) -> np.ndarray:
+    cfg = compose_cfg(["augmentation=none", *overrides]).augmentation
+    return augment.augment_batch(tf.constant(images), tf.constant(seed, tf.int64), cfg).numpy()
+
+
+def test_vertical_flip_alone_flips_upside_down_exactly():
+    images = random_splits().train.x[:16]
+    out = augmented(["augmentation.vertical_flip=true"], images)
+    flipped = [not np.array_equal(o, i) for o, i in zip(out, images, strict=True)]
+    assert any(flipped) and not all(flipped)  # a coin per image
+    for original, result in zip(images, out, strict=True):
+        assert np.array_equal(result, original) or np.array_equal(result, original[::-1])
+
+
+def test_brightness_shifts_every_pixel_of_an_image_by_one_amount():
+    images = np.full((16, 8, 8, 3), 128, np.uint8)
+    out = augmented(["augmentation.brightness=0.2"], images).astype(int)
+    shifts = out[:, 0, 0, 0] - 128
+    assert (out == (128 + shifts)[:, None, None, None]).all()  # uniform within each image
+    assert np.abs(shifts).max() <= round(0.2 * 255) and len(set(shifts.tolist())) > 8
+
+
+def test_contrast_scales_around_each_images_mean():
+    rng = np.random.default_rng(5)
+    images = rng.integers(96, 160, (16, 8, 8, 1), dtype=np.uint8)
+    out = augmented(["augmentation.contrast=0.5"], images).astype(float)
+    original = images.astype(float)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), original.mean(axis=(1, 2, 3)), atol=0.6)
+    factors = out.std(axis=(1, 2, 3)) / original.std(axis=(1, 2, 3))
+    assert ((factors > 0.48) & (factors < 1.52)).all() and np.ptp(factors) > 0.3
+
+
+def test_fill_modes_decide_only_what_a_shift_uncovers():
+    """Same seed, same shifts: the pixels a shift uncovers (where fill_value 0 and 255 differ)
+    are filled differently by each mode; every other pixel is the same in all of them."""
+    images = random_splits().train.x[:16]
+    shift = ["augmentation.width_shift=0.3", "augmentation.height_shift=0.3"]
+
+    def run(mode: str, value: int = 0) -> np.ndarray:
+        overrides = [*shift, f"augmentation.fill_mode={mode}", f"augmentation.fill_value={value}"]
+        return augmented(overrides, images).astype(int)
+
+    uncovered = run("constant", 0) != run("constant", 255)
+    assert 0.05 < uncovered.mean() < 0.6
+    assert (run("constant", 255)[uncovered] >= run("constant", 0)[uncovered]).all()
+    results = {mode: run(mode) for mode in ("nearest", "reflect", "wrap", "constant")}
+    for mode, out in results.items():
+        np.testing.assert_array_equal(out[~uncovered], results["constant"][~uncovered], mode)
+    filled = [results[mode][uncovered] for mode in results]
+    for i, first in enumerate(filled):
+        for second in filled[i + 1 :]:
+            assert (first != second).mean() > 0.3  # each mode fills its own way
+
+
 def test_fields_are_overridable_and_checked():
     cfg = compose_cfg(["augmentation=tutorial", "augmentation.rotation=15"])
     assert cfg.augmentation.rotation == 15 and cfg.augmentation.zoom == 0.2
@@ -121,19 +175,26 @@ def fitted_model(overrides: list[str], train_x: np.ndarray, tmp_path):
     """A LeNet with normalization fitted on `train_x`, saved and loaded back in safe mode."""
     import dataclasses
 
-    import keras
-
-    from runner import models, normalize
-    from runner.models.lenet import LeNetConfig
+    from runner import normalize
 
     cfg = compose_cfg(overrides)
     info = DataInfo("x", train_x.shape[1:], ("a", "b"))
-    info = dataclasses.replace(info, preprocessing=tuple(normalize.fit(cfg.augmentation, train_x)))
+    train = ArraySplit(train_x, np.zeros(len(train_x), np.int64))
+    info = dataclasses.replace(info, preprocessing=tuple(normalize.fit(cfg.augmentation, train)))
+    return build_and_reload(info, tmp_path)
+
+
+def build_and_reload(info: DataInfo, tmp_path):
+    """A LeNet for `info`, saved and loaded back in safe mode."""
+    import keras
+
+    from runner import models
+    from runner.models.lenet import LeNetConfig
+
     model = models.build(LeNetConfig(name="lenet"), info)
     path = tmp_path / "model.keras"
     model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    return loaded
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def normalized(model, x: np.ndarray, last: str) -> np.ndarray:
@@ -144,18 +205,50 @@ def normalized(model, x: np.ndarray, last: str) -> np.ndarray:
 
 
 def test_featurewise_statistics_come_from_the_training_split_only(tmp_path):
+    """Through the code a run uses (train.with_normalization): dark training images, bright
+    validation and test images; the model's statistics are the training images' alone."""
+    from runner.train import with_normalization
+
     rng = np.random.default_rng(1)
+    labels = np.zeros(200, np.int64)
     train = rng.integers(20, 80, (200, 8, 8, 3), dtype=np.uint8)  # dark
-    other = rng.integers(180, 250, (50, 8, 8, 3), dtype=np.uint8)  # bright validation/test
-    model = fitted_model(
-        ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"],
-        train, tmp_path,
-    )  # fmt: skip
+    other = rng.integers(180, 250, (200, 8, 8, 3), dtype=np.uint8)  # bright validation/test
+    splits = Splits(ArraySplit(train, labels), ArraySplit(other, labels),
+                    ArraySplit(other, labels), DataInfo("x", (8, 8, 3), ("a", "b")))  # fmt: skip
+    cfg = compose_cfg(
+        ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"]
+    )
+    info = with_normalization(cfg, splits)
+    model = build_and_reload(info, tmp_path)
     out_train = normalized(model, train, "featurewise")
     np.testing.assert_allclose(out_train.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
     np.testing.assert_allclose(out_train.std(axis=(0, 1, 2)), 1.0, atol=1e-2)
     # Other splits get the training statistics, so they stay far from zero mean.
     assert normalized(model, other, "featurewise").mean() > 5
+
+
+def test_statistics_stream_from_disk_for_a_file_split(tmp_path):
+    """A dataset streamed from disk (FileSplit) is fitted batch by batch, to the same values."""
+    from PIL import Image
+
+    from runner import normalize
+    from runner.data.base import FileSplit
+
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 255, (300, 8, 8, 3), dtype=np.uint8)  # more than one batch
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(image).save(paths[-1])
+    labels = np.zeros(len(images), np.int64)
+    streamed = FileSplit(np.asarray(paths, dtype=object), labels, (8, 8), 3)
+    cfg = compose_cfg(["augmentation.featurewise_center=true",
+                       "augmentation.featurewise_std_normalization=true"]).augmentation  # fmt: skip
+    [(layer, _)] = normalize.fit(cfg, streamed)
+    scaled = images.astype(np.float64) / 255
+    mean, variance = np.asarray(layer.input_mean), np.asarray(layer.input_variance)
+    np.testing.assert_allclose(mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(variance, scaled.var(axis=(0, 1, 2)), rtol=1e-4)
 
 
 def test_samplewise_normalization_standardizes_each_image(tmp_path):
@@ -183,7 +276,7 @@ def test_zca_refuses_large_images():
 
     cfg = compose_cfg(["augmentation.zca_whitening=true"]).augmentation
     with pytest.raises(RunnerError, match="meant for small images"):
-        normalize.fit(cfg, np.zeros((4, 64, 64, 3), np.uint8))
+        normalize.fit(cfg, ArraySplit(np.zeros((4, 64, 64, 3), np.uint8), np.zeros(4, np.int64)))
 
 
 def test_placement_model_augments_inside_the_model_while_training(workspace):

@@ -159,3 +159,22 @@ def test_help_lists_the_groups_a_user_picks_from_and_nothing_else():
     assert sorted(listed) == sorted(path.name for path in CONF.iterdir() if path.is_dir())
     assert listed["model"] == options("model") and "schema/model" not in result.stdout
     assert "README.md" in result.stdout and "../" not in result.stdout
+
+
+def test_moved_keys_keep_working_with_a_one_line_note():
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "--cfg", "job", "trainer.early_stopping.patience=3",
+         "trainer.checkpoint.monitor=val_loss", "trainer.checkpoint.save_best_only=false"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.callbacks.early_stopping.patience == 3
+    assert cfg.callbacks.model_checkpoint.monitor == "val_loss"
+    assert cfg.trainer.evaluate == "last"
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        "note: trainer.early_stopping.patience is now callbacks.early_stopping.patience",
+        "note: trainer.checkpoint.monitor is now callbacks.model_checkpoint.monitor",
+        "note: trainer.checkpoint.save_best_only=false is now trainer.evaluate=last "
+        "(best.keras always holds the best epoch)",
+    ]

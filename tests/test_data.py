@@ -132,3 +132,16 @@ def test_digits_ships_with_scikit_learn(tmp_path):
     assert splits.train.x.shape[1:] == (28, 28, 1) and splits.train.x.dtype == np.uint8
     assert sum(splits.sizes().values()) == 1797
     assert splits.train.x.max() > 200  # 0-16 scaled to 0-255
+
+
+def test_figure_samples_cover_every_class_of_a_class_ordered_split():
+    from runner.data.base import ArraySplit, spread_indices
+
+    y = np.array([0] * 6 + [1] * 6 + [2] * 2)  # ordered by class, like cats vs dogs
+    picked = spread_indices(y, 7)
+    assert y[picked].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert len(set(picked.tolist())) == 7
+    split = ArraySplit(np.arange(14, dtype=np.uint8).reshape(14, 1, 1, 1), y)
+    assert split.sample(3).reshape(-1).tolist() == [0, 6, 12]
+    multilabel = np.zeros((10, 20))
+    assert spread_indices(multilabel, 4).tolist() == [0, 3, 6, 9]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import mlflow
 import numpy as np
 import pytest
@@ -43,8 +44,10 @@ def only_run(client, experiment: str = "tests"):
 
 def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     result = workspace.run(
-        *checksum_overrides(mirror, "fashion_mnist"), "model=lenet", *FAST, "trainer.epochs=2"
-    )
+        *checksum_overrides(mirror, "fashion_mnist"), "model=lenet", *FAST, "trainer.epochs=3",
+        "callbacks.model_checkpoint.keep=best_and_last", "callbacks.csv_logger.enabled=true",
+        "callbacks.tensorboard.enabled=true",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
     run = only_run(client)
@@ -59,7 +62,7 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     params = run.data.params
     assert params["model.name"] == "lenet"
     assert params["data.name"] == "fashion_mnist"
-    assert params["trainer.epochs"] == "2"
+    assert params["trainer.epochs"] == "3"
     assert params["optimizer.lr"] == "0.01"
     assert params["data.mirror"] == mirror.url
     assert params["data.size.test"] == "100"
@@ -69,16 +72,14 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     # Tags: model, data, overrides, git commit.
     tags = run.data.tags
     assert tags["model"] == "lenet" and tags["data"] == "fashion_mnist"
-    assert "trainer.epochs=2" in tags["overrides"]
+    assert "trainer.epochs=3" in tags["overrides"]
     assert "git_commit" in tags
 
     # Per-epoch metrics under Keras' names with step = epoch; final ones prefixed test_.
     for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run_id, name)
-        assert sorted(m.step for m in history) == [0, 1], name
+        assert sorted(m.step for m in history) == [0, 1, 2], name
     assert client.get_metric_history(run_id, "learning_rate")[0].value == pytest.approx(0.01)
-    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
-    assert run.data.metrics["test_loss"] > 0
 
     artifacts = artifact_paths(client, run_id)
     assert EXPECTED_ARTIFACTS <= artifacts, EXPECTED_ARTIFACTS - artifacts
@@ -90,6 +91,8 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
         mlflow.artifacts.load_text(f"{run.info.artifact_uri}/reports/classification_report.json")
     )
     assert set(class_names) <= set(report)
+    # The test metrics and the report score the same predictions.
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-6)
     overrides = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/overrides.yaml")
     assert "model=lenet" in overrides
 
@@ -108,8 +111,26 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     keras_model = mlflow.keras.load_model(f"runs:/{run_id}/model")
     assert keras_model.count_params() == 1_256_080
 
-    # The Hydra output folder keeps the best checkpoint.
-    assert list((workspace.root / "outputs" / "runs").glob("*/checkpoints/best.keras"))
+    # The evaluated and logged weights are the best epoch's by the objective (val_accuracy),
+    # named in the run; the last epoch's weights are kept beside them (keep=best_and_last).
+    val_accuracy = [m.value for m in sorted(
+        client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step)]  # fmt: skip
+    best_epoch = int(np.argmax(val_accuracy)) + 1
+    assert run.data.metrics["evaluated_epoch"] == best_epoch
+    assert tags["evaluated_weights"].startswith(f"best: best.keras, epoch {best_epoch} of 3")
+    (checkpoints,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints")
+    best, last = (keras.saving.load_model(checkpoints / f"{name}.keras", safe_mode=True)
+                  for name in ("best", "last"))  # fmt: skip
+    for logged_weights, best_weights in zip(keras_model.get_weights(), best.get_weights(),
+                                            strict=True):  # fmt: skip
+        np.testing.assert_array_equal(logged_weights, best_weights)
+    if best_epoch != 3:
+        assert not np.array_equal(keras_model.get_weights()[-1], last.get_weights()[-1])
+
+    # Callbacks switched on from the config leave their files in the run.
+    history_csv = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/history.csv")
+    assert history_csv.splitlines()[0].startswith("epoch,") and len(history_csv.splitlines()) == 4
+    assert any(path.startswith("tensorboard/train/events.out.tfevents") for path in artifacts)
 
 
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
@@ -130,13 +151,24 @@ def test_other_downloaded_datasets_train(workspace, mirror, data):
 def test_digits_works_offline_and_learns(workspace):
     result = workspace.run(
         "experiment=digits_lenet", "trainer.epochs=3", "logger.experiment=tests",
-        "logger.log_model=false", "data.mirror=ignored" if False else "trainer.seed=1",
+        "logger.log_model=false", "trainer.seed=1", "trainer.evaluate=last",
+        "callbacks=reduce_lr", "callbacks.reduce_lr_on_plateau.patience=0",
+        "callbacks.reduce_lr_on_plateau.min_delta=10", "callbacks.reduce_lr_on_plateau.factor=0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(workspace.client())
     assert run.data.params["data.name"] == "digits"
     assert run.data.params["data.size.test"] == "360"  # 20% of 1,797, stratified
     assert run.data.metrics["test_accuracy"] > 0.5  # chance is 0.1
+    # trainer.evaluate=last: the last epoch's weights, named in the run.
+    assert run.data.metrics["evaluated_epoch"] == 3
+    assert run.data.tags["evaluated_weights"] == "last: last.keras, epoch 3 of 3"
+    # ReduceLROnPlateau: with min_delta 10 no epoch after the first counts as an improvement,
+    # so (patience 0, factor 0.5) the rate halves at the end of epochs 2 and 3.
+    rates = [m.value for m in sorted(
+        workspace.client().get_metric_history(run.info.run_id, "learning_rate"),
+        key=lambda m: m.step)]  # fmt: skip
+    assert rates == pytest.approx([0.01, 0.005, 0.0025], rel=1e-5)
     # Nothing was downloaded: the cache folder was never created.
     assert not workspace.data_dir.exists()
     # The splits are the run's dataset inputs (the Dataset column of the MLflow UI).

@@ -95,10 +95,18 @@ def test_unknown_key_is_rejected(workspace):
     ("override", "message"),
     [("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
      ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
-     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1")],
+     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
+     ("callbacks.model_checkpoint.enabled=false",
+      "trainer.evaluate=best scores checkpoints/best.keras, which "
+      "callbacks.model_checkpoint.enabled=false does not write"),
+     ("callbacks=reduce_lr optimizer.schedule=inverse_time",
+      "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
+      "with optimizer.schedule=inverse_time"),
+     ("callbacks.reduce_lr_on_plateau.factor=2",
+      "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1")],
 )  # fmt: skip
 def test_out_of_range_trainer_values_are_rejected_before_any_run(workspace, override, message):
-    result = workspace.run("experiment=digits_lenet", *FAST, override)
+    result = workspace.run("experiment=digits_lenet", *FAST, *override.split())
     assert result.returncode == 2
     assert f"error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -107,10 +115,10 @@ def test_out_of_range_trainer_values_are_rejected_before_any_run(workspace, over
 
 def test_bad_monitor_fails_the_run_with_the_choices(workspace):
     result = workspace.run(
-        "experiment=digits_lenet", *FAST, "trainer.early_stopping.monitor=val_acc"
+        "experiment=digits_lenet", *FAST, "callbacks.early_stopping.monitor=val_acc"
     )
     assert result.returncode == 2
-    assert "trainer.early_stopping.monitor='val_acc' is not a metric" in result.stderr
+    assert "callbacks.early_stopping.monitor='val_acc' is not a metric" in result.stderr
     assert "val_accuracy" in result.stderr
     assert statuses(workspace) == ["FAILED"]
 
@@ -118,7 +126,7 @@ def test_bad_monitor_fails_the_run_with_the_choices(workspace):
 def test_sigterm_marks_the_run_killed_and_keeps_checkpoints(workspace):
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", "experiment=digits_lenet", "logger.experiment=tests",
-         "trainer.epochs=200", "trainer.early_stopping.enabled=false"],
+         "trainer.epochs=200", "callbacks.early_stopping.enabled=false"],
         cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip

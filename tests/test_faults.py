@@ -25,7 +25,7 @@ from tests.conftest import FAST, sha256
 from tests.test_e2e import only_run
 
 LONG = ["experiment=digits_lenet", "logger.experiment=tests", "trainer.epochs=200",
-        "trainer.early_stopping.enabled=false"]  # fmt: skip
+        "callbacks.early_stopping.enabled=false"]  # fmt: skip
 
 
 def start(workspace, *args: str) -> subprocess.Popen:
@@ -260,7 +260,7 @@ def test_odd_file_names_are_read_and_pixel_bombs_skipped(workspace, tmp_path):
 def test_a_diverged_job_logs_no_nan_checkpoint(workspace):
     result = workspace.run(
         "experiment=digits_lenet", *FAST, "trainer.epochs=3", "optimizer.lr=1e12",
-        "trainer.checkpoint.save_best_only=false", "trainer.checkpoint.monitor=loss",
+        "trainer.evaluate=last", "callbacks.model_checkpoint.monitor=loss",
     )  # fmt: skip
     assert result.returncode == 2
     assert "diverged" in result.stderr.strip().splitlines()[-1]

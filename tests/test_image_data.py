@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_unusual_valid_images_are_kept_and_bad_files_skipped(tmp_path):
     assert skipped["notes.txt"].startswith("not an image")
     assert "cannot be decoded" in skipped["truncated.jpg"]
     # 25% stratified test split, then 20% of the rest for validation.
-    assert splits.sizes()["test"] == round(0.25 * total)
+    assert splits.sizes()["test"] == math.ceil(0.25 * total)  # scikit-learn rounds up
     per_class = [counts["cats"], counts["dogs"], counts["panda"]]
     expected = 0.25 * np.asarray(per_class)
     assert np.abs(np.bincount(splits.test.y) - expected).max() <= 1  # stratified
@@ -55,8 +56,15 @@ def test_decoding_converts_every_form_to_the_requested_channels(tmp_path):
     assert skipped == [] and len(kept) == len(paths)
     assert images.shape == (len(paths), 20, 24, 1)
     rgb, _, _ = decode_files(paths, size=(20, 24), channels=3)
-    red = rgb[[i for i, p in enumerate(paths) if p.name != "gray.png"]]
+    red = rgb[[i for i, p in enumerate(paths) if p.name not in ("gray.png", "deep16.png")]]
     assert (red[..., 0].mean(axis=(1, 2)) > red[..., 2].mean(axis=(1, 2))).all()  # still red
+    # A 16-bit image is scaled to 8 bits (not clipped, not wrapped): the same picture as its
+    # 8-bit grayscale source, and a GIF reads like the PNG it was made from.
+    by_name = {p.name: i for i, p in enumerate(paths)}
+    deep, gray = images[by_name["deep16.png"]].astype(int), images[by_name["gray.png"]].astype(int)
+    assert np.abs(deep - gray).max() <= 1
+    png, gif = images[by_name["upper2.PNG"]].astype(int), images[by_name["still.gif"]].astype(int)
+    assert np.abs(png - gif).mean() < 12  # (GIF: 256-color palette)
 
 
 def test_two_classes_make_a_binary_task(tmp_path):
@@ -128,11 +136,26 @@ def test_voc_imagesets_multilabel_targets(tmp_path):
     assert info.task == "multilabel" and len(info.class_names) == 20
     assert splits.sizes()["test"] == len(fx.VOC_VAL)
     assert splits.sizes()["train"] + splits.sizes()["val"] == len(fx.VOC_TRAIN)
-    assert [Path(s.path).name for s in splits.skipped] == ["2008_000013.xml"]
+    # 2008_000013 is in no ImageSets/Main list: another VOC task's image, left out quietly.
+    assert splits.skipped == []
     targets = np.concatenate([splits.train.y, splits.val.y])
     assert targets.shape == (8, 20)
     # 2008_000003: car, bus and a difficult person -> three positives with difficult included.
     assert sorted(targets.sum(axis=1).astype(int).tolist()) == [1, 1, 1, 1, 2, 2, 2, 3]
+
+
+def test_voc_year_picks_the_folder_among_several(tmp_path):
+    import dataclasses
+
+    fx.write_voc(tmp_path / "voc", year="2009")
+    fx.write_voc(tmp_path / "voc", year="2012")
+    files = lambda splits: {Path(p).parent.parent.name for p in splits.train.paths}  # noqa: E731
+    # Streamed from disk (no memory budget): the paths tell which folder was read.
+    ctx = dataclasses.replace(context(tmp_path), max_memory_mb=0)
+    assert files(load(voc(tmp_path / "voc", year="2009"), ctx)) == {"VOC2009"}
+    assert files(load(voc(tmp_path / "voc", year="2012"), ctx)) == {"VOC2012"}
+    with pytest.raises(DataError, match=r"holds VOC2009, VOC2012 but no VOC2007: set data.year"):
+        load(voc(tmp_path / "voc", year="2007"), ctx)
 
 
 def test_voc_difficult_objects_can_be_excluded(tmp_path):
@@ -168,6 +191,23 @@ def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
     assert (
         tmp_path / "cache" / "voc" / "VOC2012" / "VOCdevkit" / "VOC2012" / "Annotations"
     ).is_dir()
+
+
+def test_voc_fetches_the_official_tar_of_its_year(tmp_path, mirror):
+    """data.files left empty: the official file name of data.year, from data.mirror."""
+    from runner.data.voc import TRAINVAL_TARS, download_config
+
+    year = fx.write_voc(tmp_path / "src", year="2009")
+    official, md5 = TRAINVAL_TARS["2009"]
+    fx.tar_folder(year.parent, mirror.folder / official)
+    cfg = VocDataConfig(name="voc", year="2009", mirror=mirror.url, verify_checksum=False)
+    splits = load(cfg, context(tmp_path))  # (the fixture tar is not the official file)
+    assert splits.sizes()["test"] == len(fx.VOC_VAL)
+    assert (tmp_path / "cache" / "voc" / official).is_file()
+    # The official host's folder of that year and the published md5 when nothing is set.
+    resolved = download_config(VocDataConfig(name="voc", year="2009"))
+    assert resolved.mirror == "http://host.robots.ox.ac.uk/pascal/VOC/voc2009"
+    assert dict(resolved.files.trainval) == {"name": official, "sha256": None, "md5": md5}
 
 
 def test_data_larger_than_the_memory_limit_streams_from_disk(tmp_path):

@@ -161,7 +161,7 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
     report = json.loads(mlflow.artifacts.load_text(
         f"{scored.info.artifact_uri}/reports/classification_report.json"))  # fmt: skip
     assert sum(report[name]["support"] for name in ("cats", "dogs", "panda")) == 36
-    assert 0.0 <= scored.data.metrics["test_accuracy"] <= 1.0
+    assert scored.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-6)
     assert {a.path for a in client.list_artifacts(scored.info.run_id, "plots")} >= {
         "plots/confusion_matrix.png"
     }

@@ -220,8 +220,8 @@ def test_fine_tuning_changes_exactly_the_unfrozen_layers(
     result = workspace.run(*pretrained_args(
         mirror, small_weights, tmp_path / "animals", "model.strategy=fine_tune",
         "model.fine_tune.epochs=2", "model.fine_tune.unfreeze_layers=12", "model.fine_tune.lr=0.01",
-        "trainer.epochs=1", "trainer.early_stopping.enabled=false",
-        "trainer.checkpoint.enabled=false",  # evaluate and log the last weights
+        "trainer.epochs=1", "callbacks.early_stopping.enabled=false",
+        "trainer.evaluate=last",  # evaluate and log the last weights
     ))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()

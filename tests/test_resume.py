@@ -22,8 +22,9 @@ from tests.test_e2e import only_run
 
 DIGITS = [
     "experiment=digits_lenet", "optimizer=adam", "optimizer.lr=0.002", "trainer.epochs=6",
-    "trainer.batch_size=64", "trainer.early_stopping.patience=10",
-    "trainer.checkpoint.keep=best_and_last", "logger.experiment=tests", "logger.log_model=false",
+    "trainer.batch_size=64", "callbacks.early_stopping.patience=10",
+    "callbacks.model_checkpoint.keep=best_and_last", "logger.experiment=tests",
+    "logger.log_model=false",
 ]  # fmt: skip
 
 
@@ -241,7 +242,7 @@ def test_checkpoint_retention(workspace, keep):
     folder = workspace.root / "outputs" / keep
     result = workspace.run(
         "experiment=digits_lenet", "trainer.epochs=1", "logger.log_model=false",
-        f"trainer.checkpoint.keep={keep}", f"hydra.run.dir={folder}",
+        f"callbacks.model_checkpoint.keep={keep}", f"hydra.run.dir={folder}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     kept = sorted(p.name for p in (folder / "checkpoints").glob("*.keras"))

@@ -79,7 +79,7 @@ def test_a_server_that_dies_mid_run_gets_everything_after_sync(workspace, server
     job = workspace.root / "outputs" / "job"
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", "experiment=digits_lenet", "trainer.epochs=6",
-         "trainer.early_stopping.enabled=false", f"logger.tracking_uri={server.url}",
+         "callbacks.early_stopping.enabled=false", f"logger.tracking_uri={server.url}",
          "logger.experiment=team", f"hydra.run.dir={job}"],
         cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,

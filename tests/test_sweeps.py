@@ -68,16 +68,24 @@ def test_grid_sweep_gives_one_child_run_per_combination_and_a_report(workspace):
 
 
 def test_poisoned_trial_fails_alone_and_the_sweep_goes_on(workspace):
-    result = workspace.run("-m", *FAST, "optimizer.lr=0.05,100000", "logger.log_model=false")
+    # A minimized objective: the failed job must rank last (its value is +inf, not -inf).
+    result = workspace.run(
+        "-m", *FAST, "optimizer.lr=0.05,100000", "logger.log_model=false",
+        "objective.metric=val_loss", "objective.mode=min",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     _, parent, children = sweep_runs(workspace)
     by_lr = {r.data.params["optimizer.lr"]: r for r in children}
-    assert by_lr["0.05"].info.status == "FINISHED"
+    healthy = by_lr["0.05"]
+    assert healthy.info.status == "FINISHED"
     poisoned = by_lr["100000.0"]
     assert poisoned.info.status == "FAILED"
     assert "Training diverged" in poisoned.data.tags["error"]
     assert parent.info.status == "FINISHED"
     assert (parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (1, 1)
+    assert healthy.data.metrics["best_val_loss"] == healthy.data.metrics["val_loss"]
+    assert parent.data.tags["best_run_id"] == healthy.info.run_id
+    assert parent.data.metrics["best_val_loss"] == healthy.data.metrics["best_val_loss"]
 
 
 def test_optuna_search_logs_the_best_trial_on_the_parent(workspace):

@@ -35,6 +35,20 @@ class DataInfo:
         return len(self.class_names)
 
 
+def spread_indices(y: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` examples for a figure, taken from each class in turn (its first
+    example, then each class's second, ...), so a split ordered by class (cats vs dogs) still
+    shows every class. Multi-label targets: evenly spaced over the split."""
+    count = min(count, len(y))
+    if y.ndim != 1:
+        return np.unique(np.linspace(0, len(y) - 1, count).round().astype(np.int64))
+    rank = np.zeros(len(y), dtype=np.int64)  # position of each example within its class
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        rank[members] = np.arange(len(members))
+    return np.lexsort((y, rank))[:count]
+
+
 @dataclass
 class ArraySplit:
     """Images as uint8 NHWC and their labels, held in memory."""
@@ -48,9 +62,12 @@ class ArraySplit:
     def take(self, indices: np.ndarray) -> ArraySplit:
         return ArraySplit(self.x[indices], self.y[indices])
 
+    def images(self, indices: np.ndarray) -> np.ndarray:
+        return self.x[indices]
+
     def sample(self, count: int) -> np.ndarray:
-        """The first `count` images (splits are already shuffled), as uint8 NHWC."""
-        return self.x[:count]
+        """`count` images across the classes (see `spread_indices`), as uint8 NHWC."""
+        return self.images(spread_indices(self.y, count))
 
 
 @dataclass
@@ -75,11 +92,14 @@ class FileSplit:
     def take(self, indices: np.ndarray) -> FileSplit:
         return FileSplit(self.paths[indices], self.y[indices], self.image_size, self.channels)
 
-    def sample(self, count: int) -> np.ndarray:
+    def images(self, indices: np.ndarray) -> np.ndarray:
         images, _, _ = decode_files(
-            [Path(p) for p in self.paths[:count]], size=self.image_size, channels=self.channels
+            [Path(p) for p in self.paths[indices]], size=self.image_size, channels=self.channels
         )
         return images
+
+    def sample(self, count: int) -> np.ndarray:
+        return self.images(spread_indices(self.y, count))
 
 
 Split = ArraySplit | FileSplit

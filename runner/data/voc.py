@@ -9,6 +9,7 @@ annotation files (`data.split=random`, the tutorial's 70/20/10).
 
 from __future__ import annotations
 
+import logging
 import tarfile
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from runner.config import DownloadedDataConfig, ImageDataConfig
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
@@ -25,6 +27,8 @@ from runner.data.folders import require_folder
 from runner.data.images import Skipped
 from runner.errors import DataError
 from runner.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -48,7 +52,10 @@ class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
     """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched
     like the other downloaded datasets (mirror, files, verify_checksum)."""
 
+    # Which VOC20XX: the folder read under `path`, and the tar fetched when `files` is empty
+    # (the official trainval tar of that year, from `mirror` or the official host).
     year: str = "2012"
+    mirror: str | None = None  # null: http://host.robots.ox.ac.uk/pascal/VOC/voc<year>
     split: VocSplit = VocSplit.imagesets
     # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
     train_fraction: float = 0.7
@@ -57,14 +64,38 @@ class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
     threshold: float = 0.5  # a class is predicted present at this probability
 
 
-def find_year_folder(path: Path) -> Path:
-    """Accept VOCdevkit/VOC20XX itself, VOCdevkit, or a folder holding VOCdevkit."""
+# The official trainval tar of each year (file name, md5: VOC publishes no sha256).
+TRAINVAL_TARS = {
+    "2007": ("VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64"),
+    "2008": ("VOCtrainval_14-Jul-2008.tar", "2629fa636546599198acfcfbfcf1904a"),
+    "2009": ("VOCtrainval_11-May-2009.tar", "59065e4b188729180974ef6572f6a212"),
+    "2010": ("VOCtrainval_03-May-2010.tar", "da459979d0c395079b5c75ee67908abb"),
+    "2011": ("VOCtrainval_25-May-2011.tar", "6c3384ef61512963050cb5d687e5bf1e"),
+    "2012": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
+}
+OFFICIAL_HOST = "http://host.robots.ox.ac.uk/pascal/VOC/voc{year}"
+
+
+def find_year_folder(path: Path, year: str) -> Path:
+    """Accept VOCdevkit/VOC20XX itself, VOCdevkit, or a folder holding VOCdevkit; where
+    several years sit side by side, `data.year` picks one."""
     for candidate in (path, path / "VOCdevkit"):
         if (candidate / "Annotations").is_dir():
             return candidate
-        years = sorted(candidate.glob("VOC20*")) if candidate.is_dir() else []
-        if years and (years[-1] / "Annotations").is_dir():
-            return years[-1]
+        years = sorted(d for d in candidate.glob("VOC20*") if (d / "Annotations").is_dir()) if (
+            candidate.is_dir()) else []  # fmt: skip
+        wanted = candidate / f"VOC{year}"
+        if wanted in years:
+            return wanted
+        if len(years) == 1:
+            log.warning("data.year=%s, but %s holds only %s: reading it", year, candidate,
+                        years[0].name)  # fmt: skip
+            return years[0]
+        if years:
+            raise DataError(
+                f"{candidate} holds {', '.join(d.name for d in years)} but no VOC{year}: set "
+                f"data.year to one of {[d.name[3:] for d in years]}."
+            )
     raise DataError(
         f"{path} is not a Pascal VOC tree: expected VOCdevkit/VOC20XX/ with Annotations/, "
         "JPEGImages/ and ImageSets/Main/."
@@ -117,36 +148,58 @@ def read_ids(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
+def download_config(cfg: Any) -> Any:
+    """`cfg` with the tar to fetch: its own `files` and `mirror` when set, else the official
+    trainval tar of `data.year` from the official host."""
+    year = str(cfg.year)
+    if not cfg.files and year not in TRAINVAL_TARS:
+        raise DataError(
+            f"data.year={year} has no known trainval tar (known: {sorted(TRAINVAL_TARS)}): set "
+            "data.path to your VOCdevkit, or data.files.trainval.{name,md5} and data.mirror."
+        )
+    files = cfg.files
+    if not files:
+        name, md5 = TRAINVAL_TARS[year]
+        files = {"trainval": {"name": name, "md5": md5}}
+    mirror = cfg.mirror or OFFICIAL_HOST.format(year=year)
+    return OmegaConf.merge(cfg, {"files": files, "mirror": mirror})
+
+
 def voc_root(cfg: Any, ctx: LoadContext) -> Path:
     if cfg.path:
-        return find_year_folder(require_folder(cfg.path, cfg.name))
-    files = fetch_all(cfg, ctx.data_dir)
+        return find_year_folder(require_folder(cfg.path, cfg.name), str(cfg.year))
+    files = fetch_all(download_config(cfg), ctx.data_dir)
     extracted = ctx.data_dir / cfg.name / f"VOC{cfg.year}"
     for archive in files.values():
         extract_tar(archive, extracted)
-    return find_year_folder(extracted)
+    return find_year_folder(extracted, str(cfg.year))
 
 
 @DATASETS.register("voc", VocDataConfig)
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = voc_root(cfg, ctx)
     difficult = Difficult(cfg.difficult)
-    annotations = sorted((root / "Annotations").glob("*.xml"))
+    annotations = {path.stem: path for path in sorted((root / "Annotations").glob("*.xml"))}
     if not annotations:
         raise DataError(f"{root / 'Annotations'} holds no .xml annotation.")
-    targets = {path.stem: read_annotation(path, difficult) for path in annotations}
-    ids = list(targets)
     skipped: list[Skipped] = []
     rng = np.random.default_rng(ctx.seed)
     if VocSplit(cfg.split) is VocSplit.imagesets:
         main = root / "ImageSets" / "Main"
         train_ids, test_ids = read_ids(main / "train.txt"), read_ids(main / "val.txt")
         listed = set(train_ids) | set(test_ids)
+        # Annotations of the other VOC tasks (segmentation, layout, action) are not part of the
+        # classification split: left out as the official lists say, not unusable files.
+        unlisted = len(set(annotations) - listed)
+        if unlisted:
+            log.info("VOC%s: %d annotation(s) are in no ImageSets/Main list (other VOC tasks); "
+                     "left out, as data.split=imagesets says", cfg.year, unlisted)  # fmt: skip
         skipped += [
-            Skipped(str(root / "Annotations" / f"{i}.xml"), "in no ImageSets/Main list")
-            for i in ids
-            if i not in listed
+            Skipped(str(root / "Annotations" / f"{i}.xml"), "in ImageSets/Main, no annotation")
+            for i in sorted(listed - set(annotations))
         ]
+        targets = {i: read_annotation(annotations[i], difficult) for i in sorted(listed)
+                   if i in annotations}  # fmt: skip
         train_ids = [i for i in train_ids if i in targets]
         test_ids = [i for i in test_ids if i in targets]
         order = rng.permutation(len(train_ids))
@@ -157,6 +210,8 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
             "test": test_ids,
         }
     else:
+        targets = {i: read_annotation(path, difficult) for i, path in annotations.items()}
+        ids = list(targets)
         order = [ids[i] for i in rng.permutation(len(ids))]
         n_train = round(cfg.train_fraction * len(ids))
         n_val = round(cfg.val_fraction * len(ids))
