@@ -34,11 +34,16 @@ def check_trainer(trainer: DictConfig) -> None:
         "batch_size": 1,
         "intra_op_threads": 0,
         "inter_op_threads": 0,
+        "steps_per_execution": 1,
     }
     for key, minimum in minimums.items():
         value = OmegaConf.select(trainer, key)
         if value < minimum:
             raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
+    if str(trainer.jit_compile).lower() not in ("auto", "true", "false"):
+        raise RunnerError(
+            f"trainer.jit_compile should be auto, true or false. Received: {trainer.jit_compile!r}"
+        )
     split = trainer.validation_split
     if not (_finite(split) and 0.0 < split < 1.0):
         raise RunnerError(

@@ -193,7 +193,7 @@ class CSVLoggerConfig:
 
 @dataclass
 class CallbacksConfig:
-    name: str = "default"
+    name: str = MISSING
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     model_checkpoint: ModelCheckpointConfig = field(default_factory=ModelCheckpointConfig)
     reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
@@ -202,6 +202,12 @@ class CallbacksConfig:
 
 
 # ------------------------------------------------------------------------ trainer and logging
+
+
+class Precision(Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"  # GPUs with float16 tensor cores (loss scaling is automatic)
+    mixed_bfloat16 = "mixed_bfloat16"  # TPUs, recent GPUs and CPUs with bfloat16
 
 
 class Evaluate(Enum):
@@ -225,6 +231,13 @@ class TrainerConfig:
     inter_op_threads: int = 0
     # Which weights the test split scores and the run logs as its model.
     evaluate: Evaluate = Evaluate.best
+    # Speed on accelerators: the Keras mixed-precision policy (the output layer and the loss stay
+    # float32), XLA compilation, and training steps run per call into TensorFlow.
+    precision: Precision = Precision.float32
+    jit_compile: str = (
+        "auto"  # auto (Keras decides: XLA where the model supports it) | true | false
+    )
+    steps_per_execution: int = 1
 
 
 @dataclass
@@ -237,6 +250,10 @@ class LoggerConfig:
     log_model: bool = True
     # Also log `serving`: the model for `mlflow models serve`, taking base64-encoded image files.
     log_serving_model: bool = True
+    # CPU, memory, disk, network and (NVIDIA) GPU use, sampled every `system_metrics_interval`
+    # seconds by MLflow into the run's system/* metrics.
+    system_metrics: bool = False
+    system_metrics_interval: float = 10.0
     # Register the logged model under this name (a new version per run); at the end of a sweep
     # the best job's model is registered and gets the alias `champion`.
     register_model: str | None = None

@@ -279,15 +279,21 @@ def tracked_run(
     experiment_id = use_experiment(
         cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
     )
+    system_metrics = bool(OmegaConf.select(cfg, "logger.system_metrics", default=False))
+    if system_metrics:
+        from mlflow.system_metrics import set_system_metrics_sampling_interval
+
+        set_system_metrics_sampling_interval(float(cfg.logger.system_metrics_interval))
     if run_id is None:
         run = mlflow.start_run(
             experiment_id=experiment_id,
             run_name=run_name,
             parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
             tags=tags,
+            log_system_metrics=system_metrics,
         )
     else:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         mlflow.set_tags(tags)
     if is_remote(cfg.logger.tracking_uri):
         _link.run_id, _link.outbox = run.info.run_id, Outbox(output_dir)

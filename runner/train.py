@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from runner import (
 from runner import data as data_sources
 from runner.checkpoints import check_checkpoint
 from runner.checks import check_config
-from runner.config import ColorMode, Evaluate, Mode
+from runner.config import ColorMode, Evaluate, Mode, Precision
 from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
 from runner.data.images import DEFAULT_MAX_PIXELS
 from runner.data.pipeline import to_dataset, training_batches
@@ -48,15 +49,27 @@ log = logging.getLogger(__name__)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate and the
-    epoch's wall time (`epoch_seconds`, training and validation)."""
+    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate, the
+    epoch's wall time (`epoch_seconds`, training and validation) and the training throughput
+    (`images_per_second`, training steps only)."""
+
+    def __init__(self, train_examples: int) -> None:
+        super().__init__()
+        self.train_examples = train_examples
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
+        self.trained: float | None = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self.trained is None:  # validation begins: the epoch's training steps are done
+            self.trained = time.perf_counter() - self.started
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = dict(logs or {})
         metrics["epoch_seconds"] = time.perf_counter() - self.started
+        training = self.trained or metrics["epoch_seconds"]
+        metrics["images_per_second"] = self.train_examples / max(training, 1e-9)
         metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
         tracking.log_epoch(metrics, epoch)
         # The job's log file holds the run too (Keras prints its progress to the console only).
@@ -65,8 +78,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 def configure_tensorflow(cfg: DictConfig) -> str:
-    """Seed everything, size the thread pools; describe the device the job trains on."""
+    """Seed everything, size the thread pools, set the precision policy; describe the device
+    the job trains on."""
     keras.backend.clear_session()  # a sweep runs jobs one after another in this process
+    # Set for every job: a sweep's jobs share this process and may differ in precision.
+    keras.mixed_precision.set_global_policy(Precision(cfg.trainer.precision).value)
     intra, inter = thread_pools(cfg.trainer)
     try:
         if intra:
@@ -81,6 +97,21 @@ def configure_tensorflow(cfg: DictConfig) -> str:
         return f"GPU x{len(gpus)}"
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     return f"CPU ({threads} threads)"
+
+
+def device_names() -> str:
+    """What the job trains on, by name: each GPU's model, else the CPU's."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+        return ", ".join(d.get("device_name", g.name) for d, g in zip(details, gpus, strict=True))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def thread_pools(trainer: DictConfig) -> tuple[int, int]:
@@ -142,6 +173,7 @@ def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
         "overrides": " ".join(overrides) if overrides else "(none)",
         "output_dir": str(output_dir.resolve()),
         "device": device,
+        "device_names": device_names(),
         # The commit of the runner code that ran (not of the folder the command ran in).
         **tracking.git_tags(Path(__file__).resolve().parents[1]),
     }
@@ -205,7 +237,7 @@ def run(cfg: DictConfig) -> float:
             tracking.log_text(_summary_text(model), "model_summary.txt")
             if augment.in_model(cfg.augmentation):
                 model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
-            _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs)
+            _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
             run_callbacks = callbacks.build(cfg, model, output_dir, objective_metric)
             history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
             for path, folder in callbacks.files_to_log(output_dir):
@@ -349,14 +381,24 @@ def _log_data(splits: Splits, data_cfg: DictConfig) -> None:
 
 
 def _compile(
-    model: keras.Model, optimizer_cfg: DictConfig | None, info: DataInfo, *, epochs: int
-) -> None:
+    model: keras.Model, optimizer_cfg: DictConfig | None, info: DataInfo, *, epochs: int,
+    trainer: DictConfig | None = None,
+) -> None:  # fmt: skip
     """Compile with fresh metric objects; the optimizer is built now, so a saved model holds
     all of its variables and loads back without warnings. No optimizer config: the model is
     only evaluated (plain SGD: no per-weight slots, never stepped)."""
     loss, metrics = heads.loss_and_metrics(info)
-    optimizer = optimizers.build(optimizer_cfg, epochs=epochs) if optimizer_cfg else "sgd"
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    if optimizer_cfg is None or trainer is None:
+        model.compile(optimizer="sgd", loss=loss, metrics=metrics)
+    else:
+        jit = str(trainer.jit_compile).lower()
+        model.compile(
+            optimizer=optimizers.build(optimizer_cfg, epochs=epochs),
+            loss=loss,
+            metrics=metrics,
+            jit_compile="auto" if jit == "auto" else jit == "true",
+            steps_per_execution=trainer.steps_per_execution,
+        )
     model.optimizer.build(model.trainable_variables)
 
 
@@ -370,6 +412,7 @@ class _Phase:
     validation: tf.data.Dataset
     start: int
     end: int
+    examples: int  # training examples per epoch (for images_per_second)
 
 
 def _fit(
@@ -382,7 +425,8 @@ def _fit(
     if _caches_features(cfg):
         first = _head_on_cached_features(cfg, model, splits)
     else:
-        first = _Phase(1, model, _image_batches(cfg, splits), _validation(cfg, splits), 0, 0)
+        first = _Phase(1, model, _image_batches(cfg, splits), _validation(cfg, splits), 0, 0,
+                       len(splits.train))  # fmt: skip
     first.end = trainer.epochs
     _train_phase(cfg, first, progress, output_dir, run_callbacks)
     if _strategy(cfg) is Strategy.fine_tune:
@@ -395,9 +439,9 @@ def _fit(
             len(unfrozen), unfrozen[0], unfrozen[-1], tune.lr, start + 1, start + tune.epochs,
         )  # fmt: skip
         _compile(model, OmegaConf.merge(cfg.optimizer, {"lr": tune.lr}), splits.info,
-                 epochs=tune.epochs)  # fmt: skip
+                 epochs=tune.epochs, trainer=trainer)  # fmt: skip
         second = _Phase(2, model, _image_batches(cfg, splits), _validation(cfg, splits), start,
-                        start + tune.epochs)  # fmt: skip
+                        start + tune.epochs, len(splits.train))  # fmt: skip
         _train_phase(cfg, second, progress, output_dir, run_callbacks)
     history = progress.history
     losses = history.get("loss", [])
@@ -432,7 +476,8 @@ def _train_phase(
     # Order matters: the last weights before early stopping restores the best; the state after
     # the callbacks whose bests it records; MLflow after the state (see runner/epoch_state.py).
     in_order = [c for c in (last, stopping, checkpoint, run_callbacks.plateau) if c is not None]
-    in_order += [*run_callbacks.extra, state, MlflowEpochLogger(), keras.callbacks.TerminateOnNaN()]
+    in_order += [*run_callbacks.extra, state, MlflowEpochLogger(phase.examples),
+                 keras.callbacks.TerminateOnNaN()]  # fmt: skip
     train, steps = phase.batches(range(first_epoch, phase.end))
     verbose = cfg.trainer.verbose
     phase.fit_model.fit(
@@ -505,14 +550,14 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
         "computed once in %.1f s (model.cache_features); each epoch trains the head only",
         len(splits.train), len(splits.val), time.perf_counter() - started,
     )  # fmt: skip
-    _compile(head, cfg.optimizer, splits.info, epochs=trainer.epochs)
+    _compile(head, cfg.optimizer, splits.info, epochs=trainer.epochs, trainer=trainer)
 
     def batches(epochs: range) -> tuple[tf.data.Dataset, int]:
         return training_batches(features["train"], batch_size=trainer.batch_size,
                                 seed=trainer.seed, epochs=epochs)  # fmt: skip
 
     validation = to_dataset(features["val"], batch_size=trainer.batch_size)
-    return _Phase(1, head, batches, validation, 0, trainer.epochs)
+    return _Phase(1, head, batches, validation, 0, trainer.epochs, len(features["train"]))
 
 
 def _evaluated_model(

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from runner.config import register_configs
+from runner.config import SCHEMAS, register_configs
 from runner.registry import DATASETS, MODELS, OPTIMIZERS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -121,13 +121,19 @@ def _restated(values: dict, defaults: dict, prefix: str = "") -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("group", sorted(REGISTRIES))
+def schema_of(group: str, name: str) -> type:
+    return REGISTRIES[group][name].schema if group in REGISTRIES else SCHEMAS[group]
+
+
+@pytest.mark.parametrize("group", sorted([*REGISTRIES, *SCHEMAS]))
 def test_yaml_options_hold_no_copy_of_a_schema_default(group):
-    """A default lives in one place: the schema beside the code (runner/<group>/<name>.py)."""
-    for name, option in REGISTRIES[group].options().items():
+    """A default lives in one place: the schema (beside its code, or in runner/config.py)."""
+    for name in options(group):
         values = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
         values.pop("defaults")
-        defaults = OmegaConf.to_container(OmegaConf.structured(option.schema), enum_to_str=True)
+        values.pop("name", None)  # an option's identity, not a default
+        schema = OmegaConf.structured(schema_of(group, name))
+        defaults = OmegaConf.to_container(schema, enum_to_str=True)
         assert _restated(values, defaults) == [], f"conf/{group}/{name}.yaml"
 
 

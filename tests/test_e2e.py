@@ -136,16 +136,32 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
 @pytest.mark.parametrize("data", ["mnist", "cifar10"])
 def test_other_downloaded_datasets_train(workspace, mirror, data):
     model = "cifar_cnn" if data == "cifar10" else "mlp"
+    # MNIST also runs the accelerator settings (on the CPU here): bfloat16 mixed precision,
+    # several steps per execution, XLA off, and MLflow's system metrics.
+    speed = ["trainer.precision=mixed_bfloat16", "trainer.steps_per_execution=2",
+             "trainer.jit_compile=false", "logger.system_metrics=true",
+             "logger.system_metrics_interval=1"] if data == "mnist" else []  # fmt: skip
     result = workspace.run(
-        *checksum_overrides(mirror, data), f"model={model}", *FAST, "logger.log_model=false"
-    )
+        *checksum_overrides(mirror, data), f"model={model}", *FAST, "logger.log_model=false",
+        *speed,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    run = only_run(workspace.client())
+    client = workspace.client()
+    run = only_run(client)
     assert run.info.status == "FINISHED"
     shape = "(32, 32, 3)" if data == "cifar10" else "(28, 28, 1)"
     assert run.data.params["data.input_shape"] == shape
     assert run.data.params["data.size.test"] == "100"
     assert "test_accuracy" in run.data.metrics
+    assert run.data.tags["device"].startswith("CPU") and run.data.tags["device_names"]
+    throughput = client.get_metric_history(run.info.run_id, "images_per_second")
+    assert len(throughput) == 1 and throughput[0].value > 0
+    if data == "mnist":
+        (best,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints/best.keras")
+        saved = keras.saving.load_model(best, safe_mode=True)
+        policies = {layer.name: layer.dtype_policy.name for layer in saved.layers}
+        assert policies["fc1"] == "mixed_bfloat16" and policies["predictions"] == "float32"
+        assert "system/cpu_utilization_percentage" in run.data.metrics
 
 
 def test_digits_works_offline_and_learns(workspace):
