@@ -241,6 +241,18 @@ class TrainerConfig:
 
 
 @dataclass
+class StrategyConfig:
+    """tf.distribute (runner/distribute.py): `default` one device, `mirrored` one replica per
+    local GPU. trainer.batch_size is per replica: each step takes batch_size x replicas."""
+
+    name: str = MISSING
+    devices: list[str] | None = (
+        None  # mirrored: these devices (e.g. [/gpu:0, /gpu:1]); null: all GPUs
+    )
+    cpu_devices: int = 0  # split the CPU into this many logical devices (mirrored without GPUs)
+
+
+@dataclass
 class LoggerConfig:
     tracking_uri: str = MISSING
     experiment: str = "runner"
@@ -290,6 +302,7 @@ class Config:
     augmentation: AugmentationConfig = MISSING
     trainer: TrainerConfig = MISSING
     callbacks: CallbacksConfig = MISSING
+    strategy: StrategyConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -302,6 +315,7 @@ SCHEMAS: dict[str, type] = {
     "augmentation": AugmentationConfig,
     "trainer": TrainerConfig,
     "callbacks": CallbacksConfig,
+    "strategy": StrategyConfig,
     "logger": LoggerConfig,
     "paths": PathsConfig,
 }

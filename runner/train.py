@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import (
     augment,
     callbacks,
+    distribute,
     epoch_state,
     models,
     normalize,
@@ -46,6 +47,12 @@ from runner.models.pretrained import Strategy
 from runner.sweep import SWEPT_KEYS_ENV
 
 log = logging.getLogger(__name__)
+# Replicas of the current job's strategy: batches hold trainer.batch_size images per replica.
+_replicas = 1
+
+
+def global_batch(cfg: DictConfig) -> int:
+    return cfg.trainer.batch_size * _replicas
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -77,9 +84,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         to_log_file(f"epoch {epoch + 1}: {line}")
 
 
-def configure_tensorflow(cfg: DictConfig) -> str:
-    """Seed everything, size the thread pools, set the precision policy; describe the device
-    the job trains on."""
+def configure_tensorflow(cfg: DictConfig) -> tuple[str, tf.distribute.Strategy]:
+    """Seed everything, size the thread pools, set the precision policy, pick the distribution
+    strategy; describe the devices the job trains on."""
+    if cfg.strategy.name == "mirrored":  # logical CPU devices: before the runtime starts
+        distribute.split_cpu(cfg.strategy.cpu_devices)
     keras.backend.clear_session()  # a sweep runs jobs one after another in this process
     # Set for every job: a sweep's jobs share this process and may differ in precision.
     keras.mixed_precision.set_global_policy(Precision(cfg.trainer.precision).value)
@@ -92,11 +101,12 @@ def configure_tensorflow(cfg: DictConfig) -> str:
     except RuntimeError:
         pass  # already fixed by an earlier job in this process
     keras.utils.set_random_seed(cfg.trainer.seed)
+    strategy = distribute.build(cfg)
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return f"GPU x{len(gpus)}"
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-    return f"CPU ({threads} threads)"
+    device = f"GPU x{len(gpus)}" if gpus else f"CPU ({threads} threads)"
+    replicas = strategy.num_replicas_in_sync
+    return (f"{device}, {replicas} replicas" if replicas > 1 else device), strategy
 
 
 def device_names() -> str:
@@ -191,7 +201,9 @@ def run(cfg: DictConfig) -> float:
     # A resumed run keeps training in its own job folder (checkpoints, resume state).
     output_dir = target.output_dir if target else Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    device = configure_tensorflow(cfg)
+    device, strategy = configure_tensorflow(cfg)
+    global _replicas
+    _replicas = strategy.num_replicas_in_sync
     config = resume.comparable_config(cfg)
     tags = {
         **job_tags(cfg, device, output_dir),
@@ -224,22 +236,24 @@ def run(cfg: DictConfig) -> float:
                 augment.warn_if_mirroring(cfg.augmentation, info.name)
                 _log_augmentation_preview(cfg, splits)
             info = with_normalization(cfg, splits)
-            model = models.build(cfg.model, info, weights)
-            metadata = model_metadata(cfg, info)  # how to read the model's outputs
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            (checkpoint_dir / "classes.json").write_text(  # for predict on a .keras file
-                json.dumps({"class_names": list(info.class_names), **metadata})
-            )
-            loss, metrics = heads.loss_and_metrics(info)
-            objective_metric = cfg.objective.metric or heads.default_objective(info)
-            tracking.set_tag("objective_metric", objective_metric)
-            callbacks.check(cfg, objective_metric, metrics)
-            tracking.log_text(_summary_text(model), "model_summary.txt")
-            if augment.in_model(cfg.augmentation):
-                model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
-            _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
-            run_callbacks = callbacks.build(cfg, model, output_dir, objective_metric)
-            history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
+            # Model, optimizer and metrics live on every replica (tf.distribute).
+            with strategy.scope():
+                model = models.build(cfg.model, info, weights)
+                metadata = model_metadata(cfg, info)  # how to read the model's outputs
+                checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                (checkpoint_dir / "classes.json").write_text(  # for predict on a .keras file
+                    json.dumps({"class_names": list(info.class_names), **metadata})
+                )
+                loss, metrics = heads.loss_and_metrics(info)
+                objective_metric = cfg.objective.metric or heads.default_objective(info)
+                tracking.set_tag("objective_metric", objective_metric)
+                callbacks.check(cfg, objective_metric, metrics)
+                tracking.log_text(_summary_text(model), "model_summary.txt")
+                if augment.in_model(cfg.augmentation):
+                    model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
+                _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
+                run_callbacks = callbacks.build(cfg, model, output_dir, objective_metric)
+                history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
             for path, folder in callbacks.files_to_log(output_dir):
                 tracking.log_files(path, folder)
             monitor = callbacks.checkpoint_monitor(cfg, objective_metric)
@@ -250,7 +264,7 @@ def run(cfg: DictConfig) -> float:
             test_metrics = evaluate(
                 best,
                 splits,
-                batch_size=cfg.trainer.batch_size,
+                batch_size=global_batch(cfg),
                 threshold=metadata["threshold"],
                 title=f"{cfg.model.name} on {info.name}",
             )
@@ -516,13 +530,13 @@ def _image_batches(cfg: DictConfig, splits: Splits) -> Callable[[range], tuple]:
             return augment.augment_batch(images, batch_seed, cfg.augmentation)
 
     return lambda epochs: training_batches(
-        splits.train, batch_size=trainer.batch_size, seed=trainer.seed, epochs=epochs,
+        splits.train, batch_size=global_batch(cfg), seed=trainer.seed, epochs=epochs,
         transform=transform,
     )  # fmt: skip
 
 
 def _validation(cfg: DictConfig, splits: Splits) -> tf.data.Dataset:
-    return to_dataset(splits.val, batch_size=cfg.trainer.batch_size)
+    return to_dataset(splits.val, batch_size=global_batch(cfg))
 
 
 def input_pipelines(
@@ -540,7 +554,7 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
     started = time.perf_counter()
     features = {
         name: ArraySplit(
-            extractor.predict(to_dataset(split, batch_size=trainer.batch_size), verbose=0),
+            extractor.predict(to_dataset(split, batch_size=global_batch(cfg)), verbose=0),
             split.y,
         )
         for name, split in (("train", splits.train), ("val", splits.val))
@@ -553,10 +567,10 @@ def _head_on_cached_features(cfg: DictConfig, model: keras.Model, splits: Splits
     _compile(head, cfg.optimizer, splits.info, epochs=trainer.epochs, trainer=trainer)
 
     def batches(epochs: range) -> tuple[tf.data.Dataset, int]:
-        return training_batches(features["train"], batch_size=trainer.batch_size,
+        return training_batches(features["train"], batch_size=global_batch(cfg),
                                 seed=trainer.seed, epochs=epochs)  # fmt: skip
 
-    validation = to_dataset(features["val"], batch_size=trainer.batch_size)
+    validation = to_dataset(features["val"], batch_size=global_batch(cfg))
     return _Phase(1, head, batches, validation, 0, trainer.epochs, len(features["train"]))
 
 

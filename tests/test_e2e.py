@@ -194,3 +194,21 @@ def test_digits_works_offline_and_learns(workspace):
     assert contexts["testing"].digest == run.data.tags["data.test_digest"]
     assert contexts["training"].name == "digits"
     assert "load_digits" in contexts["training"].source
+
+
+def test_mirrored_strategy_trains_one_model_on_two_cpu_replicas(workspace):
+    """tf.distribute through the CLI: two logical CPU devices, one replica each, one run."""
+    result = workspace.run(
+        "experiment=digits_lenet", *FAST, "strategy=mirrored", "strategy.cpu_devices=2",
+        "logger.log_model=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(workspace.client())
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["device"].endswith(", 2 replicas")
+    assert run.data.params["trainer.batch_size"] == "32"  # per replica, as configured
+    # Each step takes 32 images per replica: the global batch is 64.
+    train = int(run.data.params["data.size.train"])
+    steps = -(-train // 64)
+    assert f"{steps}/{steps}" in result.stdout
+    assert "test_accuracy" in run.data.metrics and "evaluated_epoch" in run.data.metrics
