@@ -33,9 +33,10 @@ demo: install
 	@echo
 	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT))"
 
-## test: the whole suite, offline
+## test: the whole suite, offline, in TEST_WORKERS processes (one test file per worker at a time)
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 ## test-fast: the unit tests only (no CLI subprocesses), under a minute
 test-fast: install

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -105,10 +106,26 @@ class Workspace:
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, created once by MLflow itself: its schema migrations take
+    seconds, and every CLI run in a test would otherwise pay them."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
+def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
+    """A fresh project folder whose store starts as MLflow creates it. Tests about how the
+    store comes to exist (or that none is made) are marked `fresh_store`: no store at all."""
     root = tmp_path / "project"
     root.mkdir()
+    if request.node.get_closest_marker("fresh_store") is None:
+        (root / "mlruns").mkdir()
+        shutil.copyfile(request.getfixturevalue("store_template"), root / "mlruns" / "mlflow.db")
     return Workspace(root=root, data_dir=tmp_path / "cache")
 
 

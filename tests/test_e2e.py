@@ -42,6 +42,7 @@ def only_run(client, experiment: str = "tests"):
     return runs[0]
 
 
+@pytest.mark.fresh_store  # a first run on a new machine: the store is created too
 def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     result = workspace.run(
         *checksum_overrides(mirror, "fashion_mnist"), "model=lenet", *FAST, "trainer.epochs=3",

@@ -111,6 +111,7 @@ def test_a_job_failing_validation_counts_as_failed_in_its_sweep(workspace):
     assert failed[0].data.params["trainer.batch_size"] == "0"
 
 
+@pytest.mark.fresh_store
 @pytest.mark.parametrize("value", ["nan", "-1"])
 def test_a_bad_learning_rate_is_refused_before_any_data_or_run(workspace, value):
     result = workspace.run("data=mnist", "data.mirror=http://127.0.0.1:9", *FAST,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +137,51 @@ def test_a_store_found_from_another_folder_through_runner_root(trained, tmp_path
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    # The report finds the same store from there.
+    report = subprocess.run(
+        [sys.executable, "-m", "runner.report", "--experiment", "tests",
+         "--out", str(elsewhere / "experiments")],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    (table,) = (elsewhere / "experiments").rglob("runs.csv")
+    assert run.info.run_id in table.read_text()
     assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
+
+
+def test_make_ui_serves_the_store_runner_root_names(trained, tmp_path):
+    """`make ui` from the project, for a store kept elsewhere (RUNNER_ROOT): the real MLflow UI
+    lists that store's experiment."""
+    import socket
+    import time
+    import urllib.request
+
+    from tests.conftest import PROJECT_ROOT
+
+    workspace, run, _, _ = trained
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = workspace.env(RUNNER_ROOT=str(workspace.root))
+    ui = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)  # fmt: skip
+    try:
+        deadline, names = time.monotonic() + 120, []
+        while time.monotonic() < deadline and "tests" not in names:
+            assert ui.poll() is None, ui.stdout.read()[-2000:]
+            try:
+                url = (
+                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=50"
+                )
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    names = [e["name"] for e in json.load(response).get("experiments", [])]
+            except OSError:
+                time.sleep(0.5)
+        assert "tests" in names, names
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
 
 
 def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):

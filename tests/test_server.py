@@ -63,6 +63,7 @@ def server(tmp_path):
     running.stop()
 
 
+@pytest.mark.fresh_store
 def test_unreachable_server_fails_in_seconds_before_any_work(workspace):
     started = time.monotonic()
     result = workspace.run(
@@ -75,6 +76,7 @@ def test_unreachable_server_fails_in_seconds_before_any_work(workspace):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.fresh_store  # it asserts the client made no store of its own
 def test_a_server_that_dies_mid_run_gets_everything_after_sync(workspace, server):
     job = workspace.root / "outputs" / "job"
     process = subprocess.Popen(

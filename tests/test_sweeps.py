@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 FAST = ["experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps"]
 
@@ -104,6 +105,7 @@ def test_optuna_search_logs_the_best_trial_on_the_parent(workspace):
     assert {"best.optimizer.momentum", "best.model.dropout"} <= set(parent.data.params)
 
 
+@pytest.mark.fresh_store
 def test_four_parallel_joblib_jobs_all_arrive_complete(workspace):
     result = workspace.run(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *FAST, "trainer.seed=1,2,3,4",
