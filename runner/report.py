@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
+        help="default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db under $RUNNER_ROOT or here",
     )
     parser.add_argument("--out", type=Path, default=Path("experiments"))
     parser.add_argument(
