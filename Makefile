@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install lock train demo test test-fast lint format ui serve report bench clean
+.PHONY: install lock train demo test test-fast lint format ui server serve report bench clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,12 @@ ui: install
 	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
 	echo "MLflow UI on $$store: http://$(HOST):$(PORT)"; \
 	$(PY) -m mlflow ui --backend-store-uri "$$store" --host $(HOST) --port $(PORT)
+
+## server: a team tracking server: mlflow server on PostgreSQL (system package) with proxied
+## artifacts, data in SERVER_DIR; HOST=0.0.0.0 to open it to the network
+SERVER_DIR ?= mlflow-server
+server: install
+	$(PY) -m runner.server --folder $(SERVER_DIR) --host $(HOST) --port $(PORT)
 
 ## serve: mlflow models serve MODEL=runs:/<id>/serving (or models:/<name>@champion) on PORT 5001
 serve: install

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,3 +130,68 @@ def test_a_server_that_dies_mid_run_gets_everything_after_sync(workspace, server
     # The artifacts live on the server (its artifact store), not on the client's disk.
     assert list((server.folder / "artifacts").rglob("learning_curves.png"))
     assert not (workspace.root / "mlruns").exists()
+
+
+@pytest.mark.fresh_store  # the client must make no store of its own
+def test_make_server_keeps_runs_in_postgresql_and_artifacts_on_the_server(workspace):
+    """`python -m runner.server` (what `make server` runs): real PostgreSQL, real mlflow server
+    with proxied artifacts; a job logs to it and everything is read back through the server."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from runner.server import postgres_bin
+
+    # Outside pytest's private temp folder: PostgreSQL's own user must be able to reach it.
+    folder = Path(tempfile.mkdtemp(prefix="runner-server-"))
+    folder.chmod(0o755)
+    port, pg_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.server", "--folder", str(folder / "team"),
+         "--port", str(port), "--pg-port", str(pg_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()[-3000:]
+                assert time.monotonic() < deadline, "runner.server did not start"
+                time.sleep(0.5)
+        result = workspace.run(
+            "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=team",
+            "logger.log_model=false", MLFLOW_TRACKING_URI=url,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"open the UI: {url}/#/experiments/" in result.stdout  # the server's own link
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name("team")
+        [run] = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED"
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # the server's artifacts
+        (workspace.root / "download").mkdir()
+        downloaded = Path(client.download_artifacts(
+            run.info.run_id, "plots/learning_curves.png", str(workspace.root / "download")
+        ))  # fmt: skip
+        assert downloaded.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert list((folder / "team" / "artifacts").rglob("learning_curves.png"))
+        assert not (workspace.root / "mlruns").exists()
+        # The run is a row of the PostgreSQL database, with its metrics.
+        rows = subprocess.run(
+            [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow",
+             "-d", "mlflow", "-At", "-c",
+             f"select count(*) from metrics where run_uuid = '{run.info.run_id}' "
+             "and key = 'val_accuracy'"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert rows.stdout.strip() == "1"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert "[runner.server] stopped" in output
+    assert not (folder / "team" / "postgres" / "data" / "postmaster.pid").exists()
+    shutil.rmtree(folder, ignore_errors=True)
