@@ -366,7 +366,8 @@ def migrate_argv() -> None:
 def config_groups() -> str:
     """`group: option, option, ...` for every folder of conf/, as Hydra's help prints them."""
     lines = []
-    for folder in sorted(path for path in CONF_DIR.iterdir() if path.is_dir()):
+    # (conf/hydra/ holds presets for Hydra's own groups: `--hydra-help` lists those.)
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
         names = sorted(path.stem for path in folder.glob("*.yaml"))
         lines.append(f"{folder.name}: {', '.join(names)}")
     return "\n".join(lines)

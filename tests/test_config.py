@@ -162,7 +162,8 @@ def test_help_lists_the_groups_a_user_picks_from_and_nothing_else():
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = {line.split(":")[0]: line.split(": ")[1].split(", ")
               for line in groups.splitlines() if ": " in line}  # fmt: skip
-    assert sorted(listed) == sorted(path.name for path in CONF.iterdir() if path.is_dir())
+    groups = [path.name for path in CONF.iterdir() if path.is_dir() and path.name != "hydra"]
+    assert sorted(listed) == sorted(groups)
     assert listed["model"] == options("model") and "schema/model" not in result.stdout
     assert "README.md" in result.stdout and "../" not in result.stdout
 
@@ -184,3 +185,10 @@ def test_moved_keys_keep_working_with_a_one_line_note():
         "note: trainer.checkpoint.save_best_only=false is now trainer.evaluate=last "
         "(best.keras always holds the best epoch)",
     ]
+
+
+def test_the_slurm_gpu_preset_composes_over_hydras_submitit_launcher(hydra_conf):
+    cfg = compose("config", overrides=["hydra/launcher=slurm_gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)

@@ -151,3 +151,18 @@ def test_the_best_job_of_a_sweep_becomes_the_champion_and_predicts(workspace, tm
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert f"{image}: " in predicted.stdout
+
+
+def test_submitit_local_runs_a_two_job_sweep_to_completion(workspace):
+    """Hydra's submitit launcher, local flavour: each job a process of its own, as on Slurm."""
+    result = workspace.run(
+        "-m", "hydra/launcher=submitit_local", *FAST, "optimizer.lr=0.05,0.01",
+        "logger.log_model=false", timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_runs(workspace)
+    assert parent.data.tags["launcher"] == "LocalLauncher"
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.01", "0.05"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["runner.pid"] for r in children}) == 2  # two processes
+    assert "sweep done: 2 of 2 jobs finished" in result.stdout
