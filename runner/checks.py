@@ -28,18 +28,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def check_trainer(trainer: DictConfig) -> None:
-    minimums = {
-        "epochs": 1,
-        "batch_size": 1,
-        "intra_op_threads": 0,
-        "inter_op_threads": 0,
-        "steps_per_execution": 1,
-    }
+def check_minimums(node: DictConfig, prefix: str, minimums: dict[str, float]) -> None:
     for key, minimum in minimums.items():
-        value = OmegaConf.select(trainer, key)
-        if value < minimum:
-            raise RunnerError(f"trainer.{key} should be >= {minimum}. Received: {value}")
+        value = OmegaConf.select(node, key)
+        if not (_finite(value) and value >= minimum):
+            raise RunnerError(f"{prefix}.{key} should be >= {minimum}. Received: {value}")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    minimums = {"epochs": 1, "batch_size": 1, "intra_op_threads": 0, "inter_op_threads": 0,
+                "steps_per_execution": 1}  # fmt: skip
+    check_minimums(trainer, "trainer", minimums)
     if str(trainer.jit_compile).lower() not in ("auto", "true", "false"):
         raise RunnerError(
             f"trainer.jit_compile should be auto, true or false. Received: {trainer.jit_compile!r}"
@@ -61,10 +60,7 @@ def check_callbacks(cfg: DictConfig) -> None:
         "reduce_lr_on_plateau.min_lr": 0,
         "tensorboard.histogram_freq": 0,
     }
-    for key, minimum in minimums.items():
-        value = OmegaConf.select(callbacks, key)
-        if not (_finite(value) and value >= minimum):
-            raise RunnerError(f"callbacks.{key} should be >= {minimum}. Received: {value}")
+    check_minimums(callbacks, "callbacks", minimums)
     plateau = callbacks.reduce_lr_on_plateau
     if not (_finite(plateau.factor) and 0 < plateau.factor < 1):
         raise RunnerError(

@@ -12,10 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from runner.server import wait_for
 
 
 def free_port() -> int:
@@ -40,14 +41,7 @@ class Server:
              "--artifacts-destination", str(self.folder / "artifacts")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.3)
+        wait_for(self.url, self.process, timeout=90)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -153,15 +147,7 @@ def test_make_server_keeps_runs_in_postgresql_and_artifacts_on_the_server(worksp
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None, process.stdout.read()[-3000:]
-                assert time.monotonic() < deadline, "runner.server did not start"
-                time.sleep(0.5)
+        wait_for(url, process, timeout=180)
         result = workspace.run(
             "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=team",
             "logger.log_model=false", MLFLOW_TRACKING_URI=url,
