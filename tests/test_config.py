@@ -192,3 +192,15 @@ def test_the_slurm_gpu_preset_composes_over_hydras_submitit_launcher(hydra_conf)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
+
+
+def test_every_search_preset_composes_with_a_direction_matching_its_objective(hydra_conf):
+    directions = {"max": "maximize", "min": "minimize"}
+    for option in options("hparams_search"):
+        cfg = compose("config", overrides=[f"hparams_search={option}"], return_hydra_config=True)
+        sweeper = cfg.hydra.sweeper
+        assert sweeper._target_.endswith("OptunaSweeper") and sweeper.params, option
+        assert sweeper.direction == directions[cfg.objective.mode.value], option
+        for key in sweeper.params:  # every searched key is a key (or a group) of the config
+            group = key.split(".")[0]
+            assert OmegaConf.select(cfg, key) is not None or (CONF / group).is_dir(), (option, key)

@@ -127,3 +127,24 @@ def test_multilabel_heads_name_accuracy_for_what_it_is_and_rank_by_pr_auc():
     assert [m.name for m in metrics] == ["binary_accuracy", "pr_auc"]
     assert default_objective(info) == "val_pr_auc"
     assert default_objective(DataInfo("x", (8, 8, 1), ("a", "b", "c"))) == "val_accuracy"
+
+
+def test_inverse_time_schedule_is_the_tutorials_sgd_decay():
+    """`schedule=inverse_time`: lr / (1 + decay_rate * step), decay_rate defaulting to
+    lr / epochs (the tutorials' `SGD(decay=lr/epochs)`), stepping per batch."""
+    from omegaconf import OmegaConf
+
+    from runner import optimizers
+    from runner.optimizers.sgd import SGDConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(SGDConfig),
+                          {"name": "sgd", "lr": 0.01, "schedule": "inverse_time"})  # fmt: skip
+    schedule = optimizers.learning_rate(cfg, epochs=75)
+    for step in (0, 1, 100, 5000):
+        expected = 0.01 / (1 + (0.01 / 75) * step)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
+    fixed = OmegaConf.merge(cfg, {"decay_rate": 0.5})
+    assert float(optimizers.learning_rate(fixed, epochs=75)(4)) == pytest.approx(0.01 / 3)
+    optimizer = optimizers.build(cfg, epochs=75)
+    # The optimizer reports the rate of its next step: what runs log as `learning_rate`.
+    assert optimizers.current_learning_rate(optimizer) == pytest.approx(0.01)
