@@ -25,6 +25,11 @@ DIGITS = [
     "trainer.batch_size=64", "callbacks.early_stopping.patience=10",
     "callbacks.model_checkpoint.keep=best_and_last", "logger.experiment=tests",
     "logger.log_model=false",
+    # ReduceLROnPlateau halving every second epoch (no epoch after the first counts as better):
+    # its counters must survive a kill too, or the resumed learning rates drift.
+    "callbacks.reduce_lr_on_plateau.enabled=true", "callbacks.reduce_lr_on_plateau.monitor=loss",
+    "callbacks.reduce_lr_on_plateau.patience=2", "callbacks.reduce_lr_on_plateau.factor=0.5",
+    "callbacks.reduce_lr_on_plateau.min_delta=10",
 ]  # fmt: skip
 
 
@@ -113,12 +118,14 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     straight = workspace.run(*DIGITS, "logger.experiment=straight", f"hydra.run.dir={straight_dir}")
     assert straight.returncode == 0, straight.stderr[-3000:]
     reference = only_run(client, "straight")
-    for metric in ("loss", "val_loss"):
+    for metric in ("loss", "val_loss", "learning_rate"):
         ours = [m.value for m in sorted(client.get_metric_history(run_id, metric),
                                         key=lambda m: m.step)]  # fmt: skip
         theirs = [m.value for m in sorted(client.get_metric_history(reference.info.run_id, metric),
                                           key=lambda m: m.step)]  # fmt: skip
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+        if metric == "learning_rate":  # halved at the end of epochs 3 and 5, resumed or not
+            np.testing.assert_allclose(theirs, [2e-3, 2e-3, 1e-3, 1e-3, 5e-4, 5e-4], rtol=1e-5)
     for name in ("last.keras", "best.keras"):
         a = keras.saving.load_model(killed_dir / "checkpoints" / name, compile=False)
         b = keras.saving.load_model(straight_dir / "checkpoints" / name, compile=False)
