@@ -7,6 +7,8 @@
              folder of 3,000 JPEGs: our tf.data pipeline vs a PIL loop + the legacy
              ImageDataGenerator.flow; and the time to load the folder both ways.
   accuracy   time to 90% validation accuracy: `experiment=digits_lenet` (offline, bundled data).
+  precision  epoch time of one job under float32, mixed precision (float16 on a GPU, bfloat16
+             on a CPU) and XLA on/off: the speed-up of each setting over float32.
   transfer   feature extraction with a frozen pretrained backbone (random weights: no network
              needed, same cost): cached features (`model.cache_features=true`, the backbone runs
              once per image) vs the naive frozen model run every epoch, on the same folder of
@@ -108,7 +110,8 @@ def summary(runs: list[dict]) -> dict:
     }
 
 
-def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+def write_mnist_cache(work: Path, samples: int) -> tuple[Path, Path]:
+    """A real mnist.npz of `samples` synthetic images in a data cache; returns (cache, npz)."""
     sys.path.insert(0, str(ROOT))
     from tests.fixtures import balanced_labels, class_images
 
@@ -123,6 +126,11 @@ def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
         x_test=class_images(y[:1000], 28, seed=2),
         y_test=y[:1000],
     )
+    return cache, npz
+
+
+def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+    cache, npz = write_mnist_cache(work, samples)
     uri = f"sqlite:///{work}/mlruns/mlflow.db"
     runner_args = [
         sys.executable,
@@ -166,6 +174,49 @@ def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
         "epoch_time_ratio": runner["steady_epoch_seconds"] / bare["steady_epoch_seconds"],
         "wall_time_ratio": runner["wall_seconds"] / bare["wall_seconds"],
         "goal": "epoch_time_ratio <= 1.05",
+        "rounds": results,
+    }
+
+
+def bench_precision(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+    """Steady epoch time of one runner job under each precision / XLA setting, same data and
+    model (LeNet, batch 256): float32 is the baseline. Mixed precision is float16 on a GPU (tensor
+    cores), bfloat16 elsewhere."""
+    import tensorflow as tf
+
+    cache, _ = write_mnist_cache(work, samples)
+    mixed = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    settings = {
+        "float32": ["trainer.precision=float32", "trainer.jit_compile=false"],
+        "float32+xla": ["trainer.precision=float32", "trainer.jit_compile=true"],
+        mixed: [f"trainer.precision={mixed}", "trainer.jit_compile=false"],
+        f"{mixed}+xla": [f"trainer.precision={mixed}", "trainer.jit_compile=true"],
+    }
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    base = [
+        sys.executable, "-m", "runner", "data=mnist", "model=lenet", "data.verify_checksum=false",
+        f"trainer.epochs={epochs}", "trainer.batch_size=256",
+        "callbacks.early_stopping.enabled=false", "callbacks.model_checkpoint.enabled=false",
+        "trainer.evaluate=last", "trainer.verbose=2", "logger.log_model=false",
+        f"logger.tracking_uri={uri}", "logger.experiment=bench_precision",
+    ]  # fmt: skip
+    env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
+
+    def run_one(name: str) -> tuple[list[float], float, float]:
+        _, wall, rss = run_process([*base, *settings[name]], work, env)
+        return logged_epoch_seconds(uri, "bench_precision"), wall, rss
+
+    results = alternate("precision", tuple(settings), rounds, run_one)
+    summaries = {name: summary(runs) for name, runs in results.items()}
+    baseline = summaries["float32"]["steady_epoch_seconds"]
+    return {
+        "what": f"LeNet on {samples} MNIST-format images, {epochs} epochs, batch 256",
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        "settings": summaries,
+        "speedup_vs_float32": {
+            name: baseline / s["steady_epoch_seconds"] for name, s in summaries.items()
+        },
+        "best_speedup": max(baseline / s["steady_epoch_seconds"] for s in summaries.values()),
         "rounds": results,
     }
 
@@ -361,6 +412,9 @@ TABLE_ROWS = {
     "accuracy": [
         ("accuracy: seconds to 90% val accuracy (digits LeNet)", "seconds_to_target", ".1f", ""),
     ],
+    "precision": [
+        ("precision: best epoch speed-up over float32 (mixed, XLA)", "best_speedup", ".2f", ""),
+    ],
     "transfer": [
         ("transfer: epoch time naive frozen / cached features", "epoch_time_ratio", ".1f", ""),
         ("transfer: process wall time naive / cached", "wall_time_ratio", ".2f", ""),
@@ -373,7 +427,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "which", nargs="*", default=["overhead", "pipeline", "accuracy", "transfer"]
+        "which", nargs="*", default=["overhead", "pipeline", "accuracy", "precision", "transfer"]
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -403,6 +457,13 @@ def main() -> None:
                 )
             elif name == "accuracy":
                 result = bench_accuracy(work)
+            elif name == "precision":
+                result = bench_precision(
+                    work,
+                    args.rounds,
+                    epochs=2 if args.quick else 4,
+                    samples=6000 if args.quick else 60000,
+                )
             elif name == "transfer":
                 result = bench_transfer(
                     work,
