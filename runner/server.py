@@ -137,7 +137,20 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
             time.sleep(0.3)
 
 
+def check_port(host: str, port: int) -> None:
+    """Before anything starts: a taken port is one clear line, not a server dying later."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ServerError(
+                f"port {port} on {host} is not free ({error.strerror}): stop what uses it, or "
+                "pick another (make server PORT=5001, or --port 5001)."
+            ) from None
+
+
 def serve(folder: Path, host: str, port: int, pg_port: int) -> None:
+    check_port(host, port)
     folder = folder.resolve()
     postgres = Postgres(folder / "postgres", pg_port or free_port())
     postgres.init()

@@ -181,3 +181,20 @@ def test_make_server_keeps_runs_in_postgresql_and_artifacts_on_the_server(worksp
     assert "[runner.server] stopped" in output
     assert not (folder / "team" / "postgres" / "data" / "postmaster.pid").exists()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_taken_port_is_one_line_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "runner.server", "--folder", str(tmp_path / "team"),
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: port {port} on 127.0.0.1 is not free")
+    assert "PORT=5001" in line
+    assert not (tmp_path / "team").exists()  # nothing was created
