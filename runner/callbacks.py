@@ -62,7 +62,8 @@ class SaveLast(keras.callbacks.Callback):
 
 @dataclass
 class RunCallbacks:
-    """The callbacks of one run; `fit` gets `in_order()` (see runner/train.py for the order)."""
+    """The callbacks of one run, built once; runner/train.py puts them in order for each `fit`
+    (a fine-tuning phase is a second `fit` with the same checkpoint)."""
 
     checkpoint: CheckpointOf | None
     last: SaveLast | None

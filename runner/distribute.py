@@ -21,6 +21,12 @@ from runner.errors import RunnerError
 log = logging.getLogger(__name__)
 
 
+def prepare_devices(cfg: Any) -> None:
+    """What must happen before TensorFlow's runtime starts: `mirrored`'s logical CPU devices."""
+    if cfg.strategy.name == "mirrored":
+        split_cpu(cfg.strategy.cpu_devices)
+
+
 def split_cpu(count: int) -> None:
     """`count` logical CPU devices; only possible before TensorFlow's runtime starts."""
     if count < 2:
@@ -40,11 +46,11 @@ def split_cpu(count: int) -> None:
 
 
 def build(cfg: Any) -> tf.distribute.Strategy:
+    """The job's strategy; `prepare_devices(cfg)` ran first."""
     name = cfg.strategy.name
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        split_cpu(cfg.strategy.cpu_devices)
         devices = list(cfg.strategy.devices or [])
         if not devices and not tf.config.list_physical_devices("GPU"):
             devices = [device.name for device in tf.config.list_logical_devices("CPU")]

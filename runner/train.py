@@ -87,8 +87,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 def configure_tensorflow(cfg: DictConfig) -> tuple[str, tf.distribute.Strategy]:
     """Seed everything, size the thread pools, set the precision policy, pick the distribution
     strategy; describe the devices the job trains on."""
-    if cfg.strategy.name == "mirrored":  # logical CPU devices: before the runtime starts
-        distribute.split_cpu(cfg.strategy.cpu_devices)
+    distribute.prepare_devices(cfg)  # before anything starts TensorFlow's runtime
     keras.backend.clear_session()  # a sweep runs jobs one after another in this process
     # Set for every job: a sweep's jobs share this process and may differ in precision.
     keras.mixed_precision.set_global_policy(Precision(cfg.trainer.precision).value)
@@ -260,7 +259,7 @@ def run(cfg: DictConfig) -> float:
             best = augment.unwrap_model(
                 _evaluated_model(cfg, model, checkpoint_dir, history, monitor)
             )
-            _compile(best, None, info, epochs=1)  # to evaluate and log; it trains no further
+            _compile_to_evaluate(best, info)  # it trains no further
             test_metrics = evaluate(
                 best,
                 splits,
@@ -395,24 +394,28 @@ def _log_data(splits: Splits, data_cfg: DictConfig) -> None:
 
 
 def _compile(
-    model: keras.Model, optimizer_cfg: DictConfig | None, info: DataInfo, *, epochs: int,
-    trainer: DictConfig | None = None,
+    model: keras.Model, optimizer_cfg: DictConfig, info: DataInfo, *, epochs: int,
+    trainer: DictConfig,
 ) -> None:  # fmt: skip
-    """Compile with fresh metric objects; the optimizer is built now, so a saved model holds
-    all of its variables and loads back without warnings. No optimizer config: the model is
-    only evaluated (plain SGD: no per-weight slots, never stepped)."""
+    """Compile for training, with fresh metric objects; the optimizer is built now, so a saved
+    model holds all of its variables and loads back without warnings."""
     loss, metrics = heads.loss_and_metrics(info)
-    if optimizer_cfg is None or trainer is None:
-        model.compile(optimizer="sgd", loss=loss, metrics=metrics)
-    else:
-        jit = str(trainer.jit_compile).lower()
-        model.compile(
-            optimizer=optimizers.build(optimizer_cfg, epochs=epochs),
-            loss=loss,
-            metrics=metrics,
-            jit_compile="auto" if jit == "auto" else jit == "true",
-            steps_per_execution=trainer.steps_per_execution,
-        )
+    jit = str(trainer.jit_compile).lower()
+    model.compile(
+        optimizer=optimizers.build(optimizer_cfg, epochs=epochs),
+        loss=loss,
+        metrics=metrics,
+        jit_compile="auto" if jit == "auto" else jit == "true",
+        steps_per_execution=trainer.steps_per_execution,
+    )
+    model.optimizer.build(model.trainable_variables)
+
+
+def _compile_to_evaluate(model: keras.Model, info: DataInfo) -> None:
+    """Compile a model that is only evaluated and logged: plain SGD (no per-weight slots,
+    never stepped), built so the logged model loads back without warnings."""
+    loss, metrics = heads.loss_and_metrics(info)
+    model.compile(optimizer="sgd", loss=loss, metrics=metrics)
     model.optimizer.build(model.trainable_variables)
 
 
@@ -585,9 +588,11 @@ def _evaluated_model(
     if which is Evaluate.best:
         path = checkpoint_dir / "best.keras"
         values = np.asarray(history.get(monitor, [np.nan]), dtype=float)
-        pick = np.nanargmin if callbacks.mode_of(monitor) == "min" else np.nanargmax
-        epoch = int(pick(values)) + 1 if np.isfinite(values).any() else epochs
-        value = f" = {values[epoch - 1]:.4g}" if np.isfinite(values).any() else ""
+        epoch, value = epochs, ""
+        if np.isfinite(values).any():
+            pick = np.nanargmin if callbacks.mode_of(monitor) == "min" else np.nanargmax
+            epoch = int(pick(values)) + 1
+            value = f" = {values[epoch - 1]:.4g}"
         described = f"best: {path.name}, epoch {epoch} of {epochs} by {monitor}{value}"
     else:
         path, epoch = checkpoint_dir / "last.keras", epochs
