@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from runner.config import DownloadedDataConfig, FileSpec
 from runner.data import LoadContext, load
@@ -145,3 +146,75 @@ def test_figure_samples_cover_every_class_of_a_class_ordered_split():
     assert split.sample(3).reshape(-1).tolist() == [0, 6, 12]
     multilabel = np.zeros((10, 20))
     assert spread_indices(multilabel, 4).tolist() == [0, 3, 6, 9]
+
+
+# Download failures, in process: each DataError names the file, the URL or folder, and the key
+# that fixes it. The CLI prints the message as its one line (tests/test_errors.py).
+
+
+def mnist_spec(mirror, sha256: str | None = None) -> FileSpec:
+    return FileSpec(name="mnist.npz", sha256=sha256 or mirror.sha("mnist.npz"))
+
+
+def test_a_damaged_cached_file_is_reported_and_kept(tmp_path, mirror):
+    cached = tmp_path / "mnist" / "mnist.npz"
+    cached.parent.mkdir()
+    cached.write_bytes((mirror.folder / "mnist.npz").read_bytes()[:-10])  # a damaged copy
+    with pytest.raises(DataError) as error:
+        fetch(mnist_spec(mirror), role="archive", mirror=mirror.url, cache_dir=cached.parent,
+              verify_checksum=True)  # fmt: skip
+    assert "Checksum mismatch for mnist.npz" in str(error.value)
+    assert "data.verify_checksum=false" in str(error.value)
+    assert cached.exists(), "a user's file must never be deleted"
+
+
+def test_a_download_with_another_checksum_names_the_expected_hash(tmp_path, mirror):
+    wrong = "0" * 64
+    with pytest.raises(DataError) as error:
+        fetch(mnist_spec(mirror, wrong), role="archive", mirror=mirror.url,
+              cache_dir=tmp_path / "mnist", verify_checksum=True)  # fmt: skip
+    assert f"expected {wrong}" in str(error.value)
+    assert f"downloaded from {mirror.url}/mnist.npz" in str(error.value)
+    assert not (tmp_path / "mnist" / "mnist.npz").exists()
+
+
+def test_verify_checksum_false_accepts_a_repacked_copy_and_says_so(tmp_path, mirror, caplog):
+    path = fetch(mnist_spec(mirror, "f" * 64), role="archive", mirror=mirror.url,
+                 cache_dir=tmp_path / "mnist", verify_checksum=False)  # fmt: skip
+    assert path.read_bytes() == (mirror.folder / "mnist.npz").read_bytes()
+    assert "data.verify_checksum=false" in caplog.text
+
+
+def test_a_mirror_that_never_answers_times_out(tmp_path):
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections and never says a word
+    started = time.monotonic()
+    try:
+        with pytest.raises(DataError) as error:
+            fetch(FileSpec(name="mnist.npz", sha256=None), role="archive",
+                  mirror=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                  cache_dir=tmp_path / "mnist", verify_checksum=True, timeout=2)  # fmt: skip
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 60
+    assert "no answer for 2 s" in str(error.value) and "data.timeout" in str(error.value)
+    assert not (tmp_path / "mnist" / "mnist.npz").exists()
+
+
+def test_an_unreadable_cached_file_says_delete_it(tmp_path, mirror):
+    cached = tmp_path / "mnist" / "mnist.npz"
+    cached.parent.mkdir()
+    cached.write_bytes(b"PK\x03\x04 this is no longer a zip")
+    cfg = OmegaConf.structured(DownloadedDataConfig(
+        name="mnist", mirror=mirror.url, verify_checksum=False,
+        files={"archive": mnist_spec(mirror)},
+    ))  # fmt: skip
+    context = LoadContext(tmp_path, 0, validation_split=0.2, image_size=(1, 1), channels=1)
+    with pytest.raises(DataError) as error:
+        load(cfg, context)
+    assert str(cached) in str(error.value) and "delete it to download it again" in str(error.value)
+    assert "allow_pickle" not in str(error.value)

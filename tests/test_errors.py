@@ -1,16 +1,12 @@
 """Bad input fails with one clear message, before TensorFlow where it can, and leaves no
-RUNNING run behind; an interrupted run is KILLED and keeps its checkpoints."""
+RUNNING run behind. (Messages of failed downloads: tests/test_data.py; signals:
+tests/test_faults.py.)"""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
-from tests.conftest import FAST, checksum_overrides
+from tests.conftest import FAST
 
 
 def statuses(workspace) -> list[str]:
@@ -19,41 +15,6 @@ def statuses(workspace) -> list[str]:
     if experiment is None:
         return []
     return [run.info.status for run in client.search_runs([experiment.experiment_id])]
-
-
-def test_checksum_mismatch_in_cache_is_reported_and_the_file_kept(workspace, mirror):
-    cached = workspace.data_dir / "mnist" / "mnist.npz"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes((mirror.folder / "mnist.npz").read_bytes()[:-10])  # a damaged copy
-    result = workspace.run(*checksum_overrides(mirror, "mnist"), *FAST)
-    assert result.returncode == 2
-    assert "Checksum mismatch for mnist.npz" in result.stderr
-    assert "data.verify_checksum=false" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert cached.exists(), "a user's file must never be deleted"
-    assert statuses(workspace) == ["FAILED"]
-
-
-def test_checksum_mismatch_on_download_names_the_expected_hash(workspace, mirror):
-    wrong = "0" * 64
-    result = workspace.run(
-        "data=mnist", f"data.mirror={mirror.url}", f"data.files.archive.sha256={wrong}", *FAST
-    )
-    assert result.returncode == 2
-    assert f"expected {wrong}" in result.stderr
-    assert f"downloaded from {mirror.url}/mnist.npz" in result.stderr
-    assert not (workspace.data_dir / "mnist" / "mnist.npz").exists()
-    assert statuses(workspace) == ["FAILED"]
-
-
-def test_verify_checksum_false_accepts_a_repacked_copy(workspace, mirror):
-    result = workspace.run(
-        "data=mnist", f"data.mirror={mirror.url}", "data.files.archive.sha256=" + "f" * 64,
-        "data.verify_checksum=false", "model=mlp", *FAST, "logger.log_model=false",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "data.verify_checksum=false" in result.stdout + result.stderr
-    assert statuses(workspace) == ["FINISHED"]
 
 
 def test_missing_file_offline_names_file_url_and_folder(workspace):
@@ -91,25 +52,44 @@ def test_unknown_key_is_rejected(workspace):
     assert statuses(workspace) == []
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
-     ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
-     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
-     ("callbacks.model_checkpoint.enabled=false",
-      "trainer.evaluate=best scores checkpoints/best.keras, which "
-      "callbacks.model_checkpoint.enabled=false does not write"),
-     ("callbacks=reduce_lr optimizer.schedule=inverse_time",
-      "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
-      "with optimizer.schedule=inverse_time"),
-     ("callbacks.reduce_lr_on_plateau.factor=2",
-      "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1")],
-)  # fmt: skip
-def test_out_of_range_trainer_values_are_rejected_before_any_run(workspace, override, message):
-    result = workspace.run("experiment=digits_lenet", *FAST, *override.split())
+RANGE_ERRORS = [
+    ("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
+    ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
+    ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
+    ("callbacks.model_checkpoint.enabled=false",
+     "trainer.evaluate=best scores checkpoints/best.keras, which "
+     "callbacks.model_checkpoint.enabled=false does not write"),
+    ("callbacks=reduce_lr optimizer.schedule=inverse_time",
+     "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
+     "with optimizer.schedule=inverse_time"),
+    ("callbacks.reduce_lr_on_plateau.factor=2",
+     "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "message"), RANGE_ERRORS)
+def test_out_of_range_values_are_refused_by_the_config_check(override, message):
+    """The check the CLI runs before TensorFlow, on the config it composes."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.checks import check_config
+    from runner.config import register_configs
+    from runner.errors import RunnerError
+    from tests.conftest import PROJECT_ROOT
+
+    register_configs()  # the typed schemas, as `python -m runner` registers them
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=digits_lenet", *override.split()])
+    with pytest.raises(RunnerError) as error:
+        check_config(cfg)
+    assert message in str(error.value)
+
+
+def test_an_out_of_range_value_is_one_line_before_any_run(workspace):
+    override, message = RANGE_ERRORS[0]
+    result = workspace.run("experiment=digits_lenet", *FAST, override)
     assert result.returncode == 2
-    assert f"error: {message}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
     assert statuses(workspace) == []
 
 
@@ -121,26 +101,3 @@ def test_bad_monitor_fails_the_run_with_the_choices(workspace):
     assert "callbacks.early_stopping.monitor='val_acc' is not a metric" in result.stderr
     assert "val_accuracy" in result.stderr
     assert statuses(workspace) == ["FAILED"]
-
-
-def test_sigterm_marks_the_run_killed_and_keeps_checkpoints(workspace):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "experiment=digits_lenet", "logger.experiment=tests",
-         "trainer.epochs=200", "callbacks.early_stopping.enabled=false"],
-        cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not list(workspace.root.glob("outputs/runs/*/checkpoints/best.keras")):
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 143
-    client = workspace.client()
-    [run] = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert run.info.status == "KILLED", output[-3000:]
-    assert "SIGTERM" in run.data.tags["error"]
-    logged = [item.path for item in client.list_artifacts(run.info.run_id, "checkpoints")]
-    assert logged == ["checkpoints/best.keras"]

@@ -58,9 +58,17 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
     fx.picture(2, seed=600, size=64).save(tmp_path / "loose.png")
     (photos / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model", str(photos),
-                     str(tmp_path / "*.png"), "--out", str(out))  # fmt: skip
+    # From another folder: RUNNER_ROOT names the project whose store `runs:/` resolves in.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", f"runs:/{run.info.run_id}/model",
+         str(photos), str(tmp_path / "*.png"), "--out", str(out)],
+        cwd=elsewhere, env=workspace.env(RUNNER_ROOT=str(workspace.root)), capture_output=True,
+        text=True, timeout=180,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
     rows = json.loads((out / "predictions.json").read_text())
     classified = {r["path"]: r for r in rows if not r["skipped"]}
     assert len(classified) == 3
@@ -124,34 +132,10 @@ def test_no_usable_input_is_one_line(trained, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_store_found_from_another_folder_through_runner_root(trained, tmp_path):
-    workspace, run, _, _ = trained
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    image = tmp_path / "a.png"
-    fx.picture(1, seed=3).save(image)
-    env = workspace.env(RUNNER_ROOT=str(workspace.root))
-    result = subprocess.run(
-        [sys.executable, "-m", "runner.predict", "--model", f"runs:/{run.info.run_id}/model",
-         str(image), "--out", str(tmp_path / "out")],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    # The report finds the same store from there.
-    report = subprocess.run(
-        [sys.executable, "-m", "runner.report", "--experiment", "tests",
-         "--out", str(elsewhere / "experiments")],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr[-2000:]
-    (table,) = (elsewhere / "experiments").rglob("runs.csv")
-    assert run.info.run_id in table.read_text()
-    assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
-
-
-def test_make_ui_serves_the_store_runner_root_names(trained, tmp_path):
-    """`make ui` from the project, for a store kept elsewhere (RUNNER_ROOT): the real MLflow UI
-    lists that store's experiment."""
+def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_path):
+    """`make ui` from the project and `runner.report` from another folder, for a store kept
+    elsewhere (RUNNER_ROOT): the real MLflow UI lists that store's experiment, the report its
+    run."""
     import socket
     import time
     import urllib.request
@@ -167,6 +151,18 @@ def test_make_ui_serves_the_store_runner_root_names(trained, tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)  # fmt: skip
     try:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        report = subprocess.run(
+            [sys.executable, "-m", "runner.report", "--experiment", "tests",
+             "--out", str(elsewhere / "experiments")],
+            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr[-2000:]
+        (table,) = (elsewhere / "experiments").rglob("runs.csv")
+        assert run.info.run_id in table.read_text()
+        assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
+
         deadline, names = time.monotonic() + 120, []
         while time.monotonic() < deadline and "tests" not in names:
             assert ui.poll() is None, ui.stdout.read()[-2000:]
@@ -237,11 +233,14 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     workspace, run, _, _ = trained
     photo = tmp_path / "photo.png"
     fx.picture(1, seed=4242, size=50).save(photo)
-    out = tmp_path / "out"
-    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model", str(photo),
-                     "--out", str(out))  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    [expected] = json.loads((out / "predictions.json").read_text())
+    # What runner.predict prints for it: the model's own probabilities on the decoded pixels
+    # (test_files_folders_globs_and_a_keras_file_match_model_predict checks the CLI says so).
+    workspace.client()  # runs:/ URIs resolve in its store
+    pixels, _, _ = decode_files([photo], size=(32, 32), channels=3)
+    scores = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model").predict(pixels, verbose=0)
+    names = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/class_names.json"))
+    expected = {"labels": [names[i] for i in np.argsort(scores[0])[::-1]],
+                "probabilities": sorted(scores[0].tolist(), reverse=True)}  # fmt: skip
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -278,7 +277,6 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
                 time.sleep(0.5)
         encoded = base64.b64encode(photo.read_bytes()).decode()
         [from_file] = ask({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
-        pixels, _, _ = decode_files([photo], size=(32, 32), channels=3)
         [from_pixels] = ask({"inputs": pixels.tolist()})
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -42,6 +42,15 @@ def assert_rendered(png) -> None:
     assert colors is None or len(colors) > 50, f"{png} is (nearly) blank"
 
 
+def page(url: str, screenshot: str) -> str:
+    """One headless chromium visit: the page's screenshot (for a person to look at, checked
+    not blank) and its DOM (returned)."""
+    path = SCREENSHOT_DIR / screenshot
+    dom = chromium(f"--screenshot={path}", "--dump-dom", url)
+    assert_rendered(path)
+    return dom
+
+
 def chromium(*args: str, timeout: float = 90) -> str:
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
@@ -81,59 +90,54 @@ def mlflow_server(workspace):
     server.wait(timeout=30)
 
 
-def test_mlflow_ui_lists_the_sweep_runs_and_their_metrics(workspace, mlflow_server):
+def test_mlflow_ui_shows_a_run_its_dataset_and_metrics_and_a_sweep(workspace, mlflow_server):
+    # A single run (the demo) and a sweep of two jobs, logged at the same time.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "runner", "experiment=digits_lenet", "trainer.epochs=1",
+         "logger.experiment=demo", "logger.log_model=false"],
+        cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     result = workspace.run(
         "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=ui",
         "logger.log_model=false", "optimizer.lr=0.05,0.01",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert demo.wait(timeout=300) == 0, demo.stdout.read()[-3000:]
     client = workspace.client()
-    experiment_id = client.get_experiment_by_name("ui").experiment_id
-    runs = client.search_runs([experiment_id])
-    assert len(runs) == 3
-
-    parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
-    children = [r for r in runs if r is not parent]
     SCREENSHOT_DIR.mkdir(exist_ok=True)
 
-    # The experiment's runs table lists the sweep (its jobs folded under the parent run).
-    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
-    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_runs.png'}", runs_page)
-    assert_rendered(SCREENSHOT_DIR / "mlflow_ui_runs.png")
-    dom = chromium("--dump-dom", runs_page)
-    assert parent.info.run_name in dom, "the sweep's parent run is listed"
-    assert re.search(r"3\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 2 jobs"
-
-    # Comparing the sweep's jobs shows each run with its params and metrics.
-    ids = ",".join(f'"{r.info.run_id}"' for r in children)
-    compare = f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
-    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_compare.png'}", compare)
-    dom = chromium("--dump-dom", compare)
-    assert {r.info.run_name for r in children} == {"lenet-digits lr=0.05", "lenet-digits lr=0.01"}
-    for child in children:
-        assert child.info.run_name in dom
-    assert "best_val_accuracy" in dom and "test_accuracy" in dom, "metric rows are shown"
-    assert "optimizer.lr" in dom, "the swept param is shown"
-
-
-def test_mlflow_ui_shows_the_demo_runs_dataset_and_metrics(workspace, mlflow_server):
-    result = workspace.run("experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=demo",
-                           "logger.log_model=false")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = workspace.client()
     experiment_id = client.get_experiment_by_name("demo").experiment_id
     [run] = client.search_runs([experiment_id])
-    SCREENSHOT_DIR.mkdir(exist_ok=True)
     # The runs table: the run, with its dataset (logged as MLflow inputs) in the Dataset column.
     runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
-    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_demo_runs.png'}", runs_page)
-    text = re.sub(r"<[^>]+>", " ", chromium("--dump-dom", runs_page))
+    text = re.sub(r"<[^>]+>", " ", page(runs_page, "mlflow_ui_demo_runs.png"))
     assert run.info.run_name in text
     assert re.search(r"digits\s*\(?\s*" + run.data.tags["data.train_digest"][:4], text) or (
         "digits" in text.split(run.info.run_name, 1)[1]
     ), "the Dataset column names the run's data"
     # The run's page: its metrics, the test accuracy among them.
     run_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
-    chromium(f"--screenshot={SCREENSHOT_DIR / 'mlflow_ui_demo_run.png'}", run_page)
-    text = re.sub(r"<[^>]+>", " ", chromium("--dump-dom", run_page))
+    text = re.sub(r"<[^>]+>", " ", page(run_page, "mlflow_ui_demo_run.png"))
     assert "test_accuracy" in text and f"{run.data.metrics['test_accuracy']:.3f}"[:4] in text
+
+    experiment_id = client.get_experiment_by_name("ui").experiment_id
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == 3
+    parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
+    children = [r for r in runs if r is not parent]
+    # The experiment's runs table lists the sweep (its jobs folded under the parent run).
+    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
+    dom = page(runs_page, "mlflow_ui_runs.png")
+    assert parent.info.run_name in dom, "the sweep's parent run is listed"
+    assert re.search(r"3\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 2 jobs"
+
+    # Comparing the sweep's jobs shows each run with its params and metrics.
+    ids = ",".join(f'"{r.info.run_id}"' for r in children)
+    compare = f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
+    dom = page(compare, "mlflow_ui_compare.png")
+    assert {r.info.run_name for r in children} == {"lenet-digits lr=0.05", "lenet-digits lr=0.01"}
+    for child in children:
+        assert child.info.run_name in dom
+    assert "best_val_accuracy" in dom and "test_accuracy" in dom, "metric rows are shown"
+    assert "optimizer.lr" in dom, "the swept param is shown"
