@@ -80,9 +80,12 @@ def _failed_job(cfg: DictConfig, error: Exception) -> float:
             record_failed_job(cfg, error)
         except Exception as tracking_error:  # the failure itself matters more
             log.warning("could not record the failed job in MLflow: %s", tracking_error)
-    # The sweeper gets the worst possible value (Optuna 2 rejects NaN, and an exception would
-    # end a basic sweep at its first failed job).
-    return float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf")
+    # The worst possible value (an exception would end a basic sweep at its first failed job),
+    # marked FAIL with the reason: the Optuna sweeper records a FAIL trial.
+    from runner.search import failed
+
+    return failed(float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf"),
+                  str(error))  # fmt: skip
 
 
 def _entry(*_: Any) -> None:

@@ -69,6 +69,7 @@ class RunCallbacks:
     last: SaveLast | None
     plateau: keras.callbacks.ReduceLROnPlateau | None
     extra: list  # TensorBoard, CSVLogger
+    trial: Any = None  # an Optuna sweep's trial reporter (runner/search.py), set by train
 
     def early_stopping(self, cfg: DictConfig) -> keras.callbacks.EarlyStopping | None:
         """A fresh one per `fit` (a fine-tuning phase starts its own patience)."""

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import search
 from runner.config import Mode
 from runner.tracking import PARENT_RUN_ENV
 
@@ -90,7 +91,9 @@ class MlflowSweepCallback(Callback):
         key = sweep_key(overrides)
         swept = swept_keys(overrides, config)
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept)  # jobs name their runs by these values
-        previous = self._previous_parent(key) if resuming(config) else None
+        study = search.study_location(config) if search.is_optuna_sweep(config) else None
+        # An Optuna study continues whenever its command runs again; so does its parent run.
+        previous = self._previous_parent(key) if resuming(config) or study else None
         if previous is not None:
             # The same sweep again with trainer.resume=true: its jobs find their runs under
             # this parent (finished ones are skipped, unfinished ones resumed).
@@ -113,6 +116,9 @@ class MlflowSweepCallback(Callback):
                 },
             )
             self.parent_id = run.info.run_id
+        if study is not None:  # the parent links its study
+            self.client.set_tag(self.parent_id, "optuna.study", study.name)
+            self.client.set_tag(self.parent_id, "optuna.storage", study.display)
         os.environ[PARENT_RUN_ENV] = self.parent_id
         # A sweep that dies (Ctrl-C, a crashed sweeper) never reaches on_multirun_end.
         atexit.register(self._end, "KILLED")
@@ -142,10 +148,12 @@ class MlflowSweepCallback(Callback):
             max_results=10000,
         )
         statuses = [child.info.status for child in children]
+        pruned = [c for c in children if c.data.tags.get("optuna.trial_state") == "PRUNED"]
         metrics = {
             "jobs": len(children),
             "jobs_finished": statuses.count("FINISHED"),
             "jobs_failed": len(children) - statuses.count("FINISHED"),
+            "jobs_pruned": len(pruned),
         }
         metric = config.objective.metric or next(
             (
@@ -156,7 +164,8 @@ class MlflowSweepCallback(Callback):
             "val_accuracy",
         )
         key = f"best_{metric}"
-        scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics]
+        scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics
+                  and c not in pruned]  # fmt: skip
         if scored:
             pick = max if Mode(config.objective.mode) is Mode.max else min
             best = pick(scored, key=lambda child: child.data.metrics[key])
@@ -174,10 +183,11 @@ class MlflowSweepCallback(Callback):
                 f"\n[runner] best {metric}={metrics[key]:.4f}: run "
                 f"{best.info.run_id} ({best.data.tags.get('overrides', '')}), {link}"
             )
+        was_pruned = f" ({len(pruned)} pruned)" if pruned else ""
         print(
             f"\n[runner] sweep done: {metrics['jobs_finished']} of {metrics['jobs']} jobs "
-            f"finished, {metrics['jobs_failed']} failed. MLflow parent run {self.parent_id}"
-            + best_line,
+            f"finished{was_pruned}, {metrics['jobs_failed']} failed. MLflow parent run "
+            f"{self.parent_id}" + best_line,
             flush=True,
         )
 
@@ -210,13 +220,19 @@ class MlflowSweepCallback(Callback):
               f"{best.info.run_id})", flush=True)  # fmt: skip
 
     def _log_optuna_result(self, path: Path) -> None:
+        """The study's best trial on the parent: tags `best.<param>` (tags, not params: a
+        resumed or shared study's best may change), metrics `best_value`, `best_trial` and the
+        study's trials by state, and the sweeper's `optimization_results.yaml`."""
         if not path.exists():
             return
         result = yaml.safe_load(path.read_text())
         for name, value in (result.get("best_params") or {}).items():
-            self.client.log_param(self.parent_id, f"best.{name}", value)
-        if result.get("best_value") is not None:
-            self.client.log_metric(self.parent_id, "best_value", float(result["best_value"]))
+            self.client.set_tag(self.parent_id, f"best.{name}", str(value))
+        for name in ("best_value", "best_trial"):
+            if result.get(name) is not None:
+                self.client.log_metric(self.parent_id, name, float(result[name]))
+        for state, count in (result.get("trials") or {}).items():
+            self.client.log_metric(self.parent_id, f"study_trials_{state.lower()}", count)
         self.client.log_artifact(self.parent_id, str(path))
 
     def _end(self, status: str) -> None:

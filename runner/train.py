@@ -29,6 +29,7 @@ from runner import (
     optimizers,
     plots,
     resume,
+    search,
     tracking,
 )  # fmt: skip
 from runner import data as data_sources
@@ -185,6 +186,7 @@ def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
         "device_names": device_names(),
         # The commit of the runner code that ran (not of the folder the command ran in).
         **tracking.git_tags(Path(__file__).resolve().parents[1]),
+        **search.trial_tags(),  # an Optuna trial: its study and number
     }
 
 
@@ -252,7 +254,17 @@ def run(cfg: DictConfig) -> float:
                     model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
                 _compile(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
                 run_callbacks = callbacks.build(cfg, model, output_dir, objective_metric)
+                trial = search.job_trial()  # an Optuna sweep's trial: report, maybe prune
+                if trial is not None:
+                    trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                    run_callbacks.trial = search.reporter(trial, objective_metric)
                 history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
+            pruned_after = run_callbacks.trial and run_callbacks.trial.pruned_after
+            if pruned_after:
+                tracking.set_tag("optuna.trial_state", "PRUNED")
+                tracking.set_tag("pruned", f"after epoch {pruned_after}: {objective_metric} "
+                                           f"behind the study's other trials")  # fmt: skip
+                log.info("pruned by the Optuna study after epoch %d", pruned_after)
             for path, folder in callbacks.files_to_log(output_dir):
                 tracking.log_files(path, folder)
             monitor = callbacks.checkpoint_monitor(cfg, objective_metric)
@@ -279,7 +291,7 @@ def run(cfg: DictConfig) -> float:
     except (KeyboardInterrupt, Terminated) as interrupt:
         raise _interrupted(interrupt, cfg, where, output_dir) from interrupt
     resume.remove_state(output_dir)  # FINISHED: nothing left to resume
-    return objective
+    return search.outcome(objective, pruned_after, objective_metric)
 
 
 def _interrupted(
@@ -446,7 +458,8 @@ def _fit(
                        len(splits.train))  # fmt: skip
     first.end = trainer.epochs
     _train_phase(cfg, first, progress, output_dir, run_callbacks)
-    if _strategy(cfg) is Strategy.fine_tune:
+    pruned = run_callbacks.trial is not None and run_callbacks.trial.pruned_after
+    if _strategy(cfg) is Strategy.fine_tune and not pruned:
         tune = cfg.model.fine_tune
         unfrozen = pretrained.unfreeze_top(model, cfg.model)
         tracking.log_json(unfrozen, "model/fine_tuned_layers.json")
@@ -495,6 +508,8 @@ def _train_phase(
     in_order = [c for c in (last, stopping, checkpoint, run_callbacks.plateau) if c is not None]
     in_order += [*run_callbacks.extra, state, MlflowEpochLogger(phase.examples),
                  keras.callbacks.TerminateOnNaN()]  # fmt: skip
+    if run_callbacks.trial is not None:  # after MLflow: a pruned epoch is logged too
+        in_order.append(run_callbacks.trial)
     train, steps = phase.batches(range(first_epoch, phase.end))
     verbose = cfg.trainer.verbose
     phase.fit_model.fit(

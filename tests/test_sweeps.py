@@ -3,13 +3,12 @@ the comparison report over what they logged. All on the offline digits data."""
 
 from __future__ import annotations
 
-import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 FAST = ["experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps"]
 
@@ -26,10 +25,13 @@ def sweep_runs(workspace):
     return client, parent, children
 
 
-def test_grid_sweep_gives_one_child_run_per_combination_and_a_report(workspace):
+def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
+    workspace, tmp_path
+):
     result = workspace.run(
-        "-m", *FAST, "model=lenet,mlp", "optimizer=sgd,adam", "logger.log_model=false"
-    )
+        "-m", *FAST, "model=lenet,mlp", "optimizer=sgd,adam", "logger.register_model=digits",
+        "logger.log_serving_model=false",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     client, parent, children = sweep_runs(workspace)
     assert parent.info.status == "FINISHED"
@@ -48,6 +50,24 @@ def test_grid_sweep_gives_one_child_run_per_combination_and_a_report(workspace):
     assert parent.info.run_name.startswith("sweep model=lenet,mlp optimizer=sgd,adam (")
     assert f"run {best.info.run_id} (" in result.stdout
     assert f"#/experiments/{parent.info.experiment_id}/runs/{best.info.run_id}" in result.stdout
+
+    # Every job's model is a version of `digits`; the best job's is @champion, and predicts.
+    versions = client.search_model_versions("name = 'digits'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in children)
+    champion = client.get_model_version_by_alias("digits", "champion")
+    assert champion.run_id == parent.data.tags["best_run_id"] == best.info.run_id
+    assert "models:/digits@champion is version" in result.stdout
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 255).astype("uint8")).save(image)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", "models:/digits@champion",
+         str(image), "--tracking-uri", workspace.tracking_uri, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=workspace.env(), timeout=180,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert f"{image}: " in predicted.stdout
 
     report = subprocess.run(
         [sys.executable, "-m", "runner.report", "--experiment", "sweeps", "--sweep", "latest",
@@ -68,13 +88,15 @@ def test_grid_sweep_gives_one_child_run_per_combination_and_a_report(workspace):
         assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_poisoned_trial_fails_alone_and_the_sweep_goes_on(workspace):
-    # A minimized objective: the failed job must rank last (its value is +inf, not -inf).
+def test_poisoned_and_refused_jobs_fail_alone_and_the_sweep_goes_on(workspace):
+    # lr=100000 diverges while training; lr=-1 is refused before its run starts. A minimized
+    # objective: the failed jobs must rank last (their value is +inf, not -inf).
     result = workspace.run(
-        "-m", *FAST, "optimizer.lr=0.05,100000", "logger.log_model=false",
+        "-m", *FAST, "optimizer.lr=0.05,100000,-1", "logger.log_model=false",
         "objective.metric=val_loss", "objective.mode=min",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 of 3 jobs finished, 2 failed" in result.stdout
     _, parent, children = sweep_runs(workspace)
     by_lr = {r.data.params["optimizer.lr"]: r for r in children}
     healthy = by_lr["0.05"]
@@ -82,75 +104,123 @@ def test_poisoned_trial_fails_alone_and_the_sweep_goes_on(workspace):
     poisoned = by_lr["100000.0"]
     assert poisoned.info.status == "FAILED"
     assert "Training diverged" in poisoned.data.tags["error"]
+    refused = by_lr["-1.0"]
+    assert refused.info.status == "FAILED"
+    assert "optimizer.lr should be a positive number" in refused.data.tags["error"]
     assert parent.info.status == "FINISHED"
-    assert (parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (1, 1)
+    assert (parent.data.metrics["jobs_finished"], parent.data.metrics["jobs_failed"]) == (1, 2)
     assert healthy.data.metrics["best_val_loss"] == healthy.data.metrics["val_loss"]
     assert parent.data.tags["best_run_id"] == healthy.info.run_id
     assert parent.data.metrics["best_val_loss"] == healthy.data.metrics["best_val_loss"]
 
 
-def test_optuna_search_logs_the_best_trial_on_the_parent(workspace):
-    result = workspace.run(
-        "hparams_search=digits_lenet", "hydra.sweeper.n_trials=3", "trainer.epochs=1",
-        "logger.experiment=sweeps", "logger.log_model=false",
-    )  # fmt: skip
+def optuna_trials(workspace, study_name: str | None = None) -> list:
+    """The trials of the study in the workspace's default storage (mlruns/optuna.db)."""
+    import optuna
+
+    storage = f"sqlite:///{workspace.root}/mlruns/optuna.db"
+    if study_name is None:
+        [summary] = optuna.get_all_study_summaries(storage)
+        study_name = summary.study_name
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
+
+
+def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace):
+    """The preset's search over a grid of four learning rates: one healthy, one that diverges
+    (a FAIL trial with its reason), one too small to learn (PRUNED by a threshold after its
+    first epoch), one more healthy. Killed with SIGKILL after two trials, the same command
+    finishes the study: four trials, each value once, one parent run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tests.test_resume import start, wait_for
+
+    search = [
+        "hparams_search=digits_lenet", "trainer.epochs=3", "logger.experiment=sweeps",
+        "logger.log_model=false", "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.params=null", "optimizer.lr=choice(0.05, 100000, 0.00001, 0.02)",
+        "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.2",
+        "hydra.sweeper.max_failure_rate=1",
+    ]  # fmt: skip
+
+    def told() -> int:
+        try:
+            return sum(t.state.is_finished() for t in optuna_trials(workspace))
+        except Exception:  # no study yet
+            return 0
+
+    process = start(workspace, *search)
+    wait_for(lambda: told() >= 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert told() < 4
+
+    result = workspace.run(*search)
     assert result.returncode == 0, result.stderr[-3000:]
-    _, parent, children = sweep_runs(workspace)
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
-    values = [r.data.metrics["best_val_accuracy"] for r in children]
-    assert parent.data.metrics["best_value"] == max(values)
-    assert parent.data.tags["sweeper"] == "OptunaSweeper"
-    best = max(children, key=lambda r: r.data.metrics["best_val_accuracy"])
-    assert float(parent.data.params["best.optimizer.lr"]) == float(best.data.params["optimizer.lr"])
-    assert {"best.optimizer.momentum", "best.model.dropout"} <= set(parent.data.params)
+    trials = optuna_trials(workspace)
+    interrupted = [t for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith(
+        "interrupted")]  # fmt: skip
+    counted = [t for t in trials if t not in interrupted]
+    assert len(counted) == 4 and len(interrupted) <= 1
+    by_lr = {t.params["optimizer.lr"]: t for t in counted}
+    assert sorted(by_lr) == [0.00001, 0.02, 0.05, 100000]  # each value once: none lost
+    assert by_lr[0.05].state == by_lr[0.02].state == TrialState.COMPLETE
+    assert by_lr[100000].state == TrialState.FAIL
+    assert "diverged" in by_lr[100000].user_attrs["fail_reason"]
+    assert by_lr[0.00001].state == TrialState.PRUNED
+    assert list(by_lr[0.00001].intermediate_values) == [0]  # stopped after its first epoch
+    if interrupted:  # the trial the kill cut short ran again with the same values
+        assert interrupted[0].params["optimizer.lr"] in by_lr
+
+    client = workspace.client()
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    runs = client.search_runs([experiment])
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]  # reused on resume
+    assert parent.info.status == "FINISHED"
+    study_name = parent.data.tags["optuna.study"]
+    assert study_name.startswith("digits_lenet-")
+    assert parent.data.tags["optuna.storage"] == f"sqlite:///{workspace.root}/mlruns/optuna.db"
+    children = {r.info.run_id: r for r in runs if r is not parent}
+    for trial in counted:  # every trial names its MLflow run, which names the trial back
+        run = children[trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["optuna.trial"] == str(trial.number)
+        assert run.data.tags["optuna.study"] == study_name
+    pruned = children[by_lr[0.00001].user_attrs["mlflow_run_id"]]
+    assert pruned.info.status == "FINISHED"
+    assert pruned.data.tags["optuna.trial_state"] == "PRUNED"
+    assert pruned.data.tags["pruned"].startswith("after epoch 1: val_accuracy")
+    assert len(client.get_metric_history(pruned.info.run_id, "val_accuracy")) == 1
+    failed = children[by_lr[100000].user_attrs["mlflow_run_id"]]
+    assert failed.info.status == "FAILED" and "diverged" in failed.data.tags["error"]
+    best = optuna.load_study(study_name=study_name,
+                             storage=parent.data.tags["optuna.storage"]).best_trial  # fmt: skip
+    assert parent.data.metrics["best_value"] == best.value
+    assert float(parent.data.tags["best.optimizer.lr"]) == best.params["optimizer.lr"]
+    assert parent.data.metrics["jobs_pruned"] >= 1
+    assert "pruned)" in result.stdout
 
 
-@pytest.mark.fresh_store
-def test_four_parallel_joblib_jobs_all_arrive_complete(workspace):
-    result = workspace.run(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *FAST, "trainer.seed=1,2,3,4",
-        timeout=400,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, parent, children = sweep_runs(workspace)
-    assert sorted(r.data.params["trainer.seed"] for r in children) == ["1", "2", "3", "4"]
-    assert parent.data.tags["launcher"] == "JoblibLauncher"
-    for run in children:
-        assert run.info.status == "FINISHED"
-        # 4 jobs share the cores: each got its share of TensorFlow's thread pool.
-        assert run.data.tags["device"] == f"CPU ({max(1, (os.cpu_count() or 1) // 4)} threads)"
-        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 1
-        assert {"test_accuracy", "test_loss", "best_val_accuracy"} <= set(run.data.metrics)
-        files = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"class_names.json", "config", "plots", "reports"} <= files
-        models = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'model'",
-        )
-        assert len(models) == 1
+def test_two_sweepers_share_one_study_without_losing_or_repeating_trials(workspace):
+    """Two workers started with the same command share the study in SQLite storage: together
+    they run n_trials trials, each once, each logged as one MLflow run."""
+    search = ["hparams_search=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
+              "logger.log_model=false", "hydra.sweeper.n_trials=4",
+              "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"]  # fmt: skip
+    from tests.test_resume import start
 
-
-def test_the_best_job_of_a_sweep_becomes_the_champion_and_predicts(workspace, tmp_path):
-    result = workspace.run("-m", *FAST, "trainer.seed=1,2", "logger.register_model=digits-lenet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, parent, children = sweep_runs(workspace)
-    versions = client.search_model_versions("name = 'digits-lenet'")
-    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in children)
-    champion = client.get_model_version_by_alias("digits-lenet", "champion")
-    assert champion.run_id == parent.data.tags["best_run_id"]
-    assert "models:/digits-lenet@champion is version" in result.stdout
-
-    from PIL import Image
-
-    image = tmp_path / "seven.png"
-    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 255).astype("uint8")).save(image)
-    predicted = subprocess.run(
-        [sys.executable, "-m", "runner.predict", "--model", "models:/digits-lenet@champion",
-         str(image), "--tracking-uri", workspace.tracking_uri, "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=workspace.env(), timeout=180,
-    )  # fmt: skip
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    assert f"{image}: " in predicted.stdout
+    workers = [start(workspace, *search) for _ in range(2)]
+    outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    trials = optuna_trials(workspace)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both worked
+    client = workspace.client()
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    jobs = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    assert sorted(r.data.tags["optuna.trial"] for r in jobs) == ["0", "1", "2", "3"]
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in jobs}
 
 
 def test_submitit_local_runs_a_two_job_sweep_to_completion(workspace):
