@@ -61,7 +61,7 @@ ui: install
 ## artifacts, data in SERVER_DIR; HOST=0.0.0.0 to open it to the network
 SERVER_DIR ?= mlflow-server
 server: install
-	$(PY) -m runner.server --folder $(SERVER_DIR) --host $(HOST) --port $(PORT)
+	$(PY) -m runner.server --folder $(SERVER_DIR) --host $(HOST) --port $(PORT) $(ARGS)
 
 ## serve: mlflow models serve MODEL=runs:/<id>/serving (or models:/<name>@champion) on PORT 5001
 serve: install

@@ -4,8 +4,9 @@
             <folder>/postgres/                    :PORT            <folder>/artifacts/
 
 Runs, params and metrics go to a PostgreSQL database in `<folder>/postgres/` (created on first
-start, listening on 127.0.0.1 only); artifacts are proxied by the server into
-`<folder>/artifacts/` (`--artifacts-destination`), so a client never needs the server's disk.
+start, listening on 127.0.0.1 only; a second database, `optuna`, holds shared Optuna studies);
+artifacts are proxied by the server into `<folder>/artifacts/` (`--artifacts-destination`), so a
+client never needs the server's disk.
 Point jobs at it with `MLFLOW_TRACKING_URI=http://HOST:PORT`. Ctrl-C (or SIGTERM) stops the
 MLflow server, then PostgreSQL; the data stays for the next start.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 DATABASE = "mlflow"
 DB_USER = "mlflow"
+OPTUNA_DATABASE = "optuna"  # shared Optuna studies: hydra.sweeper.storage=<Postgres.url(...)>
 
 
 class ServerError(RuntimeError):
@@ -105,14 +107,18 @@ class Postgres:
                     f"PostgreSQL did not start on port {self.port}: see {self.folder}/postgres.log"
                 )
             time.sleep(0.2)
-        made = self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER,
-                         DATABASE)  # fmt: skip
-        if made.returncode != 0 and "already exists" not in made.stderr:
-            raise ServerError(f"createdb {DATABASE} failed: {made.stderr.strip()}")
+        for database in (DATABASE, OPTUNA_DATABASE):
+            made = self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER,
+                             database)  # fmt: skip
+            if made.returncode != 0 and "already exists" not in made.stderr:
+                raise ServerError(f"createdb {database} failed: {made.stderr.strip()}")
+
+    def url(self, database: str = DATABASE) -> str:
+        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{database}"
 
     @property
     def uri(self) -> str:
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url(DATABASE)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -140,6 +146,9 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 def check_port(host: str, port: int) -> None:
     """Before anything starts: a taken port is one clear line, not a server dying later."""
     with socket.socket() as probe:
+        # As servers bind: the last run's closed connections (TIME_WAIT) do not hold the port,
+        # a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -149,7 +158,7 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve(folder: Path, host: str, port: int, pg_port: int) -> None:
+def serve(folder: Path, host: str, port: int, pg_port: int, workers: int | None = None) -> None:
     check_port(host, port)
     folder = folder.resolve()
     postgres = Postgres(folder / "postgres", pg_port or free_port())
@@ -168,7 +177,8 @@ def serve(folder: Path, host: str, port: int, pg_port: int) -> None:
         mlflow = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
              "--backend-store-uri", postgres.uri,
-             "--artifacts-destination", str(folder / "artifacts")],
+             "--artifacts-destination", str(folder / "artifacts"),
+             *(["--workers", str(workers)] if workers else [])],
             start_new_session=True,
         )  # fmt: skip
         url = f"http://{host}:{port}"
@@ -177,6 +187,8 @@ def serve(folder: Path, host: str, port: int, pg_port: int) -> None:
             f"[runner.server] MLflow server on {url} (PostgreSQL database in {postgres.folder}, "
             f"artifacts in {folder / 'artifacts'})\n"
             f"[runner.server] log to it: MLFLOW_TRACKING_URI={url} python -m runner ...\n"
+            f"[runner.server] share Optuna studies on this machine: "
+            f"hydra.sweeper.storage={postgres.url(OPTUNA_DATABASE)}\n"
             "[runner.server] Ctrl-C stops it; the data stays.",
             flush=True,
         )
@@ -209,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--pg-port", type=int, default=0, help="PostgreSQL's port (0: a free one)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="mlflow server's worker processes (its default)"
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.folder, args.host, args.port, args.pg_port)
+        serve(args.folder, args.host, args.port, args.pg_port, args.workers)
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -11,51 +11,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
-from runner.server import wait_for
+from runner.server import postgres_bin, wait_for
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` with a SQLite store and proxied artifacts, as a team would run it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
-             "--artifacts-destination", str(self.folder / "artifacts")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self.url, self.process, timeout=90)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the server and its workers
-            self.process.wait()
-
-
-@pytest.fixture
-def server(tmp_path):
-    running = Server(tmp_path / "server")
-    running.folder.mkdir()
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.mark.fresh_store
@@ -71,116 +40,118 @@ def test_unreachable_server_fails_in_seconds_before_any_work(workspace):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.fresh_store  # it asserts the client made no store of its own
-def test_a_server_that_dies_mid_run_gets_everything_after_sync(workspace, server):
-    job = workspace.root / "outputs" / "job"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "experiment=digits_lenet", "trainer.epochs=6",
-         "callbacks.early_stopping.enabled=false", f"logger.tracking_uri={server.url}",
-         "logger.experiment=team", f"hydra.run.dir={job}"],
-        cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+class TeamServer:
+    """`python -m runner.server` (what `make server` runs): real PostgreSQL and a real
+    `mlflow server` with proxied artifacts, stopped with SIGTERM as a service manager would."""
 
-    def epochs_done() -> int:
-        try:
-            return json.loads((job / "resume" / "state.json").read_text())["epochs_done"]
-        except (OSError, ValueError):
-            return 0
+    def __init__(self) -> None:
+        # Outside pytest's private temp folder: PostgreSQL's own user must be able to reach it.
+        self.root = Path(tempfile.mkdtemp(prefix="runner-server-"))
+        self.root.chmod(0o755)
+        self.folder = self.root / "team"
+        self.port, self.pg_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
 
-    deadline = time.monotonic() + 240
-    while epochs_done() < 2:
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    server.stop()  # at epoch 2 of 6
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output[-3000:]
-    assert "Epoch 6/6" in output  # trained to the end
-    assert f"python -m runner.sync {job}" in output
-    assert (job / "mlflow_outbox" / "journal.jsonl").exists()
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runner.server", "--folder", str(self.folder),
+             "--port", str(self.port), "--pg-port", str(self.pg_port), "--workers", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        wait_for(self.url, self.process, timeout=180)
 
-    server.start()  # later, the server is back
-    sync = subprocess.run(
-        [sys.executable, "-m", "runner.sync", str(job)], cwd=workspace.root,
-        env=workspace.env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert sync.returncode == 0, sync.stderr[-3000:]
-    assert not (job / "mlflow_outbox").exists()
+    def stop(self) -> str:
+        if self.process is None or self.process.poll() is not None:
+            return ""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=60)
+        return output
 
-    import mlflow
-
-    client = mlflow.MlflowClient(server.url)
-    [run] = client.search_runs([client.get_experiment_by_name("team").experiment_id])
-    assert run.info.status == "FINISHED"
-    for metric in ("loss", "val_accuracy", "epoch_seconds"):
-        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
-        assert steps == [0, 1, 2, 3, 4, 5], metric
-    assert "test_accuracy" in run.data.metrics
-    paths = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert "plots/learning_curves.png" in paths
-    models = client.search_logged_models([run.info.experiment_id])
-    assert [m.source_run_id for m in models] == [run.info.run_id]
-    # The artifacts live on the server (its artifact store), not on the client's disk.
-    assert list((server.folder / "artifacts").rglob("learning_curves.png"))
-    assert not (workspace.root / "mlruns").exists()
+    def metric_rows(self, run_id: str, key: str) -> int:
+        rows = subprocess.run(
+            [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U",
+             "mlflow", "-d", "mlflow", "-At", "-c",
+             f"select count(*) from metrics where run_uuid = '{run_id}' and key = '{key}'"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return int(rows.stdout.strip())
 
 
 @pytest.mark.fresh_store  # the client must make no store of its own
-def test_make_server_keeps_runs_in_postgresql_and_artifacts_on_the_server(workspace):
-    """`python -m runner.server` (what `make server` runs): real PostgreSQL, real mlflow server
-    with proxied artifacts; a job logs to it and everything is read back through the server."""
-    import tempfile
-
-    from mlflow import MlflowClient
-
-    from runner.server import postgres_bin
-
-    # Outside pytest's private temp folder: PostgreSQL's own user must be able to reach it.
-    folder = Path(tempfile.mkdtemp(prefix="runner-server-"))
-    folder.chmod(0o755)
-    port, pg_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner.server", "--folder", str(folder / "team"),
-         "--port", str(port), "--pg-port", str(pg_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
+    """A job logs to the team server (PostgreSQL + proxied artifacts); the server goes away at
+    epoch 2 of 4: the job trains to the end, and once the server is back `runner.sync` sends
+    what it missed, each epoch once, and the final status. Everything is then read back through
+    the server and found in PostgreSQL, nothing on the client's disk."""
+    server = TeamServer()
+    server.start()
     try:
-        wait_for(url, process, timeout=180)
-        result = workspace.run(
-            "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=team",
-            "logger.log_model=false", MLFLOW_TRACKING_URI=url,
+        job = workspace.root / "outputs" / "job"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runner", "experiment=digits_lenet", "trainer.epochs=4",
+             "callbacks.early_stopping.enabled=false", "logger.experiment=team",
+             f"hydra.run.dir={job}"],
+            cwd=workspace.root, env=workspace.env(MLFLOW_TRACKING_URI=server.url),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"open the UI: {url}/#/experiments/" in result.stdout  # the server's own link
-        client = MlflowClient(tracking_uri=url)
-        experiment = client.get_experiment_by_name("team")
-        [run] = client.search_runs([experiment.experiment_id])
+
+        def epochs_done() -> int:
+            try:
+                return json.loads((job / "resume" / "state.json").read_text())["epochs_done"]
+            except (OSError, ValueError):
+                return 0
+
+        deadline = time.monotonic() + 240
+        while epochs_done() < 2:
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "[runner.server] stopped" in server.stop()  # at epoch 2 of 4
+        assert not (server.folder / "postgres" / "data" / "postmaster.pid").exists()
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+        assert "Epoch 4/4" in output  # trained to the end
+        assert f"python -m runner.sync {job}" in output
+        assert f"open the UI: {server.url}/#/experiments/" in output  # the server's own link
+        assert (job / "mlflow_outbox" / "journal.jsonl").exists()
+
+        server.start()  # later, the server is back
+        sync = subprocess.run(
+            [sys.executable, "-m", "runner.sync", str(job)], cwd=workspace.root,
+            env=workspace.env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stderr[-3000:]
+        assert not (job / "mlflow_outbox").exists()
+
+        client = MlflowClient(tracking_uri=server.url)
+        [run] = client.search_runs([client.get_experiment_by_name("team").experiment_id])
         assert run.info.status == "FINISHED"
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # the server's artifacts
+        for metric in ("loss", "val_accuracy", "epoch_seconds"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
+            assert steps == [0, 1, 2, 3], metric
+        assert "test_accuracy" in run.data.metrics
+        assert server.metric_rows(run.info.run_id, "val_accuracy") == 4  # rows of PostgreSQL
+        # Its second database keeps shared Optuna studies (hydra.sweeper.storage=...).
+        import optuna
+
+        storage = f"postgresql://mlflow@127.0.0.1:{server.pg_port}/optuna"
+        optuna.create_study(study_name="team", storage=storage).optimize(lambda t: 1.0, 1)
+        assert len(optuna.load_study(study_name="team", storage=storage).trials) == 1
+        models = client.search_logged_models([run.info.experiment_id])
+        assert [m.source_run_id for m in models] == [run.info.run_id]
+        # The artifacts live on the server (its artifact store), not on the client's disk.
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         (workspace.root / "download").mkdir()
         downloaded = Path(client.download_artifacts(
             run.info.run_id, "plots/learning_curves.png", str(workspace.root / "download")
         ))  # fmt: skip
         assert downloaded.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert list((folder / "team" / "artifacts").rglob("learning_curves.png"))
+        assert list((server.folder / "artifacts").rglob("learning_curves.png"))
         assert not (workspace.root / "mlruns").exists()
-        # The run is a row of the PostgreSQL database, with its metrics.
-        rows = subprocess.run(
-            [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow",
-             "-d", "mlflow", "-At", "-c",
-             f"select count(*) from metrics where run_uuid = '{run.info.run_id}' "
-             "and key = 'val_accuracy'"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        assert rows.stdout.strip() == "1"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-    assert "[runner.server] stopped" in output
-    assert not (folder / "team" / "postgres" / "data" / "postmaster.pid").exists()
-    shutil.rmtree(folder, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 def test_a_taken_port_is_one_line_before_anything_starts(tmp_path):
