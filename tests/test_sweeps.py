@@ -136,7 +136,7 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     from tests.test_resume import start, wait_for
 
     search = [
-        "hparams_search=digits_lenet", "trainer.epochs=3", "logger.experiment=sweeps",
+        "hparams_search=digits_lenet", "trainer.epochs=2", "logger.experiment=sweeps",
         "logger.log_model=false", "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=grid",
         "hydra.sweeper.params=null", "optimizer.lr=choice(0.05, 100000, 0.00001, 0.02)",
         "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.2",

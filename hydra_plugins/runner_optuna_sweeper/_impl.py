@@ -238,6 +238,12 @@ class OptunaSweeperImpl:
             with self._budget_lock():
                 batch = min(self.n_jobs, self.n_trials - self._counted(study))
                 if batch <= 0:
+                    if not told:
+                        log.info(
+                            "the study already holds its %d trials: nothing to run (raise "
+                            "hydra.sweeper.n_trials to run more, or set hydra.sweeper.study_name "
+                            "to start another study)", self.n_trials,
+                        )  # fmt: skip
                     break
                 trials = [study.ask() for _ in range(batch)]
             for trial in trials:
