@@ -6,7 +6,6 @@ outside a `with` block; `tracked_run` ends every run as FINISHED, FAILED or KILL
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import RunnerError
 from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
+from runner.locks import sqlite_lock
 from runner.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -73,21 +73,10 @@ SERVER_PATIENCE = {  # for a remote tracking server: fail in seconds, not minute
 }
 
 
-@contextmanager
-def store_lock(tracking_uri: str) -> Iterator[None]:
+def store_lock(tracking_uri: str) -> AbstractContextManager[None]:
     """An exclusive file lock beside a SQLite store while it may be created: MLflow's schema
     migration fails when two processes create one new database at the same moment."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return sqlite_lock(tracking_uri)
 
 
 def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:

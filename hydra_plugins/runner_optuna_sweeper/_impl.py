@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from runner import search
+from runner.locks import sqlite_lock
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "worker"  # host:pid of the sweeper that asked for the trial
@@ -88,8 +89,12 @@ def grid(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 
 def quoted(value: Any) -> str:
-    """A value as one quoted Hydra override value (URLs hold ':', '?', '=', '@')."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A value as one quoted Hydra override value (URLs hold ':', '?', '=', '@'). Hydra's
+    rule: a quote is escaped with a backslash, and only backslashes right before a quote (or
+    the closing one) are doubled."""
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", str(value))
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+    return f"'{text}'"
 
 
 def worker_id() -> str:
@@ -187,10 +192,7 @@ class OptunaSweeperImpl:
         """Counting the study's trials and asking for more is one step for sweepers sharing a
         SQLite file (a file lock beside it); over a server database two sweepers asking at the
         same instant may each start one trial more than n_trials."""
-        url = self.location.storage
-        if not url.startswith("sqlite:///"):
-            return nullcontext()
-        return _file_lock(Path(url.removeprefix("sqlite:///") + ".lock"))
+        return sqlite_lock(self.location.storage)
 
     def _requeue_interrupted(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a sweeper of this machine that is gone: FAIL, and the same
@@ -347,16 +349,3 @@ def _tell(study: optuna.Study, trial: Any, **outcome: Any) -> None:
         grid = isinstance(study.sampler, optuna.samplers.GridSampler)
         if not grid or not ("Study.stop" in str(error) or "grid_id" in str(error)):
             raise
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

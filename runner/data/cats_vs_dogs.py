@@ -27,10 +27,10 @@ from runner.data.base import (
     read_split,
     task_for,
 )
-from runner.data.download import file_lock
 from runner.data.folders import require_folder
 from runner.data.images import Skipped, is_image_name
 from runner.errors import DataError
+from runner.locks import file_lock
 from runner.registry import DATASETS
 
 CLASS_NAMES = ("cat", "dog")

@@ -8,19 +8,17 @@ which would destroy a user's own copy.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.config import DownloadedDataConfig, FileSpec
 from runner.errors import DataError
+from runner.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +77,6 @@ def fetch(
         os.replace(partial, target)
         _write_stamp(target, expected, algorithm)
     return target
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _download(

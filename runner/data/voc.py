@@ -22,10 +22,11 @@ from omegaconf import OmegaConf
 
 from runner.config import DownloadedDataConfig, ImageDataConfig
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
-from runner.data.download import fetch_all, file_lock
+from runner.data.download import fetch_all
 from runner.data.folders import require_folder
 from runner.data.images import Skipped
 from runner.errors import DataError
+from runner.locks import file_lock
 from runner.registry import DATASETS
 
 log = logging.getLogger(__name__)
