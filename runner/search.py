@@ -12,7 +12,6 @@ a number.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger(__name__)
 STORAGE_ENV = "RUNNER_OPTUNA_STORAGE"
 STUDY_ENV = "RUNNER_OPTUNA_STUDY"
 TRIAL_ENV = "RUNNER_OPTUNA_TRIAL"
@@ -140,6 +138,7 @@ def reporter(trial: Any, monitor: str) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.pruned_after: int | None = None  # epochs done when pruned
+            self.why = ""
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             value = (logs or {}).get(monitor)
@@ -148,15 +147,19 @@ def reporter(trial: Any, monitor: str) -> Any:
             trial.report(float(value), step=epoch)
             if trial.should_prune():
                 self.pruned_after = epoch + 1
+                pruner = type(trial.study.pruner).__name__
+                self.why = f"after epoch {epoch + 1} by {pruner}: {monitor}={float(value):.4g}"
                 self.model.stop_training = True
 
     return ReportToTrial()
 
 
-def outcome(value: float, pruned_after: int | None, monitor: str) -> float:
-    if pruned_after is None:
+def outcome(value: float, reporter: Any = None) -> float:
+    """The job's return value: its objective, PRUNED with the reason when the pruner stopped
+    it."""
+    if reporter is None or reporter.pruned_after is None:
         return JobOutcome(value)
-    return JobOutcome(value, "PRUNED", f"pruned after epoch {pruned_after} by {monitor}")
+    return JobOutcome(value, "PRUNED", f"pruned {reporter.why}")
 
 
 def failed(value: float, reason: str) -> JobOutcome:

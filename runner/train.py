@@ -259,12 +259,11 @@ def run(cfg: DictConfig) -> float:
                     trial.set_user_attr("mlflow_run_id", run.info.run_id)
                     run_callbacks.trial = search.reporter(trial, objective_metric)
                 history = _fit(cfg, model, splits, output_dir, progress, run_callbacks)
-            pruned_after = run_callbacks.trial and run_callbacks.trial.pruned_after
-            if pruned_after:
+            reporter = run_callbacks.trial
+            if reporter is not None and reporter.pruned_after:
                 tracking.set_tag("optuna.trial_state", "PRUNED")
-                tracking.set_tag("pruned", f"after epoch {pruned_after}: {objective_metric} "
-                                           f"behind the study's other trials")  # fmt: skip
-                log.info("pruned by the Optuna study after epoch %d", pruned_after)
+                tracking.set_tag("pruned", reporter.why)
+                log.info("pruned by the Optuna study %s", reporter.why)
             for path, folder in callbacks.files_to_log(output_dir):
                 tracking.log_files(path, folder)
             monitor = callbacks.checkpoint_monitor(cfg, objective_metric)
@@ -291,7 +290,7 @@ def run(cfg: DictConfig) -> float:
     except (KeyboardInterrupt, Terminated) as interrupt:
         raise _interrupted(interrupt, cfg, where, output_dir) from interrupt
     resume.remove_state(output_dir)  # FINISHED: nothing left to resume
-    return search.outcome(objective, pruned_after, objective_metric)
+    return search.outcome(objective, reporter)
 
 
 def _interrupted(

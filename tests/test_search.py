@@ -52,10 +52,13 @@ def test_a_study_lives_beside_the_mlflow_store(monkeypatch, tmp_path):
 
 
 def test_a_jobs_outcome_is_a_number_that_says_how_the_job_ended():
-    pruned = pickle.loads(pickle.dumps(outcome(0.25, 3, "val_accuracy")))
+    class Stopped:  # what runner/search.py's reporter holds after the pruner stopped a job
+        pruned_after, why = 3, "after epoch 3 by MedianPruner: val_accuracy=0.25"
+
+    pruned = pickle.loads(pickle.dumps(outcome(0.25, Stopped())))
     assert float(pruned) == 0.25 and pruned.state == "PRUNED"
-    assert pruned.reason == "pruned after epoch 3 by val_accuracy"
+    assert pruned.reason == "pruned after epoch 3 by MedianPruner: val_accuracy=0.25"
     gone = pickle.loads(pickle.dumps(failed(float("-inf"), "Training diverged")))
     assert gone == float("-inf") and (gone.state, gone.reason) == ("FAIL", "Training diverged")
-    assert isinstance(outcome(0.5, None, "val_accuracy"), JobOutcome)
-    assert outcome(0.5, None, "val_accuracy").state == "COMPLETE"
+    done = outcome(0.5)
+    assert isinstance(done, JobOutcome) and done.state == "COMPLETE" and done == 0.5

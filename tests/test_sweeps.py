@@ -188,7 +188,7 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     pruned = children[by_lr[0.00001].user_attrs["mlflow_run_id"]]
     assert pruned.info.status == "FINISHED"
     assert pruned.data.tags["optuna.trial_state"] == "PRUNED"
-    assert pruned.data.tags["pruned"].startswith("after epoch 1: val_accuracy")
+    assert pruned.data.tags["pruned"].startswith("after epoch 1 by ThresholdPruner: val_accuracy=")
     assert len(client.get_metric_history(pruned.info.run_id, "val_accuracy")) == 1
     failed = children[by_lr[100000].user_attrs["mlflow_run_id"]]
     assert failed.info.status == "FAILED" and "diverged" in failed.data.tags["error"]
