@@ -263,7 +263,7 @@ def run(cfg: DictConfig) -> float:
             if reporter is not None and reporter.pruned_after:
                 tracking.set_tag("optuna.trial_state", "PRUNED")
                 tracking.set_tag("pruned", reporter.why)
-                log.info("pruned by the Optuna study %s", reporter.why)
+                log.info("trial pruned %s", reporter.why)
             for path, folder in callbacks.files_to_log(output_dir):
                 tracking.log_files(path, folder)
             monitor = callbacks.checkpoint_monitor(cfg, objective_metric)

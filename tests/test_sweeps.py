@@ -236,3 +236,24 @@ def test_submitit_local_runs_a_two_job_sweep_to_completion(workspace):
     assert all(r.info.status == "FINISHED" for r in children)
     assert len({r.data.tags["runner.pid"] for r in children}) == 2  # two processes
     assert "sweep done: 2 of 2 jobs finished" in result.stdout
+
+
+def test_an_optuna_search_on_a_local_ray_cluster(workspace):
+    """Hydra's Ray launcher on a Ray cluster started on this machine, with the Optuna sweeper:
+    two trials at once in Ray's worker processes, each reporting to its trial from there."""
+    result = workspace.run(
+        "hparams_search=digits_lenet", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2", "trainer.epochs=1", "logger.experiment=sweeps",
+        "logger.log_model=false", timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_runs(workspace)
+    assert parent.data.tags["launcher"] == "RayLauncher"
+    assert all(r.info.status == "FINISHED" for r in children) and len(children) == 2
+    assert len({r.data.tags["runner.pid"] for r in children}) == 2  # Ray's worker processes
+    trials = optuna_trials(workspace)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:  # each job reached its trial from its Ray worker
+        assert list(trial.intermediate_values) == [0]
+        assert trial.user_attrs["mlflow_run_id"] in {r.info.run_id for r in children}
