@@ -125,12 +125,20 @@ def device_names() -> str:
 
 
 def thread_pools(trainer: DictConfig) -> tuple[int, int]:
-    """Configured sizes; with N parallel jobs (joblib launcher) each gets its share of cores."""
+    """Configured sizes; else a job that shares the machine gets its share of the cores: 1/N of
+    them with N parallel jobs (joblib launcher), the CPUs Ray reserves for each job
+    (`hydra.launcher.ray.remote.num_cpus`)."""
     intra, inter = trainer.intra_op_threads, trainer.inter_op_threads
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    launcher = HydraConfig.get().launcher
+    share = None
+    n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
     if isinstance(n_jobs, int) and n_jobs != 1:
         cores = os.cpu_count() or 1
         share = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    reserved = OmegaConf.select(launcher, "ray.remote.num_cpus", default=None)
+    if isinstance(reserved, int | float) and reserved >= 1:
+        share = int(reserved)
+    if share:
         intra, inter = intra or share, inter or min(2, share)
     return intra, inter
 

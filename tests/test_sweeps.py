@@ -243,7 +243,8 @@ def test_an_optuna_search_on_a_local_ray_cluster(workspace):
     two trials at once in Ray's worker processes, each reporting to its trial from there."""
     result = workspace.run(
         "hparams_search=digits_lenet", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
-        "+hydra.launcher.ray.init.include_dashboard=false", "hydra.sweeper.n_trials=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+        "+hydra.launcher.ray.remote.num_cpus=1", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2", "trainer.epochs=1", "logger.experiment=sweeps",
         "logger.log_model=false", timeout=400,
     )  # fmt: skip
@@ -252,6 +253,8 @@ def test_an_optuna_search_on_a_local_ray_cluster(workspace):
     assert parent.data.tags["launcher"] == "RayLauncher"
     assert all(r.info.status == "FINISHED" for r in children) and len(children) == 2
     assert len({r.data.tags["runner.pid"] for r in children}) == 2  # Ray's worker processes
+    # Each job sized TensorFlow's thread pool to the CPU Ray reserved for it.
+    assert {r.data.tags["device"] for r in children} == {"CPU (1 threads)"}
     trials = optuna_trials(workspace)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     for trial in trials:  # each job reached its trial from its Ray worker
