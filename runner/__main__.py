@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.checks import check_config
+from runner.checks import check_config, check_tracking_server
 from runner.config import Mode, migrate_argv, register_configs
 from runner.errors import Interrupted, RunnerError
 from runner.interrupts import Terminated, install_sigterm
@@ -47,6 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_config(cfg)  # before TensorFlow: a bad value costs a second, not an import
+        check_tracking_server(cfg.logger.tracking_uri)
         from runner.train import run  # heavy: TensorFlow, Keras, MLflow
 
         for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its levels

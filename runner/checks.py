@@ -111,3 +111,26 @@ def check_augmentation(cfg: DictConfig) -> None:
             raise RunnerError(f"augmentation.{key} should be >= 0. Received: {cfg[key]}")
     if cfg.zoom >= 1:
         raise RunnerError(f"augmentation.zoom should be below 1. Received: {cfg.zoom}")
+
+
+def unreachable_server(tracking_uri: str) -> RunnerError:
+    return RunnerError(
+        f"The MLflow tracking server {tracking_uri} does not answer: start it (make server) or "
+        "point logger.tracking_uri / MLFLOW_TRACKING_URI at one that runs."
+    )
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """A tracking server nobody listens on is reported before TensorFlow is even imported (a
+    TCP connection, no MLflow); one that listens but fails is caught when the run starts."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    address = urlsplit(tracking_uri)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((address.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise unreachable_server(tracking_uri) from error

@@ -23,6 +23,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from runner.checks import unreachable_server
 from runner.errors import RunnerError
 from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
 from runner.locks import sqlite_lock
@@ -100,10 +101,7 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
         raise
     except Exception as error:
         if is_remote(tracking_uri) and _unreachable(error):
-            raise RunnerError(
-                f"The MLflow tracking server {tracking_uri} does not answer: start it (make "
-                "server) or point logger.tracking_uri / MLFLOW_TRACKING_URI at one that runs."
-            ) from error
+            raise unreachable_server(tracking_uri) from error
         if "unable to open database file" in str(error) or isinstance(error, OSError):
             raise RunnerError(
                 f"Cannot open the MLflow store {tracking_uri} ({type(error).__name__}): its "
