@@ -161,7 +161,9 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     interrupted = [t for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith(
         "interrupted")]  # fmt: skip
     counted = [t for t in trials if t not in interrupted]
-    assert len(counted) == 4 and len(interrupted) <= 1
+    described = [(t.number, t.state.name, t.params, t.user_attrs, t.system_attrs) for t in trials]
+    assert len(counted) == 4 and len(interrupted) <= 1, described
+    assert all("optimizer.lr" in t.params for t in counted), described
     by_lr = {t.params["optimizer.lr"]: t for t in counted}
     assert sorted(by_lr) == [0.00001, 0.02, 0.05, 100000]  # each value once: none lost
     assert by_lr[0.05].state == by_lr[0.02].state == TrialState.COMPLETE
@@ -169,8 +171,9 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     assert "diverged" in by_lr[100000].user_attrs["fail_reason"]
     assert by_lr[0.00001].state == TrialState.PRUNED
     assert list(by_lr[0.00001].intermediate_values) == [0]  # stopped after its first epoch
-    if interrupted:  # the trial the kill cut short ran again with the same values
-        assert interrupted[0].params["optimizer.lr"] in by_lr
+    for gone in interrupted:  # the trial the kill cut short ran again (with its values, if any)
+        [again] = [t for t in counted if t.user_attrs.get("retry_of") == gone.number]
+        assert again.params.items() >= gone.params.items()
 
     client = workspace.client()
     experiment = client.get_experiment_by_name("sweeps").experiment_id

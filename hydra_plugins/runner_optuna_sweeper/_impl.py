@@ -189,27 +189,37 @@ class OptunaSweeperImpl:
         return study
 
     def _budget_lock(self):
-        """Counting the study's trials and asking for more is one step for sweepers sharing a
-        SQLite file (a file lock beside it); over a server database two sweepers asking at the
-        same instant may each start one trial more than n_trials."""
+        """For sweepers sharing a SQLite file (a file lock beside it), counting the study's
+        trials, asking for more and giving them their values and worker is one step: N workers
+        run exactly n_trials, and a RUNNING trial without a worker is one whose sweeper died
+        inside that step. Over a server database two sweepers asking at the same instant may
+        each start one trial more than n_trials."""
         return sqlite_lock(self.location.storage)
 
     def _requeue_interrupted(self, study: optuna.Study) -> None:
-        """Trials left RUNNING by a sweeper of this machine that is gone: FAIL, and the same
-        values queued again (Optuna's own RetryFailedTrialCallback does the same)."""
+        """Trials left RUNNING by a sweeper of this machine that is gone: FAIL, and queued again
+        (as Optuna's own RetryFailedTrialCallback does). Call it under `_budget_lock`."""
+        atomic = self.location.storage.startswith("sqlite:///")
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if alive_here(trial.user_attrs.get(WORKER_ATTR)) is not False:
-                continue
-            self._interrupt(study, trial.number, trial.params, "its sweeper process is gone")
+            worker = trial.user_attrs.get(WORKER_ATTR)
+            if alive_here(worker) is False or (worker is None and atomic):
+                self._interrupt(study, trial.number, "its sweeper process is gone")
 
-    def _interrupt(self, study: optuna.Study, number: int, params: dict, why: str) -> None:
+    def _interrupt(self, study: optuna.Study, number: int, why: str) -> None:
+        """FAIL the trial, and queue a copy with its values and its grid point, if it had them
+        (a copy without values gets new ones from the sampler)."""
+        [trial] = [t for t in study.get_trials(deepcopy=False) if t.number == number]
         storage = self.storage_backend
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         storage.set_trial_user_attr(trial_id, "fail_reason", f"interrupted: {why}")
         _tell(study, number, state=TrialState.FAIL)
-        study.enqueue_trial(params, user_attrs={RETRY_ATTR: number}, skip_if_exists=False)
-        log.info("trial %d was interrupted (%s): queued again with the same values", number, why)
+        kept = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs={RETRY_ATTR: number}, system_attrs=kept,
+        ))  # fmt: skip
+        log.info("trial %d was interrupted (%s): queued again", number, why)
 
     @staticmethod
     def _counted(study: optuna.Study) -> int:
@@ -229,7 +239,8 @@ class OptunaSweeperImpl:
         for name in fixed:
             space.pop(name, None)
         study = self._study(space)
-        self._requeue_interrupted(study)
+        with self._budget_lock():
+            self._requeue_interrupted(study)
         told = failed = 0
         log.info(
             "Optuna study %r in %s: %d of %d trials there; sampler %s, pruner %s",
@@ -248,14 +259,14 @@ class OptunaSweeperImpl:
                         )  # fmt: skip
                     break
                 trials = [study.ask() for _ in range(batch)]
-            for trial in trials:
-                trial.set_user_attr(WORKER_ATTR, worker_id())
-            overrides = [self._overrides(trial, space, fixed) for trial in trials]
+                for trial in trials:
+                    trial.set_user_attr(WORKER_ATTR, worker_id())
+                overrides = [self._overrides(trial, space, fixed) for trial in trials]
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:  # Ctrl-C, SIGTERM: the trials run again on resume
                 for trial in trials:
-                    self._interrupt(study, trial.number, trial.params, "the sweep was stopped")
+                    self._interrupt(study, trial.number, "the sweep was stopped")
                 raise
             self.job_idx += len(returns)
             for trial, job in zip(trials, returns, strict=True):
@@ -340,12 +351,10 @@ class OptunaSweeperImpl:
 
 
 def _tell(study: optuna.Study, trial: Any, **outcome: Any) -> None:
-    """`study.tell`. The grid sampler's bookkeeping after a trial fails in two cases where the
-    outcome is already stored (Optuna stores it in a `finally`): `study.stop()` once the grid
-    is done (refused outside `optimize`), and a re-queued trial (it has no grid point id)."""
+    """`study.tell`. The grid sampler calls `study.stop()` once the grid is done, which Optuna
+    refuses outside `optimize` after the outcome is stored (in a `finally`): nothing is lost."""
     try:
         study.tell(trial, **outcome)
-    except (RuntimeError, KeyError) as error:
-        grid = isinstance(study.sampler, optuna.samplers.GridSampler)
-        if not grid or not ("Study.stop" in str(error) or "grid_id" in str(error)):
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
             raise
