@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -422,13 +423,29 @@ TABLE_ROWS = {
 }
 
 
+# Per benchmark: its function, its sizes as {keyword: (with --quick, full run)}, and the
+# command-line options it takes.
+BENCHMARKS: dict[str, tuple[Callable[..., dict], dict[str, tuple[int, int]], tuple[str, ...]]] = {
+    "overhead": (bench_overhead, {"epochs": (2, 3), "samples": (6000, 60000)}, ("rounds",)),
+    "pipeline": (bench_pipeline, {"count": (300, 3000), "batches": (20, 200)}, ("rounds",)),
+    "accuracy": (bench_accuracy, {}, ()),
+    "precision": (bench_precision, {"epochs": (2, 4), "samples": (6000, 60000)}, ("rounds",)),
+    "transfer": (bench_transfer, {"count": (400, 2000), "epochs": (3, 5)},
+                 ("rounds", "backbone", "size")),
+}  # fmt: skip
+
+
+def run_benchmark(name: str, work: Path, args: argparse.Namespace) -> dict:
+    function, sizes, options = BENCHMARKS[name]
+    chosen = {key: quick if args.quick else full for key, (quick, full) in sizes.items()}
+    return function(work, **chosen, **{option: getattr(args, option) for option in options})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "which", nargs="*", default=["overhead", "pipeline", "accuracy", "precision", "transfer"]
-    )
+    parser.add_argument("which", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--backbone", default="vgg16", help="transfer: the pretrained backbone")
@@ -441,40 +458,7 @@ def main() -> None:
         work = Path(folder)
         for name in args.which:
             print(f"[bench] {name} ...", flush=True)
-            if name == "overhead":
-                result = bench_overhead(
-                    work,
-                    args.rounds,
-                    epochs=2 if args.quick else 3,
-                    samples=6000 if args.quick else 60000,
-                )
-            elif name == "pipeline":
-                result = bench_pipeline(
-                    work,
-                    args.rounds,
-                    count=300 if args.quick else 3000,
-                    batches=20 if args.quick else 200,
-                )
-            elif name == "accuracy":
-                result = bench_accuracy(work)
-            elif name == "precision":
-                result = bench_precision(
-                    work,
-                    args.rounds,
-                    epochs=2 if args.quick else 4,
-                    samples=6000 if args.quick else 60000,
-                )
-            elif name == "transfer":
-                result = bench_transfer(
-                    work,
-                    args.rounds,
-                    count=400 if args.quick else 2000,
-                    epochs=3 if args.quick else 5,
-                    backbone=args.backbone,
-                    size=args.size,
-                )
-            else:
-                raise SystemExit(f"unknown benchmark {name!r}")
+            result = run_benchmark(name, work, args)
             record = {
                 "benchmark": name,
                 "when": datetime.now(UTC).isoformat(),
