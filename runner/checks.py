@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config import Evaluate, Schedule
 from runner.errors import RunnerError
+from runner.store import is_remote
 
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
@@ -126,7 +127,7 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_remote(tracking_uri):
         return
     address = urlsplit(tracking_uri)
     port = address.port or (443 if address.scheme == "https" else 80)

@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.store import project_store_uri
+
 STORAGE_ENV = "RUNNER_OPTUNA_STORAGE"
 STUDY_ENV = "RUNNER_OPTUNA_STUDY"
 TRIAL_ENV = "RUNNER_OPTUNA_TRIAL"
@@ -64,11 +66,8 @@ def is_optuna_sweep(config: DictConfig) -> bool:
 def default_storage(tracking_uri: str) -> str:
     """`optuna.db` beside the MLflow SQLite store; beside the project's local store when the
     runs go to a tracking server."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-    else:
-        root = Path(os.environ.get("RUNNER_ROOT") or Path.cwd()).expanduser().resolve()
-        database = root / "mlruns" / "mlflow.db"
+    local = tracking_uri if tracking_uri.startswith("sqlite:///") else project_store_uri()
+    database = Path(local.removeprefix("sqlite:///"))
     return f"sqlite:///{database.with_name('optuna.db')}"
 
 

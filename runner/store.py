@@ -10,6 +10,16 @@ import os
 from pathlib import Path
 
 
-def default_tracking_uri() -> str:
+def project_store_uri() -> str:
+    """The project's own SQLite store: `mlruns/mlflow.db` under `RUNNER_ROOT`, or here."""
     root = Path(os.environ.get("RUNNER_ROOT") or Path.cwd()).expanduser().resolve()
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlruns/mlflow.db"
+    return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_store_uri()
+
+
+def is_remote(tracking_uri: str) -> bool:
+    """A tracking server (as opposed to a store on this machine's disk)."""
+    return tracking_uri.startswith(("http://", "https://"))

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from runner.errors import RunnerError
 from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
 from runner.locks import sqlite_lock
 from runner.outbox import Outbox
+from runner.store import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ SERVER_PATIENCE = {  # for a remote tracking server: fail in seconds, not minute
 }
 
 
-def store_lock(tracking_uri: str) -> AbstractContextManager[None]:
-    """An exclusive file lock beside a SQLite store while it may be created: MLflow's schema
-    migration fails when two processes create one new database at the same moment."""
-    return sqlite_lock(tracking_uri)
-
-
 def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
     """Point MLflow at the store and return the experiment id, creating the experiment once.
 
@@ -95,7 +90,9 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
         database = Path(tracking_uri.removeprefix("sqlite:///"))
         artifact_location = str(database.parent / "artifacts")  # beside the database
     try:
-        with store_lock(tracking_uri):
+        # MLflow's schema migration fails when two processes create one new SQLite database at
+        # the same moment: a file lock beside it while it may be created.
+        with sqlite_lock(tracking_uri):
             return _use_experiment(name, artifact_location)
     except RunnerError:
         raise
@@ -147,10 +144,6 @@ class _Link:
 
 _link = _Link()
 RETRY_SECONDS = 5.0  # while the server is away, try it again at most this often
-
-
-def is_remote(tracking_uri: str) -> bool:
-    return tracking_uri.startswith(("http://", "https://"))
 
 
 def _unreachable(error: BaseException) -> bool:
