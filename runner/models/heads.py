@@ -27,13 +27,13 @@ def image_input(info: DataInfo) -> tuple[keras.KerasTensor, keras.KerasTensor]:
 
 
 def classifier_head(x: keras.KerasTensor, info: DataInfo) -> keras.KerasTensor:
-    # float32 whatever the mixed-precision policy: probabilities and the loss need its range.
     if info.task == "binary":
-        return keras.layers.Dense(1, activation="sigmoid", name="predictions", dtype="float32")(x)
-    activation = "sigmoid" if info.task == "multilabel" else "softmax"
-    return keras.layers.Dense(
-        info.num_classes, activation=activation, name="predictions", dtype="float32"
-    )(x)
+        units, activation = 1, "sigmoid"
+    else:
+        units = info.num_classes
+        activation = "sigmoid" if info.task == "multilabel" else "softmax"
+    # float32 whatever the mixed-precision policy: probabilities and the loss need its range.
+    return keras.layers.Dense(units, activation=activation, name="predictions", dtype="float32")(x)
 
 
 def loss_and_metrics(info: DataInfo) -> tuple[str, list]:
