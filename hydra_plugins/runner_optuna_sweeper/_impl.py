@@ -11,6 +11,7 @@ study. A failed job is a FAIL trial with its reason; a job stopped by the pruner
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -137,7 +138,9 @@ class OptunaSweeperImpl:
         self.sampler, self.pruner = sampler, pruner
         self.directions = [str(d) for d in direction] if OmegaConf.is_list(direction) or \
             isinstance(direction, list) else [str(direction)]  # fmt: skip
-        self.storage, self.study_name = storage, study_name
+        # `storage` and `study_name` are read from the config by runner.search.study_location,
+        # which the sweep's MLflow callback uses too (to tag the parent run with the study).
+        del storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.max_failure_rate = max_failure_rate
         self.params = params
@@ -162,9 +165,7 @@ class OptunaSweeperImpl:
         if callable(sampler) and getattr(sampler, "func", None) is optuna.samplers.GridSampler:
             values = grid(space)
             sampler = sampler(values)
-            size = 1
-            for choices in values.values():
-                size *= len(choices)
+            size = math.prod(len(choices) for choices in values.values())
             if size < self.n_trials:
                 log.info("the grid has %d points: n_trials %d -> %d", size, self.n_trials, size)
                 self.n_trials = size
@@ -271,7 +272,7 @@ class OptunaSweeperImpl:
             self.job_idx += len(returns)
             for trial, job in zip(trials, returns, strict=True):
                 told += 1
-                failed += not self._tell(study, trial, job)
+                failed += not self._record(study, trial, job)
             if told and failed / told > self.max_failure_rate:
                 log.error(
                     "stopping the search: %d of %d trials failed "
@@ -301,7 +302,7 @@ class OptunaSweeperImpl:
             *(f"++hydra.job.env_set.{key}={quoted(value)}" for key, value in env.items()),
         )
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, job: Any) -> bool:
+    def _record(self, study: optuna.Study, trial: optuna.Trial, job: Any) -> bool:
         """Tell the study how the job ended; False for a failed one."""
         try:
             value = job.return_value  # raises the job's exception
