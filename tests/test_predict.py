@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from runner.data.images import decode_files
+from runner.server import free_port
 from tests import image_fixtures as fx
 from tests.test_e2e import only_run
 
@@ -136,16 +137,13 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
     """`make ui` from the project and `runner.report` from another folder, for a store kept
     elsewhere (RUNNER_ROOT): the real MLflow UI lists that store's experiment, the report its
     run."""
-    import socket
     import time
     import urllib.request
 
     from tests.conftest import PROJECT_ROOT
 
     workspace, run, _, _ = trained
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = workspace.env(RUNNER_ROOT=str(workspace.root))
     ui = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -226,7 +224,6 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     import base64
     import os
     import signal
-    import socket
     import time
     import urllib.request
 
@@ -242,9 +239,7 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     expected = {"labels": [names[i] for i in np.argsort(scores[0])[::-1]],
                 "probabilities": sorted(scores[0].tolist(), reverse=True)}  # fmt: skip
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m",
          f"runs:/{run.info.run_id}/serving", "--env-manager", "local", "--host", "127.0.0.1",

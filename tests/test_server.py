@@ -18,13 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runner.server import postgres_bin, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from runner.server import free_port, postgres_bin, wait_for
 
 
 @pytest.mark.fresh_store

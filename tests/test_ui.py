@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 import pytest
 
+from runner.server import free_port, wait_for
 from tests.conftest import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -24,12 +22,6 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs chromium (apt-get install chromium); CI installs it"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_rendered(png) -> None:
@@ -74,17 +66,7 @@ def mlflow_server(workspace):
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None, "mlflow server exited"
-        assert time.monotonic() < deadline, "mlflow server did not answer"
-        time.sleep(0.5)
+    wait_for(url, server, timeout=90)  # its /health answers, or it exited or timed out
     yield url
     server.terminate()
     server.wait(timeout=30)
