@@ -80,11 +80,7 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
     )
     classifier = logged_classifier(model_uri, cfg.logger.tracking_uri)
     model_info = None if model_uri.endswith(".keras") else mlflow.models.get_model_info(model_uri)
-    height, width, channels = classifier.input_shape
-    if OmegaConf.select(cfg, "data.image_size", default="absent") != "absent":
-        # Image files are decoded to the model's input, whatever the data config says.
-        color = "grayscale" if channels == 1 else "rgb"
-        cfg = OmegaConf.merge(cfg, {"data": {"image_size": [height, width], "color_mode": color}})
+    cfg = sized_for(cfg, classifier.input_shape)
     splits = data_sources.load(cfg.data, load_context(cfg))
     info = splits.info
     if sorted(info.class_names) != sorted(classifier.class_names):
@@ -132,6 +128,20 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
     shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
     print(f"\n[runner.evaluate] {len(chosen)} images of data={info.name} ({split}): {shown}\n"
           f"[runner.evaluate] MLflow run {run.info.run_id} (source run {source_run})")  # fmt: skip
+
+
+def sized_for(cfg: DictConfig, input_shape: tuple[int, int, int]) -> DictConfig:
+    """The config with its images decoded or resized to the model's input, whatever the data
+    config says: image folders take [height, width] and a colour mode, digits one square side;
+    arrays (MNIST, CIFAR-10) have a size of their own."""
+    size = OmegaConf.select(cfg, "data.image_size", default="absent")
+    if size == "absent":
+        return cfg
+    height, width, channels = input_shape
+    resized: dict = {"image_size": height if isinstance(size, int) else [height, width]}
+    if "color_mode" in cfg.data:
+        resized["color_mode"] = "grayscale" if channels == 1 else "rgb"
+    return OmegaConf.merge(cfg, {"data": resized})  # type: ignore[return-value]
 
 
 def entry() -> None:

@@ -129,6 +129,21 @@ def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
     return Workspace(root=root, data_dir=tmp_path / "cache")
 
 
+def compose_config(overrides: list[str]):
+    """The config `python -m runner <overrides>` composes, in process, with its Hydra part set as
+    in a job: for tests of what a command does with it where no process boundary is tested."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from runner.config import register_configs
+
+    register_configs()  # the typed schemas, as the commands register them
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 FAST = [
     "trainer.epochs=1",
     "trainer.batch_size=32",

@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 
 from runner import augment
 from runner.data.base import ArraySplit, DataInfo, Splits
 from runner.errors import RunnerError
 from runner.train import input_pipelines
-from tests.test_config import CONF, options
+from tests.conftest import compose_config as compose_cfg
+from tests.test_config import options
 from tests.test_e2e import artifact_paths, only_run
 
 
@@ -26,13 +25,6 @@ def random_splits(n: int = 64) -> Splits:
         return ArraySplit(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3)
 
     return Splits(split(), split(), split(), DataInfo("x", (32, 32, 3), ("a", "b", "c")))
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
 
 
 def batches(dataset) -> list[np.ndarray]:

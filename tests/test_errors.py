@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FAST
+from tests.conftest import FAST, compose_config
 
 
 def statuses(workspace) -> list[str]:
@@ -56,6 +56,7 @@ RANGE_ERRORS = [
     ("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
     ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
+    ("optimizer.lr=-1", "optimizer.lr should be a positive number"),
     ("callbacks.model_checkpoint.enabled=false",
      "trainer.evaluate=best scores checkpoints/best.keras, which "
      "callbacks.model_checkpoint.enabled=false does not write"),
@@ -70,16 +71,10 @@ RANGE_ERRORS = [
 @pytest.mark.parametrize(("override", "message"), RANGE_ERRORS)
 def test_out_of_range_values_are_refused_by_the_config_check(override, message):
     """The check the CLI runs before TensorFlow, on the config it composes."""
-    from hydra import compose, initialize_config_dir
-
     from runner.checks import check_config
-    from runner.config import register_configs
     from runner.errors import RunnerError
-    from tests.conftest import PROJECT_ROOT
 
-    register_configs()  # the typed schemas, as `python -m runner` registers them
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=digits_lenet", *override.split()])
+    cfg = compose_config(["experiment=digits_lenet", *override.split()])
     with pytest.raises(RunnerError) as error:
         check_config(cfg)
     assert message in str(error.value)

@@ -29,8 +29,14 @@ LONG = ["experiment=digits_lenet", "logger.experiment=tests", "trainer.epochs=20
 def start(workspace, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *args], cwd=workspace.root, env=workspace.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal,
     )  # fmt: skip
+
+
+def like_a_terminal() -> None:
+    """Ctrl-C as in a terminal: a shell starts background jobs (a test run under `&`, say)
+    with SIGINT ignored, which Python and so the job would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until(condition, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -97,11 +103,10 @@ def test_sigterm_to_a_sweep_leaves_no_running_run(workspace):
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]  # parent and job
 
 
-@pytest.mark.fresh_store
-@pytest.mark.parametrize("value", ["nan", "-1"])
-def test_a_bad_learning_rate_is_refused_before_any_data_or_run(workspace, value):
+@pytest.mark.fresh_store  # (-1 and other values: tests/test_errors.py, in process)
+def test_a_nan_learning_rate_is_refused_before_any_data_or_run(workspace):
     result = workspace.run("data=mnist", "data.mirror=http://127.0.0.1:9", *FAST,
-                           f"optimizer.lr={value}")  # fmt: skip
+                           "optimizer.lr=nan")  # fmt: skip
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: optimizer.lr should be a positive number")
@@ -155,19 +160,17 @@ def counting_mirror(tmp_path):
     mirror.close()
 
 
-@pytest.mark.fresh_store  # four jobs also race to create the MLflow store
-def test_four_parallel_jobs_on_a_cold_cache_download_once_and_all_arrive(
-    workspace, counting_mirror
-):
+@pytest.mark.fresh_store  # the jobs also race to create the MLflow store
+def test_parallel_jobs_on_a_cold_cache_download_once_and_all_arrive(workspace, counting_mirror):
     mirror, digest = counting_mirror
     result = workspace.run(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "data=mnist",
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=mnist",
         f"data.mirror={mirror.url}", f"data.files.archive.sha256={digest}", "model=mlp",
-        "trainer.seed=1,2,3,4", *FAST, "logger.log_model=true", timeout=400,
+        "trainer.seed=1,2", *FAST, "logger.log_model=true", timeout=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert mirror.requests == ["/mnist.npz"]
-    assert "4 of 4 jobs finished" in result.stdout
+    assert "2 of 2 jobs finished" in result.stdout
     cached = workspace.data_dir / "mnist" / "mnist.npz"
     assert sha256(cached) == digest
     assert sorted(p.name for p in cached.parent.iterdir() if not p.name.startswith(".")) == [
@@ -177,13 +180,13 @@ def test_four_parallel_jobs_on_a_cold_cache_download_once_and_all_arrive(
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == len(runs) - 1 == 4
-    assert sorted(r.data.params["trainer.seed"] for r in children) == ["1", "2", "3", "4"]
+    assert len(children) == len(runs) - 1 == 2
+    assert sorted(r.data.params["trainer.seed"] for r in children) == ["1", "2"]
     assert parent.data.tags["launcher"] == "JoblibLauncher"
     for run in children:
         assert run.info.status == "FINISHED"
-        # 4 jobs share the cores: each got its share of TensorFlow's thread pool.
-        assert run.data.tags["device"] == f"CPU ({max(1, (os.cpu_count() or 1) // 4)} threads)"
+        # The jobs share the cores: each got its share of TensorFlow's thread pool.
+        assert run.data.tags["device"] == f"CPU ({max(1, (os.cpu_count() or 1) // 2)} threads)"
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 1
         assert {"test_accuracy", "test_loss", "best_val_accuracy"} <= set(run.data.metrics)
         files = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -21,6 +21,7 @@ from PIL import Image
 from runner.data.images import decode_files
 from runner.server import free_port
 from tests import image_fixtures as fx
+from tests.conftest import compose_config
 from tests.test_e2e import only_run
 
 
@@ -206,16 +207,33 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
         "plots/confusion_matrix.png"
     }
 
+    # Other classes are refused (here in process: the one-line exit is the CLI's, as above).
+    from runner.errors import RunnerError
+    from runner.scoring import score
+
     other = tmp_path / "other"
     fx.write_class_tree(other, classes=("ants", "bees"), per_class=12, unusual_in=None,
                         bad_in=None)  # fmt: skip
-    refused = subprocess.run(
-        [sys.executable, "-m", "runner.evaluate", "--model", f"runs:/{run.info.run_id}/model",
-         "data=image_folder", f"data.path={other}", "logger.experiment=tests"],
-        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert "are not the model's" in refused.stderr and "Traceback" not in refused.stderr
+    cfg = compose_config(["data=image_folder", f"data.path={other}", "logger.experiment=tests",
+                          f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
+    with pytest.raises(RunnerError, match=r"\['ants', 'bees'\] are not the model's"):
+        score(cfg, f"runs:/{run.info.run_id}/model", "all")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(["data=digits"], {"image_size": 24}),  # one square side
+     (["data=image_folder", "data.path=x"], {"image_size": [24, 24], "color_mode": "grayscale"}),
+     (["data=mnist"], {})],  # arrays keep their own size
+)  # fmt: skip
+def test_evaluate_decodes_the_data_to_the_models_input(data, expected):
+    from omegaconf import OmegaConf
+
+    from runner.scoring import sized_for
+
+    sized = sized_for(compose_config(data), (24, 24, 1))
+    cfg = OmegaConf.to_container(sized.data, enum_to_str=True)
+    assert {key: cfg[key] for key in ("image_size", "color_mode") if key in cfg} == expected
 
 
 def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):

@@ -42,7 +42,11 @@ def start(workspace, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+def wait_for(
+    condition, process: subprocess.Popen, timeout: float = 240, every: float = 0.05
+) -> None:
+    """Poll `condition` every `every` seconds (longer for a condition that costs CPU, which the
+    process under test needs) until it holds, the process exits, or the time is up."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
@@ -50,7 +54,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError("timed out")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def epochs_done(folder: Path) -> int:

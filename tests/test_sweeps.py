@@ -150,7 +150,7 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
             return 0
 
     process = start(workspace, *search)
-    wait_for(lambda: told() >= 2, process)
+    wait_for(lambda: told() >= 2, process, every=0.5)  # each look loads the study
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert told() < 4
