@@ -48,12 +48,16 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_config(cfg)  # before TensorFlow: a bad value costs a second, not an import
         check_tracking_server(cfg.logger.tracking_uri)
-        from runner.train import run  # heavy: TensorFlow, Keras, MLflow
+        from runner import resume  # MLflow, not yet TensorFlow
 
-        for noisy in ("alembic", "mlflow", "absl"):  # after the import: MLflow sets its levels
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the runner reports them
-        return run(cfg)
+        target = resume.requested_target(cfg)  # another config is refused here, in a second
+        quiet_libraries()
+        if target is not None and target.finished:
+            return resume.finished_objective(cfg, target)
+        from runner.train import run  # heavy: TensorFlow, Keras
+
+        quiet_libraries()
+        return run(cfg, target)
     except Interrupted as interrupt:
         stop(interrupt.message, interrupt, interrupt.exit_code)
     except (KeyboardInterrupt, Terminated) as interrupt:  # before a run existed
@@ -67,6 +71,14 @@ def main(cfg: DictConfig) -> float | None:
             raise
         stop(f"error: {error}", error, USER_ERROR)
     return None
+
+
+def quiet_libraries() -> None:
+    """Warnings and errors only from chatty libraries; again after an import that sets its
+    own levels (MLflow does)."""
+    for noisy in ("alembic", "mlflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the runner reports them
 
 
 def _failed_job(cfg: DictConfig, error: Exception) -> float:

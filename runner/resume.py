@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -25,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config import Mode
 from runner.errors import RunnerError
 
 STATE_DIR = "resume"
@@ -33,6 +35,7 @@ CONFIG_FILE = "config.json"
 # Keys that may differ between a run and its resumption.
 IGNORED_KEYS = ("trainer.resume", "paths.output_dir", "trainer.verbose", "logger.run_name")
 LATEST = ("true", "latest")
+log = logging.getLogger("runner.resume")
 
 
 # ------------------------------------------------------------------------------ the config
@@ -150,6 +153,43 @@ def process_alive(tags: dict[str, str]) -> bool:
         return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     return not cmdline.exists() or b"runner" in cmdline.read_bytes()
+
+
+def requested_target(cfg: DictConfig) -> Target | None:
+    """The run `trainer.resume` names, checked (another config is refused); None for a new run.
+    MLflow only, no TensorFlow: a refusal or a finished run costs a second, not an import."""
+    wanted = cfg.trainer.resume
+    if wanted is None or str(wanted).lower() in ("false", "none", "null", ""):
+        return None
+    from mlflow import MlflowClient
+
+    from runner import tracking
+
+    experiment_id = tracking.use_experiment(
+        cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
+    )
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    parent = os.environ.get(tracking.PARENT_RUN_ENV) or None
+    target = find_target(cfg, client, experiment_id, parent)
+    if target is None:
+        log.info("trainer.resume=%s: no unfinished run with this config; starting one", wanted)
+    return target
+
+
+def finished_objective(cfg: DictConfig, target: Target) -> float:
+    """What a job whose run already FINISHED returns to its sweep: its best objective value."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(target.run_id)
+    print(
+        f"[runner] run {target.run_id} is already FINISHED: nothing to resume "
+        f"(its job folder: {target.output_dir}).",
+        flush=True,
+    )
+    mode = Mode(cfg.objective.mode)
+    metric = cfg.objective.metric or run.data.tags.get("objective_metric", "val_accuracy")
+    worst = float("-inf") if mode is Mode.max else float("inf")
+    return float(run.data.metrics.get(f"best_{metric}", worst))
 
 
 def find_target(

@@ -198,15 +198,13 @@ def job_tags(cfg: DictConfig, device: str, output_dir: Path) -> dict[str, str]:
     }
 
 
-def run(cfg: DictConfig) -> float:
-    """Train and evaluate one configuration; return the objective (best `objective.metric`)."""
+def run(cfg: DictConfig, target: resume.Target | None) -> float:
+    """Train and evaluate one configuration; return the objective (best `objective.metric`).
+    `target`: the unfinished run to resume (`resume.requested_target`), None for a new run."""
     check_config(cfg)  # also done before TensorFlow is imported; cheap, and run() stands alone
     models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
     # Before the run exists: no network and no cached file is a config problem, not a failed run.
     weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
-    target = _resume_target(cfg)
-    if target is not None and target.finished:
-        return _already_finished(cfg, target)
     # A resumed run keeps training in its own job folder (checkpoints, resume state).
     output_dir = target.output_dir if target else Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
@@ -321,39 +319,6 @@ def _interrupted(
     return Interrupted(
         name, f"interrupted by {name}{at}{kept}; run {run_id} is KILLED; resume with: {command}"
     )
-
-
-def _resume_target(cfg: DictConfig) -> resume.Target | None:
-    """The run `trainer.resume` names, checked; None for a new run."""
-    wanted = cfg.trainer.resume
-    if wanted is None or str(wanted).lower() in ("false", "none", "null", ""):
-        return None
-    from mlflow import MlflowClient
-
-    experiment_id = tracking.use_experiment(
-        cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location
-    )
-    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
-    parent = os.environ.get(tracking.PARENT_RUN_ENV) or None
-    target = resume.find_target(cfg, client, experiment_id, parent)
-    if target is None:
-        log.info("trainer.resume=%s: no unfinished run with this config; starting one", wanted)
-    return target
-
-
-def _already_finished(cfg: DictConfig, target: resume.Target) -> float:
-    from mlflow import MlflowClient
-
-    run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(target.run_id)
-    print(
-        f"[runner] run {target.run_id} is already FINISHED: nothing to resume "
-        f"(its job folder: {target.output_dir}).",
-        flush=True,
-    )
-    mode = Mode(cfg.objective.mode)
-    metric = cfg.objective.metric or run.data.tags.get("objective_metric", "val_accuracy")
-    worst = float("-inf") if mode is Mode.max else float("inf")
-    return float(run.data.metrics.get(f"best_{metric}", worst))
 
 
 def _announce_resume(run_id: str, progress: resume.Progress, output_dir: Path) -> None:
