@@ -88,11 +88,17 @@ def test_an_out_of_range_value_is_one_line_before_any_run(workspace):
     assert statuses(workspace) == []
 
 
-def test_bad_monitor_fails_the_run_with_the_choices(workspace):
-    result = workspace.run(
-        "experiment=digits_lenet", *FAST, "callbacks.early_stopping.monitor=val_acc"
-    )
-    assert result.returncode == 2
-    assert "callbacks.early_stopping.monitor='val_acc' is not a metric" in result.stderr
-    assert "val_accuracy" in result.stderr
-    assert statuses(workspace) == ["FAILED"]
+def test_a_monitor_that_is_not_a_metric_is_refused_with_the_choices():
+    """What a run checks once it knows its metrics (a RunnerError there fails the run with one
+    line: test_missing_file_offline_names_file_url_and_folder)."""
+    from runner import callbacks
+    from runner.data.base import DataInfo
+    from runner.errors import RunnerError
+    from runner.models.heads import loss_and_metrics
+
+    cfg = compose_config(["experiment=digits_lenet", "callbacks.early_stopping.monitor=val_acc"])
+    _, metrics = loss_and_metrics(DataInfo("digits", (28, 28, 1), tuple("0123456789")))
+    with pytest.raises(RunnerError) as error:
+        callbacks.check(cfg, "val_accuracy", metrics)
+    assert "callbacks.early_stopping.monitor='val_acc' is not a metric" in str(error.value)
+    assert "val_accuracy" in str(error.value)
