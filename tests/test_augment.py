@@ -15,7 +15,6 @@ from runner.errors import RunnerError
 from runner.train import input_pipelines
 from tests.conftest import compose_config as compose_cfg
 from tests.test_config import options
-from tests.test_e2e import artifact_paths, only_run
 
 
 def random_splits(n: int = 64) -> Splits:
@@ -251,7 +250,9 @@ def test_zca_refuses_large_images():
         normalize.fit(cfg, ArraySplit(np.zeros((4, 64, 64, 3), np.uint8), np.zeros(4, np.int64)))
 
 
-def test_placement_model_augments_inside_the_model_while_training(workspace):
+def test_placement_model_augments_inside_the_model_while_training():
+    """(Through the CLI, with statistics streamed from disk: tests/test_image_e2e.py, the
+    cats-vs-dogs run.)"""
     import keras
 
     cfg = compose_cfg(["augmentation=tutorial", "augmentation.placement=model"]).augmentation
@@ -267,25 +268,3 @@ def test_placement_model_augments_inside_the_model_while_training(workspace):
                                             "trainer.batch_size=16"]), splits)  # fmt: skip
     plain, _ = input_pipelines(compose_cfg(["augmentation=none", "trainer.batch_size=16"]), splits)
     np.testing.assert_array_equal(np.concatenate(batches(train)), np.concatenate(batches(plain)))
-
-    # Through the CLI: augmentation in the model while training, a preview grid in the run,
-    # and a logged model without the augmentation but with its fitted normalization.
-    result = workspace.run(
-        "experiment=digits_lenet", "augmentation=light", "augmentation.placement=model",
-        "augmentation.rotation=10", "augmentation.featurewise_center=true",
-        "augmentation.featurewise_std_normalization=true", "trainer.epochs=1",
-        "logger.experiment=tests",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = workspace.client()
-    run = only_run(client)
-    assert run.data.params["augmentation.placement"] == "model"
-    assert run.data.params["augmentation.rotation"] == "10.0"
-    assert run.data.tags["augmentation"] == "light"
-    assert "plots/augmentation_preview.png" in artifact_paths(client, run.info.run_id)
-    import mlflow
-
-    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-    names = [layer.name for layer in logged.layers]
-    assert "augmentation" not in names and "featurewise" in names
-    assert np.asarray(logged.predict(np.zeros((2, 28, 28, 1), np.uint8))).shape == (2, 10)

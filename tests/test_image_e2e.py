@@ -95,6 +95,10 @@ def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
         "data.val_per_class=4", "data.test_per_class=4", "data.image_size=[48,48]",
         "model=convnet_small", "optimizer=rmsprop", "trainer.epochs=1", *COMMON,
         "data.max_memory_mb=0.01",  # too small for the images: they stream from disk
+        # Augmentation inside the model while training; normalization statistics fitted by
+        # streaming over the training files.
+        "augmentation=light", "augmentation.placement=model", "augmentation.rotation=10",
+        "augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(workspace.client())
@@ -107,8 +111,16 @@ def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
     assert load_json(run, "class_names.json") == ["cat", "dog"]
     report = load_json(run, "reports/classification_report.json")
     assert report["cat"]["support"] == 4 and report["dog"]["support"] == 4
+    assert run.data.params["augmentation.placement"] == "model"
+    assert run.data.params["augmentation.rotation"] == "10.0"
+    assert run.data.tags["augmentation"] == "light"
+    assert "plots/augmentation_preview.png" in artifact_paths(workspace.client(), run.info.run_id)
+    # The logged model leaves the augmentation out and keeps its fitted normalization.
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     assert model.output_shape == (None, 1)
+    names = [layer.name for layer in model.layers]
+    assert "augmentation" not in names and "featurewise" in names
+    assert np.asarray(model.predict(np.zeros((2, 48, 48, 3), np.uint8))).shape == (2, 1)
 
 
 def test_voc_multilabel_end_to_end(workspace, tmp_path):
