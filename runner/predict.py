@@ -130,9 +130,7 @@ def logged_classifier(uri: str, tracking_uri: str | None) -> Classifier:
 
 
 def keras_file_classifier(path: Path) -> Classifier:
-    import keras
-
-    if not path.is_file():
+    if not path.is_file():  # before Keras: a mistyped path is told at once
         raise RunnerError(f"No model file {path}.")
     info_path = path.parent / CLASSES_FILE
     if not info_path.exists():
@@ -140,6 +138,8 @@ def keras_file_classifier(path: Path) -> Classifier:
             f"{path} has no {CLASSES_FILE} beside it (the class names): use a checkpoint from a "
             "runner job folder, or the run's MLflow model (runs:/<run id>/model)."
         )
+    import keras
+
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:

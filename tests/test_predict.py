@@ -92,10 +92,12 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
         assert classified[path]["labels"] == [names[i] for i in top]
         np.testing.assert_allclose(classified[path]["probabilities"], scores[top], rtol=1e-5)
 
-    # A .keras checkpoint (class names from classes.json beside it) answers the same.
-    local = predict(workspace, "--model", str(job / "checkpoints" / "best.keras"),
-                    str(tmp_path / "loose.png"), "--out", str(tmp_path / "out2"))  # fmt: skip
-    assert local.returncode == 0, local.stderr[-3000:]
+    # A .keras checkpoint (class names from classes.json beside it) answers the same (here in
+    # process: the command's own arguments, no second TensorFlow start).
+    from runner.predict import main
+
+    main(["--model", str(job / "checkpoints" / "best.keras"), str(tmp_path / "loose.png"),
+          "--out", str(tmp_path / "out2")])  # fmt: skip
     [row] = json.loads((tmp_path / "out2" / "predictions.json").read_text())
     best = keras.saving.load_model(job / "checkpoints" / "best.keras", compile=False)
     pixels, _, _ = decode_files([tmp_path / "loose.png"], size=(32, 32), channels=3)
@@ -124,14 +126,19 @@ def test_user_errors_are_one_line_and_exit_2(trained, tmp_path, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_no_usable_input_is_one_line(trained, tmp_path):
+def test_no_usable_input_is_one_line(trained, tmp_path, capsys):
+    """In process, through the command's main (its one-line exit: the CLI cases above)."""
+    from runner.predict import main
+
     workspace, run, _, _ = trained
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    result = predict(workspace, "--model", f"runs:/{run.info.run_id}/model",
-                     str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg"))  # fmt: skip
-    assert result.returncode == 2
-    assert "None of the 1 input file(s) could be decoded" in result.stderr
-    assert "Traceback" not in result.stderr
+    files = [str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", f"runs:/{run.info.run_id}/model", "--tracking-uri",
+              workspace.tracking_uri, *files])  # fmt: skip
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: None of the 1 input file(s) could be decoded")
 
 
 def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_path):
