@@ -33,10 +33,10 @@ demo: install
 	@echo
 	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT))"
 
-## test: the whole suite, offline, in TEST_WORKERS processes (one test file per worker at a time)
+## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up)
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 ## test-fast: the unit tests only (no CLI subprocesses), under a minute
 test-fast: install

@@ -154,8 +154,16 @@ FAST = [
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start the real CLI (a `workspace`) are `e2e`: `pytest -m "not e2e"` is the
-    quick loop (under a minute), `make test` runs everything."""
+    quick loop (under a minute), `make test` runs everything.
+
+    For `make test` (pytest-xdist, `--dist loadgroup`): the e2e tests go first, so that the
+    short unit tests fill the end and no worker waits alone on a long run; the tests of one
+    module-scoped trained model (`trained`, test_predict.py) stay on one worker (it trains
+    once)."""
     for item in items:
-        # `trained` (test_predict.py): a model trained once through the CLI for its module.
-        if {"workspace", "trained"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"workspace", "trained"} & fixtures:
             item.add_marker(pytest.mark.e2e)
+        if "trained" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("trained"))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable

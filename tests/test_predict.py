@@ -115,8 +115,7 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
          "No MLflow store at"),
     ],
 )  # fmt: skip
-def test_user_errors_are_one_line_and_exit_2(trained, tmp_path, args, message):
-    workspace, *_ = trained
+def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, args, message):
     image = tmp_path / "a.png"
     fx.picture(0, seed=1).save(image)
     result = predict(workspace, *args, str(image), "--out", str(tmp_path / "out"))
