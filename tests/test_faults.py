@@ -136,10 +136,13 @@ class CountingMirror:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                for offset in range(0, len(data), 4096):  # a slow link: 4 KB at a time
-                    self.wfile.write(data[offset : offset + 4096])
-                    self.wfile.flush()
-                    time.sleep(mirror.delay)
+                try:
+                    for offset in range(0, len(data), 4096):  # a slow link: 4 KB at a time
+                        self.wfile.write(data[offset : offset + 4096])
+                        self.wfile.flush()
+                        time.sleep(mirror.delay)
+                except ConnectionError:  # the client was killed half way: what is tested
+                    pass
 
         handler = functools.partial(Handler, directory=folder)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -27,7 +27,6 @@ from runner.models import backbones, pretrained
 from runner.models.pretrained import PretrainedConfig
 from tests import image_fixtures as fx
 from tests.conftest import sha256
-from tests.test_e2e import only_run
 
 SMALL = "mobilenet_v2"  # the smallest listed backbone: 2.3 M parameters without its top
 
@@ -180,28 +179,40 @@ def pretrained_args(mirror, weights: Path, folder: Path, *extra: str) -> list[st
     ]  # fmt: skip
 
 
-def test_feature_extraction_end_to_end_keeps_the_backbone_and_predicts_raw_images(
-    workspace, mirror, small_weights, tmp_path
-):
+def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_weights, tmp_path):
+    """Both strategies in one sweep: feature extraction keeps the backbone bit for bit and its
+    model predicts raw images; fine-tuning changes exactly the layers it unfroze."""
     fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
-    result = workspace.run(*pretrained_args(mirror, small_weights, tmp_path / "animals",
-                                            "trainer.epochs=2"))  # fmt: skip
+    result = workspace.run("-m", *pretrained_args(
+        mirror, small_weights, tmp_path / "animals",
+        "model.strategy=feature_extraction,fine_tune", "trainer.epochs=2",
+        "model.fine_tune.epochs=2", "model.fine_tune.unfreeze_layers=12", "model.fine_tune.lr=0.01",
+        "callbacks.early_stopping.enabled=false",
+        "trainer.evaluate=last",  # evaluate and log the last weights
+    ))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "computed once" in result.stdout + result.stderr  # cached features
+    # Downloaded once, by the first job; the second found it in the cache.
     assert mirror.requests.count(f"/{backbones.spec_of(SMALL).notop.path}") == 1
     assert (workspace.data_dir / "keras-applications" / small_weights.name).is_file()
-    run = only_run(workspace.client())
-    assert run.info.status == "FINISHED"
-    steps = [m.step for m in workspace.client().get_metric_history(run.info.run_id, "val_loss")]
-    assert steps == [0, 1]
+    client = workspace.client()
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    jobs = {
+        r.data.params.get("model.strategy"): r for r in runs if r.data.tags.get("sweep") != "parent"
+    }
+    assert set(jobs) == {"feature_extraction", "fine_tune"}
+    assert all(run.info.status == "FINISHED" for run in jobs.values())
+    before = file_weights(SMALL, small_weights, 32)
 
+    # Feature extraction: the head alone trains; the backbone stays the file's, bit for bit.
+    run = jobs["feature_extraction"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-    expected = file_weights(SMALL, small_weights, 32)
-    for name, weights in backbone_weights(model).items():  # frozen: bit-identical
-        for a, b in zip(weights, expected[name], strict=True):
+    for name, weights in backbone_weights(model).items():
+        for a, b in zip(weights, before[name], strict=True):
             np.testing.assert_array_equal(a, b)
     # The saved model takes raw uint8 images: reloaded in safe mode it predicts the same.
-    checkpoint = next((workspace.root / "outputs").rglob("best.keras"))
+    checkpoint = Path(run.data.tags["output_dir"]) / "checkpoints" / "last.keras"
     reloaded = keras.saving.load_model(checkpoint, safe_mode=True)
     images = np.stack([np.asarray(fx.picture(k % 3, seed=k, size=32)) for k in range(6)])
     np.testing.assert_allclose(
@@ -212,27 +223,14 @@ def test_feature_extraction_end_to_end_keeps_the_backbone_and_predicts_raw_image
         np.asarray(pyfunc.predict(images)), model.predict(images, verbose=0), rtol=1e-5
     )
 
-
-def test_fine_tuning_changes_exactly_the_unfrozen_layers(
-    workspace, mirror, small_weights, tmp_path
-):
-    fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
-    result = workspace.run(*pretrained_args(
-        mirror, small_weights, tmp_path / "animals", "model.strategy=fine_tune",
-        "model.fine_tune.epochs=2", "model.fine_tune.unfreeze_layers=12", "model.fine_tune.lr=0.01",
-        "trainer.epochs=1", "callbacks.early_stopping.enabled=false",
-        "trainer.evaluate=last",  # evaluate and log the last weights
-    ))  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = workspace.client()
-    run = only_run(client)
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-    assert steps == [0, 1, 2]  # phase two continues the epoch count of the same run
+    # Fine-tuning: phase two continues the epoch count of the same run, and changes exactly
+    # the unfrozen layers (batch normalization stays frozen).
+    run = jobs["fine_tune"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2, 3]
     unfrozen = set(json.loads(mlflow.artifacts.load_text(
         f"{run.info.artifact_uri}/model/fine_tuned_layers.json")))  # fmt: skip
     assert unfrozen and not any("_BN" in name or "bn" in name.split("_")[-1] for name in unfrozen)
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
-    before = file_weights(SMALL, small_weights, 32)
     changed = {
         name
         for name, weights in backbone_weights(model).items()
