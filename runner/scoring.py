@@ -83,6 +83,13 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
     cfg = sized_for(cfg, classifier.input_shape)
     splits = data_sources.load(cfg.data, load_context(cfg))
     info = splits.info
+    if tuple(info.input_shape) != tuple(classifier.input_shape):
+        raise RunnerError(
+            f"data={info.name} gives images of shape {tuple(info.input_shape)}; the model takes "
+            f"{tuple(classifier.input_shape)}: score it on data of its kind (image files are "
+            "decoded to the model's size and colour; MNIST, CIFAR-10 and digits' channels are "
+            "their own)."
+        )
     if sorted(info.class_names) != sorted(classifier.class_names):
         raise RunnerError(
             f"The data's classes {list(info.class_names)} are not the model's "

@@ -224,6 +224,10 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
                           f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
     with pytest.raises(RunnerError, match=r"\['ants', 'bees'\] are not the model's"):
         score(cfg, f"runs:/{run.info.run_id}/model", "all")
+    # Images the model cannot take (one channel for its three) are refused too.
+    cfg = compose_config(["data=digits", f"logger.tracking_uri={workspace.tracking_uri}"])
+    with pytest.raises(RunnerError, match=r"shape \(32, 32, 1\); the model takes \(32, 32, 3\)"):
+        score(cfg, f"runs:/{run.info.run_id}/model", "all")
 
 
 @pytest.mark.parametrize(
