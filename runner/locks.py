@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.store import sqlite_file
+
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
@@ -24,9 +26,9 @@ def file_lock(path: Path) -> Iterator[None]:
 def sqlite_lock(url: str) -> Iterator[None]:
     """A lock beside the database of a `sqlite:///` URL (`<file>.lock`); none for other URLs,
     whose servers order concurrent writers themselves."""
-    if not url.startswith("sqlite:///"):
+    database = sqlite_file(url)
+    if database is None:
         yield
         return
-    database = Path(url.removeprefix("sqlite:///"))
     with file_lock(database.with_name(database.name + ".lock")):
         yield

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from runner.data.images import decode_files, display, is_image_name  # noqa: E402
 from runner.errors import RunnerError  # noqa: E402
-from runner.store import default_tracking_uri  # noqa: E402
+from runner.store import default_tracking_uri, sqlite_file  # noqa: E402
 
 USER_ERROR = 2
 CLASSES_FILE = "classes.json"  # beside a checkpoint: class names, task, threshold
@@ -109,7 +109,8 @@ def logged_classifier(uri: str, tracking_uri: str | None) -> Classifier:
     from mlflow.exceptions import MlflowException
 
     store = tracking_uri or default_tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
+    database = sqlite_file(store)
+    if database is not None and not database.exists():
         raise RunnerError(
             f"No MLflow store at {store}: run from the project folder, or pass --tracking-uri "
             "(or set MLFLOW_TRACKING_URI / RUNNER_ROOT)."

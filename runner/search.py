@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.store import project_store_uri
+from runner.store import project_store_uri, sqlite_file
 
 STORAGE_ENV = "RUNNER_OPTUNA_STORAGE"
 STUDY_ENV = "RUNNER_OPTUNA_STUDY"
@@ -66,8 +65,8 @@ def is_optuna_sweep(config: DictConfig) -> bool:
 def default_storage(tracking_uri: str) -> str:
     """`optuna.db` beside the MLflow SQLite store; beside the project's local store when the
     runs go to a tracking server."""
-    local = tracking_uri if tracking_uri.startswith("sqlite:///") else project_store_uri()
-    database = Path(local.removeprefix("sqlite:///"))
+    database = sqlite_file(tracking_uri) or sqlite_file(project_store_uri())
+    assert database is not None  # the project's store is SQLite
     return f"sqlite:///{database.with_name('optuna.db')}"
 
 
@@ -90,8 +89,9 @@ def open_storage(url: str) -> Any:
     sweepers share one file), and its folder is created."""
     import optuna
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
         engine = {"connect_args": {"timeout": 60}}
     else:
         engine = {"pool_pre_ping": True}

@@ -20,6 +20,12 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or project_store_uri()
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///` URL (an MLflow store, an Optuna storage); None for
+    any other URL."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def is_remote(tracking_uri: str) -> bool:
     """A tracking server (as opposed to a store on this machine's disk)."""
     return tracking_uri.startswith(("http://", "https://"))

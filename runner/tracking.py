@@ -28,7 +28,7 @@ from runner.errors import RunnerError
 from runner.interrupts import Terminated, install_sigterm, signal_name, signals_ignored
 from runner.locks import sqlite_lock
 from runner.outbox import Outbox
-from runner.store import is_remote
+from runner.store import is_remote, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def use_experiment(tracking_uri: str, name: str, artifact_location: str | None) 
         for key, value in SERVER_PATIENCE.items():
             os.environ.setdefault(key, value)
         artifact_location = None  # the server decides where artifacts go (its proxy)
-    elif artifact_location is None and tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
+    elif artifact_location is None and (database := sqlite_file(tracking_uri)) is not None:
         artifact_location = str(database.parent / "artifacts")  # beside the database
     try:
         # MLflow's schema migration fails when two processes create one new SQLite database at
