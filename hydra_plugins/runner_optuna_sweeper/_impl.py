@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from runner import search
 from runner.locks import sqlite_lock
+from runner.store import sqlite_file
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "worker"  # host:pid of the sweeper that asked for the trial
@@ -200,7 +201,7 @@ class OptunaSweeperImpl:
     def _requeue_interrupted(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a sweeper of this machine that is gone: FAIL, and queued again
         (as Optuna's own RetryFailedTrialCallback does). Call it under `_budget_lock`."""
-        atomic = self.location.storage.startswith("sqlite:///")
+        atomic = sqlite_file(self.location.storage) is not None
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(WORKER_ATTR)
             if alive_here(worker) is False or (worker is None and atomic):
@@ -209,10 +210,10 @@ class OptunaSweeperImpl:
     def _interrupt(self, study: optuna.Study, number: int, why: str) -> None:
         """FAIL the trial, and queue a copy with its values and its grid point, if it had them
         (a copy without values gets new ones from the sampler)."""
-        [trial] = [t for t in study.get_trials(deepcopy=False) if t.number == number]
         storage = self.storage_backend
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        trial = storage.get_trial(trial_id)
         storage.set_trial_user_attr(trial_id, "fail_reason", f"interrupted: {why}")
         _tell(study, number, state=TrialState.FAIL)
         kept = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
