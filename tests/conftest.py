@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -98,6 +101,16 @@ class Workspace:
             timeout=timeout,
         )
 
+    def start(self, *args: str, merge_output: bool = False, **env: str) -> subprocess.Popen:
+        """The CLI in the background, for tests that signal, kill or watch it; stderr apart
+        unless `merge_output`. Ctrl-C acts as in a terminal (a shell starts background jobs,
+        such as a test run under `&`, with SIGINT ignored, which the job would inherit)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "runner", *args], cwd=self.root, env=self.env(**env),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+
     def client(self):
         """A client on this workspace's store; `runs:/` URIs resolve against it too."""
         import mlflow
@@ -142,6 +155,30 @@ def compose_config(overrides: list[str]):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def wait_until(
+    condition, process: subprocess.Popen, timeout: float = 240, every: float = 0.05
+) -> None:
+    """Poll `condition` every `every` seconds (longer for a condition that costs CPU, which the
+    process under test needs) until it holds; fail if the process exits or time is up."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            output = process.stderr or process.stdout
+            raise AssertionError(f"exited early:\n{output.read()[-3000:] if output else ''}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(every)
+
+
+def epochs_done(job_dir: Path) -> int:
+    """Epochs a job has finished, by its resume state (0 before the first)."""
+    try:
+        return json.loads((job_dir / "resume" / "state.json").read_text())["epochs_done"]
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 FAST = [

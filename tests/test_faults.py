@@ -5,11 +5,8 @@ MLflow, and nothing lost."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -19,48 +16,22 @@ import pytest
 
 from runner.config import FileSpec
 from tests import fixtures
-from tests.conftest import FAST, sha256
+from tests.conftest import FAST, epochs_done, sha256, wait_until
 from tests.test_e2e import only_run
 
 LONG = ["experiment=digits_lenet", "logger.experiment=tests", "trainer.epochs=200",
         "callbacks.early_stopping.enabled=false"]  # fmt: skip
 
 
-def start(workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args], cwd=workspace.root, env=workspace.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal,
-    )  # fmt: skip
-
-
-def like_a_terminal() -> None:
-    """Ctrl-C as in a terminal: a shell starts background jobs (a test run under `&`, say)
-    with SIGINT ignored, which Python and so the job would inherit."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def wait_until(condition, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"exited early: {process.stderr.read()[-3000:]}")
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def epochs_saved(workspace) -> int:
-    done = 0
-    for state in workspace.root.glob("outputs/runs/*/resume/state.json"):
-        try:
-            done = max(done, json.loads(state.read_text())["epochs_done"])
-        except ValueError:
-            pass
-    return done
+    """The most epochs any job of the workspace has finished."""
+    jobs = workspace.root.glob("outputs/runs/*")
+    return max((epochs_done(job) for job in jobs), default=0)
 
 
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_is_one_line_a_killed_run_and_kept_checkpoints(workspace, sent, code):
-    process = start(workspace, *LONG)
+    process = workspace.start(*LONG)
     wait_until(lambda: epochs_saved(workspace) >= 2, process)
     process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
@@ -82,7 +53,7 @@ def test_a_signal_is_one_line_a_killed_run_and_kept_checkpoints(workspace, sent,
 
 
 def test_sigterm_to_a_sweep_leaves_no_running_run(workspace):
-    process = start(workspace, "-m", *LONG, "trainer.seed=1,2")
+    process = workspace.start("-m", *LONG, "trainer.seed=1,2")
     client = workspace.client()
 
     def child_running() -> bool:
@@ -206,7 +177,7 @@ def test_a_download_killed_half_way_leaves_no_cached_file(workspace, counting_mi
     mirror.delay = 0.05  # about 80 KB/s: the fixture takes seconds to arrive
     args = ["data=mnist", f"data.mirror={mirror.url}", f"data.files.archive.sha256={digest}",
             "model=mlp", *FAST, "logger.log_model=false"]  # fmt: skip
-    process = start(workspace, *args)
+    process = workspace.start(*args)
     cache = workspace.data_dir / "mnist"
     wait_until(lambda: any(p.stat().st_size > 8192 for p in cache.glob("*")) if cache.exists()
                else False, process)  # fmt: skip

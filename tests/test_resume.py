@@ -3,11 +3,9 @@ unique job folders; splits that do not move with the training seed."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -16,6 +14,7 @@ import numpy as np
 from runner.data.base import ArraySplit
 from runner.data.pipeline import training_batches
 from tests import image_fixtures as fx
+from tests.conftest import epochs_done, wait_until
 from tests.test_e2e import only_run
 
 DIGITS = [
@@ -29,39 +28,6 @@ DIGITS = [
     "callbacks.reduce_lr_on_plateau.patience=2", "callbacks.reduce_lr_on_plateau.factor=0.5",
     "callbacks.reduce_lr_on_plateau.min_delta=10",
 ]  # fmt: skip
-
-
-def start(workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=workspace.root,
-        env=workspace.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for(
-    condition, process: subprocess.Popen, timeout: float = 240, every: float = 0.05
-) -> None:
-    """Poll `condition` every `every` seconds (longer for a condition that costs CPU, which the
-    process under test needs) until it holds, the process exits, or the time is up."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"exited early:\n{process.stdout.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("timed out")
-        time.sleep(every)
-
-
-def epochs_done(folder: Path) -> int:
-    try:
-        return json.loads((folder / "resume" / "state.json").read_text())["epochs_done"]
-    except (FileNotFoundError, ValueError):
-        return 0
 
 
 def steps(client, run_id: str, metric: str) -> list[int]:
@@ -82,11 +48,11 @@ def test_training_batches_depend_on_seed_and_epoch_only():
 
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     killed_dir = workspace.root / "outputs" / "killed"
-    process = start(workspace, *DIGITS, f"hydra.run.dir={killed_dir}")
+    process = workspace.start(*DIGITS, f"hydra.run.dir={killed_dir}", merge_output=True)
     # The same config without interruption, started at the same moment in the default job
     # folder: two runs started together keep their own folders.
-    straight = start(workspace, *DIGITS, "logger.experiment=straight")
-    wait_for(lambda: epochs_done(killed_dir) >= 2, process)
+    straight = workspace.start(*DIGITS, "logger.experiment=straight", merge_output=True)
+    wait_until(lambda: epochs_done(killed_dir) >= 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     client = workspace.client()
@@ -151,7 +117,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
 def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(workspace):
     sweep = ["-m", "experiment=digits_lenet", "trainer.epochs=1", "trainer.seed=1,2,3",
              "logger.experiment=sweeps", "logger.log_model=false"]  # fmt: skip
-    process = start(workspace, *sweep)
+    process = workspace.start(*sweep, merge_output=True)
     client = workspace.client()
 
     def finished_children() -> list:
@@ -165,7 +131,7 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
         return [r for r in runs if r.data.tags.get("sweep") != "parent"
                 and r.info.status == "FINISHED"]  # fmt: skip
 
-    wait_for(lambda: len(finished_children()) >= 1, process)
+    wait_until(lambda: len(finished_children()) >= 1, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     first = {r.info.run_id: r.info.end_time for r in finished_children()}

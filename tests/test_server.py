@@ -4,7 +4,6 @@ the server missed, each epoch once, and the final status)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.server import free_port, postgres_bin, wait_for
+from tests.conftest import epochs_done, wait_until
 
 
 @pytest.mark.fresh_store
@@ -82,25 +82,12 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
     server.start()
     try:
         job = workspace.root / "outputs" / "job"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runner", "experiment=digits_lenet", "trainer.epochs=4",
-             "callbacks.early_stopping.enabled=false", "logger.experiment=team",
-             f"hydra.run.dir={job}"],
-            cwd=workspace.root, env=workspace.env(MLFLOW_TRACKING_URI=server.url),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        process = workspace.start(
+            "experiment=digits_lenet", "trainer.epochs=4", "callbacks.early_stopping.enabled=false",
+            "logger.experiment=team", f"hydra.run.dir={job}", merge_output=True,
+            MLFLOW_TRACKING_URI=server.url,
         )  # fmt: skip
-
-        def epochs_done() -> int:
-            try:
-                return json.loads((job / "resume" / "state.json").read_text())["epochs_done"]
-            except (OSError, ValueError):
-                return 0
-
-        deadline = time.monotonic() + 240
-        while epochs_done() < 2:
-            assert process.poll() is None, process.stdout.read()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: epochs_done(job) >= 2, process)
         assert "[runner.server] stopped" in server.stop()  # at epoch 2 of 4
         assert not (server.folder / "postgres" / "data" / "postmaster.pid").exists()
         output, _ = process.communicate(timeout=300)

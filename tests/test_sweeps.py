@@ -131,7 +131,7 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     import optuna
     from optuna.trial import TrialState
 
-    from tests.test_resume import start, wait_for
+    from tests.conftest import wait_until
 
     search = [
         "hparams_search=digits_lenet", "trainer.epochs=2", "logger.experiment=sweeps",
@@ -147,8 +147,8 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
         except Exception:  # no study yet
             return 0
 
-    process = start(workspace, *search)
-    wait_for(lambda: told() >= 2, process, every=0.5)  # each look loads the study
+    process = workspace.start(*search, merge_output=True)
+    wait_until(lambda: told() >= 2, process, every=0.5)  # each look loads the study
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert told() < 4
@@ -207,9 +207,7 @@ def test_two_sweepers_share_one_study_without_losing_or_repeating_trials(workspa
     search = ["hparams_search=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
               "logger.log_model=false", "hydra.sweeper.n_trials=4",
               "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"]  # fmt: skip
-    from tests.test_resume import start
-
-    workers = [start(workspace, *search) for _ in range(2)]
+    workers = [workspace.start(*search, merge_output=True) for _ in range(2)]
     outputs = [worker.communicate(timeout=400)[0] for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-3000:]
