@@ -31,6 +31,16 @@ from typing import Any
 DATABASE = "mlflow"
 DB_USER = "mlflow"
 OPTUNA_DATABASE = "optuna"  # shared Optuna studies: hydra.sweeper.storage=<Postgres.url(...)>
+# MLflow 3 starts a job runner with its server (huey consumer processes for its GenAI jobs):
+# about 15 CPU-seconds and several processes at every start, for features runner does not use.
+# Off unless the environment asks for it (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true).
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """The environment for `mlflow server` / `mlflow ui`: this one, with MLflow's job runner
+    off unless set."""
+    return {**NO_JOB_RUNNER, **os.environ}
 
 
 class ServerError(RuntimeError):
@@ -179,7 +189,7 @@ def serve(folder: Path, host: str, port: int, pg_port: int, workers: int | None 
              "--backend-store-uri", postgres.uri,
              "--artifacts-destination", str(folder / "artifacts"),
              *(["--workers", str(workers)] if workers else [])],
-            start_new_session=True,
+            env=mlflow_server_env(), start_new_session=True,
         )  # fmt: skip
         url = f"http://{host}:{port}"
         wait_for(url, mlflow)

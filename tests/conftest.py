@@ -181,6 +181,31 @@ def epochs_done(job_dir: Path) -> int:
         return 0
 
 
+def processes() -> dict[int, tuple[int, int, str]]:
+    """This machine's processes: pid -> (parent pid, session id, command line)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # fields after the command's closing parenthesis: state, ppid, pgrp, session
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # exited meanwhile
+            continue
+        table[int(stat.parent.name)] = (
+            int(fields[1]),
+            int(fields[3]),
+            command.decode("utf-8", "replace"),
+        )
+    return table
+
+
+def in_session(session_id: int) -> dict[int, str]:
+    """The processes of a session (what `start_new_session=True` started, and its children):
+    pid -> command line."""
+    return {
+        pid: command for pid, (_, session, command) in processes().items() if session == session_id
+    }
+
+
 FAST = [
     "trainer.epochs=1",
     "trainer.batch_size=32",

@@ -21,7 +21,7 @@ from PIL import Image
 from runner.data.images import decode_files
 from runner.server import free_port
 from tests import image_fixtures as fx
-from tests.conftest import compose_config
+from tests.conftest import compose_config, in_session
 from tests.test_e2e import only_run
 
 
@@ -180,6 +180,9 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
             except OSError:
                 time.sleep(0.5)
         assert "tests" in names, names
+        # Without MLflow's GenAI job runner (its huey consumers cost ~15 CPU-s at each start).
+        assert len(in_session(ui.pid)) >= 2
+        assert not any("huey" in command for command in in_session(ui.pid).values())
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.server import free_port, postgres_bin, wait_for
-from tests.conftest import epochs_done, wait_until
+from tests.conftest import epochs_done, in_session, processes, wait_until
 
 
 @pytest.mark.fresh_store
@@ -81,6 +81,10 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
     server = TeamServer()
     server.start()
     try:
+        # mlflow server (in a session of its own) runs without MLflow's GenAI job runner.
+        [mlflow_server] = [pid for pid, (parent, _, command) in processes().items()
+                           if parent == server.process.pid and "mlflow" in command]  # fmt: skip
+        assert not any("huey" in command for command in in_session(mlflow_server).values())
         job = workspace.root / "outputs" / "job"
         process = workspace.start(
             "experiment=digits_lenet", "trainer.epochs=4", "callbacks.early_stopping.enabled=false",

@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from runner.server import free_port, wait_for
+from runner.server import NO_JOB_RUNNER, free_port, wait_for
 from tests.conftest import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,7 +62,7 @@ def mlflow_server(workspace):
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", workspace.tracking_uri,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=workspace.root, env=workspace.env(), stdout=subprocess.DEVNULL,
+        cwd=workspace.root, env={**NO_JOB_RUNNER, **workspace.env()}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
