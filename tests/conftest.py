@@ -214,6 +214,7 @@ FAST = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start the real CLI (a `workspace`) are `e2e`: `pytest -m "not e2e"` is the
     quick loop (under a minute), `make test` runs everything.
@@ -229,3 +230,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "trained" in fixtures:
             item.add_marker(pytest.mark.xdist_group("trained"))
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse `--dist loadgroup` where it would silently not group: it marks grouped tests by a
+    suffix of their node id, which pytest 9.2 no longer keeps (pytest-dev/pytest-xdist#1386)."""
+    from packaging.version import Version
+
+    broken = Version(pytest.__version__) >= Version("9.2")
+    if broken and config.getoption("dist", "no") == "loadgroup":
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} breaks --dist loadgroup (pytest-dev/pytest-xdist#1386): "
+            "install the pinned versions (make install, or pip install -c constraints.txt)"
+        )
