@@ -28,11 +28,11 @@ def evaluate(
     model: keras.Model, splits: Splits, *, batch_size: int, threshold: float, title: str
 ) -> dict[str, float]:
     info = splits.info
-    test = to_dataset(splits.test, batch_size=batch_size)
-    results = model.evaluate(test, return_dict=True, verbose=0)
-    metrics = {f"test_{name}": float(value) for name, value in results.items()}
-    probabilities = model.predict(test, verbose=0)
     y_true = splits.test.y
+    probabilities = model.predict(to_dataset(splits.test, batch_size=batch_size), verbose=0)
+    metrics = {
+        f"test_{name}": value for name, value in scored(model, y_true, probabilities).items()
+    }
     y_pred = predicted_labels(probabilities, info, threshold)
     names = list(info.class_names)
     _log_classification_report(y_true, y_pred, names)
@@ -45,6 +45,17 @@ def evaluate(
         _log_prediction_grid(splits, y_pred, probabilities, names, title)
     tracking.log_metrics(metrics)
     return metrics
+
+
+def scored(model: keras.Model, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """What `model.evaluate` reports (its compiled loss, with any regularization, and metrics)
+    from predictions already made: the test set is read and predicted once, not twice."""
+    model.reset_metrics()
+    loss = model.compute_loss(y=y_true, y_pred=probabilities, training=False)
+    results = {name: float(value) for name, value in
+               model.compute_metrics(None, y_true, probabilities, None).items()}  # fmt: skip
+    model.reset_metrics()
+    return {**results, "loss": float(loss)}
 
 
 def _log_prediction_grid(

@@ -148,3 +148,37 @@ def test_inverse_time_schedule_is_the_tutorials_sgd_decay():
     optimizer = optimizers.build(cfg, epochs=75)
     # The optimizer reports the rate of its next step: what runs log as `learning_rate`.
     assert optimizers.current_learning_rate(optimizer) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel"])
+def test_one_pass_scores_equal_what_keras_evaluate_reports(task):
+    """The test split is predicted once; the loss (with its regularization) and the compiled
+    metrics computed from those predictions are what `model.evaluate` would report."""
+    import keras
+    import tensorflow as tf
+
+    from runner.evaluate import scored
+    from runner.models import heads
+
+    rng = np.random.default_rng(0)
+    classes = ("cat", "dog") if task == "binary" else tuple("abcde")
+    info = DataInfo("x", (6, 6, 1), classes, task)
+    x = rng.random((103, 6, 6, 1)).astype("float32")  # batches of 32 and a short last one
+    y = {"multiclass": rng.integers(0, 5, 103), "binary": rng.integers(0, 2, 103),
+         "multilabel": (rng.random((103, 5)) > 0.7).astype("float32")}[task]  # fmt: skip
+    model = keras.Sequential([
+        keras.Input(info.input_shape), keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
+        keras.layers.Dense(1 if task == "binary" else 5,
+                           activation="softmax" if task == "multiclass" else "sigmoid"),
+    ])  # fmt: skip
+    loss, metrics = heads.loss_and_metrics(info)
+    model.compile(optimizer="sgd", loss=loss, metrics=metrics)
+    test = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    expected = model.evaluate(test, return_dict=True, verbose=0)
+    predictions = model.predict(test, verbose=0)
+    model.evaluate(test.take(1), verbose=0)  # what an earlier evaluation left is not counted
+    got = scored(model, y, predictions)
+    assert set(got) == set(expected) and len(got) >= 2
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(float(value), rel=1e-5), name
