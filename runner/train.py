@@ -33,7 +33,7 @@ from runner import (
     tracking,
 )  # fmt: skip
 from runner import data as data_sources
-from runner.checkpoints import check_checkpoint
+from runner.checkpoints import load_checkpoint
 from runner.checks import check_config
 from runner.config import ColorMode, Evaluate, Mode, Precision
 from runner.data.base import ArraySplit, DataInfo, LoadContext, Splits, digest
@@ -584,7 +584,7 @@ def _evaluated_model(
     else:
         path, epoch = checkpoint_dir / "last.keras", epochs
         described = f"last: {path.name}, epoch {epoch} of {epochs}"
-    problem = check_checkpoint(path) if path.exists() else "it was not written"
+    loaded, problem = load_checkpoint(path) if path.exists() else (None, "it was not written")
     if problem:
         log.warning("%s is not usable (%s): evaluating the model in memory instead", path, problem)
         tracking.set_tag("checkpoint", f"{path.name} not used: {problem}")
@@ -595,11 +595,9 @@ def _evaluated_model(
     tracking.set_tag("evaluated_weights", described)
     tracking.log_metrics({"evaluated_epoch": epoch})
     log.info("evaluating %s", described)
-    if problem:
-        return model
-    # Without its optimizer: it trains no further (and with cached features the head's
-    # optimizer, not the saved model's, did the training).
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    # Without its optimizer (loaded uncompiled): it trains no further (and with cached features
+    # the head's optimizer, not the saved model's, did the training).
+    return model if problem else loaded
 
 
 def _log_augmentation_preview(cfg: DictConfig, splits: Splits) -> None:
