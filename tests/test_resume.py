@@ -131,14 +131,13 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
         return [r for r in runs if r.data.tags.get("sweep") != "parent"
                 and r.info.status == "FINISHED"]  # fmt: skip
 
-    wait_until(lambda: len(finished_children()) >= 1, process)
+    wait_until(lambda: len(finished_children()) >= 1, process, every=0.25)  # each look: a query
     process.send_signal(signal.SIGKILL)
     process.wait()
     first = {r.info.run_id: r.info.end_time for r in finished_children()}
+    assert 1 <= len(first) < 3  # something is left to resume
 
-    # The launcher is not part of what identifies a sweep: resumed here by two joblib workers.
-    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    result = workspace.run(*sweep, *parallel, "trainer.resume=true")
+    result = workspace.run(*sweep, "trainer.resume=true")
     assert result.returncode == 0, result.stderr[-3000:]
     experiment = client.get_experiment_by_name("sweeps").experiment_id
     runs = client.search_runs([experiment])
@@ -153,7 +152,7 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
     assert parents[0].data.metrics["jobs"] == 3 and parents[0].data.metrics["jobs_finished"] == 3
     assert "sweep done: 3 of 3 jobs finished" in result.stdout
 
-    # Finished: the same command again (either launcher) runs nothing and opens no new run.
+    # Finished: the same command again runs nothing and opens no new run.
     before = {r.info.run_id: r.info.end_time for r in runs}
     again = workspace.run(*sweep, "trainer.resume=true")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -163,6 +162,28 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
     children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
     assert all(before[r.info.run_id] == r.info.end_time for r in children)
     assert "sweep done: 3 of 3 jobs finished" in again.stdout
+
+
+def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
+    """A sweep started one way resumes another (say, killed in one process, resumed by joblib
+    workers or on Slurm): the sweep's key and its jobs' config digests ignore the launcher."""
+    from omegaconf import open_dict
+
+    from runner.resume import comparable_config, config_digest
+    from runner.sweep import sweep_key
+    from tests.conftest import compose_config
+
+    job = ["experiment=digits_lenet", "trainer.seed=2"]
+    keys = set()
+    for launcher in ([], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                     ["hydra/launcher=submitit_local"]):  # fmt: skip
+        cfg = compose_config([*job, *launcher, "trainer.resume=true"])
+        assert cfg.hydra.launcher._target_.endswith("Launcher")
+        task_overrides = list(cfg.hydra.overrides.task)
+        with open_dict(cfg):
+            del cfg.hydra  # what a job is given
+        keys.add((sweep_key(task_overrides), config_digest(comparable_config(cfg))))
+    assert len(keys) == 1
 
 
 def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(workspace, tmp_path):
