@@ -570,10 +570,14 @@ def log_keras_model(
 ) -> Any:
     """Log the model as an MLflow Keras model with an input signature and its class names."""
     import keras
+    import numpy as np
     import tensorflow as tf
     from mlflow.models import infer_signature
 
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    # The output's shape and dtype, symbolically: no prediction (no tracing) for the signature.
+    sample = np.asarray(sample)
+    output = model.compute_output_spec(keras.KerasTensor(sample.shape, dtype=str(sample.dtype)))
+    signature = infer_signature(sample, np.zeros(output.shape, dtype=output.dtype))
     return mlflow.keras.log_model(
         model,
         name="model",

@@ -104,7 +104,10 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     )
     assert [m.name for m in logged] == ["model"]  # FAST leaves the serving model out
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    assert model.metadata.get_input_schema() is not None
+    [inputs] = model.metadata.get_input_schema().inputs
+    [outputs] = model.metadata.get_output_schema().inputs
+    assert (inputs.shape, str(inputs.type)) == ((-1, 28, 28, 1), "uint8")
+    assert (outputs.shape, str(outputs.type)) == ((-1, 10), "float32")
     images = np.zeros((3, 28, 28, 1), dtype=np.uint8)
     predictions = np.asarray(model.predict(images))
     assert predictions.shape == (3, 10)
