@@ -142,6 +142,25 @@ def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
     return Workspace(root=root, data_dir=tmp_path / "cache")
 
 
+@pytest.fixture(scope="session")
+def poisoned_sweep(tmp_path_factory: pytest.TempPathFactory, store_template: Path):
+    """One sweep for the tests of what a sweep logs (test_sweeps.py) and of how the MLflow UI
+    shows it (test_ui.py), run once: three learning rates on the offline digits, one healthy,
+    one that diverges while training, one refused before its run starts; minimizing val_loss
+    (the failed jobs must rank last: their value is +inf, not -inf)."""
+    base = tmp_path_factory.mktemp("sweep")
+    workspace = Workspace(root=base / "project", data_dir=base / "cache")
+    (workspace.root / "mlruns").mkdir(parents=True)
+    shutil.copyfile(store_template, workspace.root / "mlruns" / "mlflow.db")
+    result = workspace.run(
+        "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
+        "optimizer.lr=0.05,100000,-1", "logger.log_model=false", "objective.metric=val_loss",
+        "objective.mode=min",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workspace, result
+
+
 def compose_config(overrides: list[str]):
     """The config `python -m runner <overrides>` composes, in process, with its Hydra part set as
     in a job: for tests of what a command does with it where no process boundary is tested."""
@@ -214,21 +233,24 @@ FAST = [
 ]
 
 
+# Fixtures that run the CLI once for several tests: their tests stay on one xdist worker.
+SHARED_RUNS = {"trained", "poisoned_sweep"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start the real CLI (a `workspace`) are `e2e`: `pytest -m "not e2e"` is the
     quick loop (under a minute), `make test` runs everything.
 
     For `make test` (pytest-xdist, `--dist loadgroup`): the e2e tests go first, so that the
-    short unit tests fill the end and no worker waits alone on a long run; the tests of one
-    module-scoped trained model (`trained`, test_predict.py) stay on one worker (it trains
-    once)."""
+    short unit tests fill the end and no worker waits alone on a long run; the tests of a run
+    made once for several of them (SHARED_RUNS) stay on one worker, where it is made once."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if {"workspace", "trained"} & fixtures:
+        if {"workspace", *SHARED_RUNS} & fixtures:
             item.add_marker(pytest.mark.e2e)
-        if "trained" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("trained"))
+        for shared in SHARED_RUNS & fixtures:
+            item.add_marker(pytest.mark.xdist_group(shared))
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable
 
 

@@ -86,14 +86,8 @@ def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
         assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_poisoned_and_refused_jobs_fail_alone_and_the_sweep_goes_on(workspace):
-    # lr=100000 diverges while training; lr=-1 is refused before its run starts. A minimized
-    # objective: the failed jobs must rank last (their value is +inf, not -inf).
-    result = workspace.run(
-        "-m", *FAST, "optimizer.lr=0.05,100000,-1", "logger.log_model=false",
-        "objective.metric=val_loss", "objective.mode=min",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_poisoned_and_refused_jobs_fail_alone_and_the_sweep_goes_on(poisoned_sweep):
+    workspace, result = poisoned_sweep
     assert "1 of 3 jobs finished, 2 failed" in result.stdout
     _, parent, children = sweep_runs(workspace)
     by_lr = {r.data.params["optimizer.lr"]: r for r in children}

@@ -56,9 +56,10 @@ def chromium(*args: str, timeout: float = 90) -> str:
 
 
 @pytest.fixture
-def mlflow_server(workspace):
+def mlflow_server(poisoned_sweep):
+    """`mlflow server` on the sweep's store, as `make ui` starts it."""
+    workspace, _ = poisoned_sweep
     port = free_port()
-    (workspace.root / "mlruns").mkdir(exist_ok=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", workspace.tracking_uri,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -72,27 +73,23 @@ def mlflow_server(workspace):
     server.wait(timeout=30)
 
 
-def test_mlflow_ui_shows_a_sweep_its_runs_datasets_and_metrics(workspace, mlflow_server):
-    # A sweep of two jobs, logged while the server is up.
-    result = workspace.run(
-        "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=ui",
-        "logger.log_model=false", "optimizer.lr=0.05,0.01",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_mlflow_ui_shows_a_sweep_its_runs_datasets_and_metrics(poisoned_sweep, mlflow_server):
+    # The sweep of tests/conftest.py: three jobs, one healthy, one diverged, one refused.
+    workspace, _ = poisoned_sweep
     client = workspace.client()
     SCREENSHOT_DIR.mkdir(exist_ok=True)
-    experiment_id = client.get_experiment_by_name("ui").experiment_id
+    experiment_id = client.get_experiment_by_name("sweeps").experiment_id
     runs = client.search_runs([experiment_id])
-    assert len(runs) == 3
+    assert len(runs) == 4
     parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
-    children = [r for r in runs if r is not parent]
-    run = children[0]
+    children = {r.data.params["optimizer.lr"]: r for r in runs if r is not parent}
+    run = children["0.05"]  # the healthy one
 
     # The experiment's runs table lists the sweep (its jobs folded under the parent run).
     runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
     dom = page(runs_page, "mlflow_ui_runs.png")
     assert parent.info.run_name in dom, "the sweep's parent run is listed"
-    assert re.search(r"3\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 2 jobs"
+    assert re.search(r"4\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 3 jobs"
     # A job's page: its metrics, the test accuracy among them, and its datasets (logged as
     # MLflow inputs).
     run_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
@@ -102,12 +99,13 @@ def test_mlflow_ui_shows_a_sweep_its_runs_datasets_and_metrics(workspace, mlflow
         "the run's page names its data"
     )
 
-    # Comparing the sweep's jobs shows each run with its params and metrics.
-    ids = ",".join(f'"{r.info.run_id}"' for r in children)
+    # Comparing the healthy and the diverged job shows each run with its params and metrics.
+    compared = [run, children["100000.0"]]
+    ids = ",".join(f'"{r.info.run_id}"' for r in compared)
     compare = f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
     dom = page(compare, "mlflow_ui_compare.png")
-    assert {r.info.run_name for r in children} == {"lenet-digits lr=0.05", "lenet-digits lr=0.01"}
-    for child in children:
+    assert [r.info.run_name for r in compared] == ["lenet-digits lr=0.05", "lenet-digits lr=100000"]
+    for child in compared:
         assert child.info.run_name in dom
-    assert "best_val_accuracy" in dom and "test_accuracy" in dom, "metric rows are shown"
+    assert "best_val_loss" in dom and "test_accuracy" in dom, "metric rows are shown"
     assert "optimizer.lr" in dom, "the swept param is shown"
