@@ -215,6 +215,13 @@ def find_target(
         run = _get_run(client, wanted, wanted)
     output_dir = Path(run.data.tags.get("output_dir", ""))
     if run.info.status == "FINISHED":
+        # Its resume state is gone: its config is read back from the run (digest, params).
+        if run.data.tags.get("config_digest", config_digest(current)) != config_digest(current):
+            raise RunnerError(
+                f"Run {run.info.run_id} FINISHED with another config: nothing to resume, and "
+                "these overrides would train something else (drop trainer.resume to start a "
+                "new run). Differing keys: " + "; ".join(_differing_params(run, current))
+            )
         return Target(run.info.run_id, output_dir, finished=True)
     if run.info.status == "RUNNING" and process_alive(run.data.tags):
         raise RunnerError(
@@ -235,6 +242,19 @@ def find_target(
             "overrides. Differing keys: " + "; ".join(differences)
         )
     return Target(run.info.run_id, output_dir, progress=load_progress(output_dir))
+
+
+def _differing_params(run: Any, current: dict[str, Any]) -> list[str]:
+    """The config keys whose value differs from the run's params (the config as logged)."""
+    from runner.tracking import MAX_PARAM_LENGTH
+
+    logged = run.data.params
+    values = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in current.items()}
+    return [
+        f"{key}: {logged[key]!r} -> {values[key]!r}"
+        for key in sorted(values)
+        if key in logged and logged[key] != values[key]
+    ] or ["(not among its params)"]
 
 
 def _get_run(client: Any, run_id: str, wanted: str) -> Any:

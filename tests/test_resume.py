@@ -83,6 +83,11 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     for metric in ("loss", "val_loss", "val_accuracy"):
         assert steps(client, run_id, metric) == [0, 1, 2, 3], metric
     assert not (killed_dir / "resume").exists()  # state removed once finished
+    # Finished, it is not "resumed" with another config either: refused, the key named.
+    refused = workspace.run(*DIGITS, "optimizer.lr=0.5", f"trainer.resume={run_id}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "FINISHED with another config" in refused.stderr
+    assert "optimizer.lr: '0.002' -> '0.5'" in refused.stderr
 
     assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
     reference = only_run(client, "straight")
