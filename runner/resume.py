@@ -181,11 +181,8 @@ def finished_objective(cfg: DictConfig, target: Target) -> float:
     from mlflow import MlflowClient
 
     run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(target.run_id)
-    print(
-        f"[runner] run {target.run_id} is already FINISHED: nothing to resume "
-        f"(its job folder: {target.output_dir}).",
-        flush=True,
-    )
+    folder = f" (its job folder: {target.output_dir})" if run.data.tags.get("output_dir") else ""
+    print(f"[runner] run {target.run_id} is already FINISHED: nothing to resume{folder}.")
     mode = Mode(cfg.objective.mode)
     metric = cfg.objective.metric or run.data.tags.get("objective_metric", "val_accuracy")
     worst = float("-inf") if mode is Mode.max else float("inf")
@@ -213,6 +210,13 @@ def find_target(
         run = _get_run(client, saved["run_id"], wanted)
     else:
         run = _get_run(client, wanted, wanted)
+    kind = {"true": "an evaluation run (runner.evaluate)"}.get(run.data.tags.get("evaluation", ""))
+    if run.data.tags.get("sweep") == "parent":
+        kind = "a sweep's parent run (resume a sweep with -m <its overrides> trainer.resume=true)"
+    if kind:
+        raise RunnerError(
+            f"Run {run.info.run_id} is {kind}, not a training run: nothing to resume."
+        )
     output_dir = Path(run.data.tags.get("output_dir", ""))
     if run.info.status == "FINISHED":
         # Its resume state is gone: its config is read back from the run (digest, params).

@@ -215,6 +215,11 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
     assert {a.path for a in client.list_artifacts(scored.info.run_id, "plots")} >= {
         "plots/confusion_matrix.png"
     }
+    # An evaluation run is not a training run to resume: one line, before any import of Keras.
+    resumed = workspace.run("data=image_folder", f"data.path={fresh}", "logger.experiment=tests",
+                            f"trainer.resume={scored.info.run_id}")  # fmt: skip
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert "is an evaluation run (runner.evaluate), not a training run" in resumed.stderr
 
     # Other classes are refused (here in process: the one-line exit is the CLI's, as above).
     from runner.errors import RunnerError
