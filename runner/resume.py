@@ -182,7 +182,8 @@ def finished_objective(cfg: DictConfig, target: Target) -> float:
 
     run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(target.run_id)
     folder = f" (its job folder: {target.output_dir})" if run.data.tags.get("output_dir") else ""
-    print(f"[runner] run {target.run_id} is already FINISHED: nothing to resume{folder}.")
+    message = f"[runner] run {target.run_id} is already FINISHED: nothing to resume{folder}."
+    print(message, flush=True)
     mode = Mode(cfg.objective.mode)
     metric = cfg.objective.metric or run.data.tags.get("objective_metric", "val_accuracy")
     worst = float("-inf") if mode is Mode.max else float("inf")
