@@ -161,6 +161,29 @@ def poisoned_sweep(tmp_path_factory: pytest.TempPathFactory, store_template: Pat
     return workspace, result
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A small model on a fixture image folder, trained once for the tests of predict, evaluate,
+    serve and the UI (test_predict.py): a sweep of two seeds, whose jobs must share their
+    splits (test_resume.py). The workspace, the seed-1 job's run and folder, the base folder."""
+    from tests import image_fixtures
+
+    base = tmp_path_factory.mktemp("predict")
+    workspace = Workspace(root=base / "project", data_dir=base / "cache")
+    workspace.root.mkdir()
+    image_fixtures.write_class_tree(base / "animals", per_class=16, unusual_in=None, bad_in=None)
+    result = workspace.run(
+        "-m", "data=image_folder", f"data.path={base / 'animals'}", "model=simple_nn",
+        "optimizer=adam", "trainer.epochs=3", "trainer.batch_size=16", "trainer.seed=1,2",
+        "logger.experiment=tests", f"hydra.sweep.dir={workspace.root / 'outputs' / 'sweep'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = workspace.client()
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    [job] = [r for r in runs if r.data.params.get("trainer.seed") == "1"]
+    return workspace, job, Path(job.data.tags["output_dir"]), base
+
+
 def compose_config(overrides: list[str]):
     """The config `python -m runner <overrides>` composes, in process, with its Hydra part set as
     in a job: for tests of what a command does with it where no process boundary is tested."""

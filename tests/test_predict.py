@@ -22,26 +22,6 @@ from runner.data.images import decode_files
 from runner.server import free_port
 from tests import image_fixtures as fx
 from tests.conftest import compose_config, in_session
-from tests.test_e2e import only_run
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One small model on a fixture folder, trained once for the tests below."""
-    from tests.conftest import Workspace
-
-    base = tmp_path_factory.mktemp("predict")
-    workspace = Workspace(root=base / "project", data_dir=base / "cache")
-    workspace.root.mkdir()
-    fx.write_class_tree(base / "animals", per_class=16, unusual_in=None, bad_in=None)
-    job = workspace.root / "outputs" / "job"
-    result = workspace.run(
-        "data=image_folder", f"data.path={base / 'animals'}", "model=simple_nn",
-        "optimizer=adam", "trainer.epochs=3", "trainer.batch_size=16",
-        "logger.experiment=tests", f"hydra.run.dir={job}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workspace, only_run(workspace.client()), job, base
 
 
 def predict(workspace, *args: str, cwd=None) -> subprocess.CompletedProcess:

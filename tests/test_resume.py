@@ -13,7 +13,6 @@ import numpy as np
 
 from runner.data.base import ArraySplit
 from runner.data.pipeline import training_batches
-from tests import image_fixtures as fx
 from tests.conftest import epochs_done, wait_until
 from tests.test_e2e import only_run
 
@@ -191,17 +190,13 @@ def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
     assert len(keys) == 1
 
 
-def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(workspace, tmp_path):
-    fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
-    result = workspace.run(
-        "-m", "data=image_folder", f"data.path={tmp_path / 'animals'}", "model=simple_nn",
-        "trainer.seed=1,2", "trainer.epochs=1", "trainer.batch_size=16",
-        "logger.experiment=sweeps", "logger.log_model=false",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(trained):
+    """The two seeds of the sweep in `trained` (tests/conftest.py) split the folder alike."""
+    workspace = trained[0]
     client = workspace.client()
-    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
-    children = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2
     assert {r.data.params["data.split_seed"] for r in children} == {"42"}
     assert len({r.data.tags["data.test_digest"] for r in children}) == 1
