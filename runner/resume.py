@@ -211,12 +211,15 @@ def find_target(
         run = _get_run(client, saved["run_id"], wanted)
     else:
         run = _get_run(client, wanted, wanted)
-    kind = {"true": "an evaluation run (runner.evaluate)"}.get(run.data.tags.get("evaluation", ""))
-    if run.data.tags.get("sweep") == "parent":
-        kind = "a sweep's parent run (resume a sweep with -m <its overrides> trainer.resume=true)"
-    if kind:
+    if run.data.tags.get("evaluation") == "true":
         raise RunnerError(
-            f"Run {run.info.run_id} is {kind}, not a training run: nothing to resume."
+            f"Run {run.info.run_id} is an evaluation run (runner.evaluate), not a training run: "
+            "nothing to resume."
+        )
+    if run.data.tags.get("sweep") == "parent":
+        raise RunnerError(
+            f"Run {run.info.run_id} is a sweep's parent run, not a training run: resume the "
+            "sweep with `python -m runner -m <its overrides> trainer.resume=true`."
         )
     output_dir = Path(run.data.tags.get("output_dir", ""))
     if run.info.status == "FINISHED":
