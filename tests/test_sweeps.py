@@ -104,6 +104,11 @@ def test_poisoned_and_refused_jobs_fail_alone_and_the_sweep_goes_on(poisoned_swe
     assert healthy.data.metrics["best_val_loss"] == healthy.data.metrics["val_loss"]
     assert parent.data.tags["best_run_id"] == healthy.info.run_id
     assert parent.data.metrics["best_val_loss"] == healthy.data.metrics["best_val_loss"]
+    # The parent is not a training run: `trainer.resume=<its id>` says how to resume a sweep.
+    resumed = workspace.run(*FAST, f"trainer.resume={parent.info.run_id}")
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert "is a sweep's parent run, not a training run" in resumed.stderr
+    assert "-m <its overrides> trainer.resume=true" in resumed.stderr
 
 
 def optuna_trials(workspace, study_name: str | None = None) -> list:
