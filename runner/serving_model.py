@@ -40,7 +40,9 @@ class ImageClassifier(PythonModel):
         self.task = info.get("task", "multiclass")
         self.threshold = float(info.get("threshold", 0.5))
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+    # `model_input` unannotated on purpose: MLflow infers a signature from that annotation, and
+    # warns on every log that `Any` (a pixel array or a table) is not one it can use.
+    def predict(self, context: Any, model_input, params: dict | None = None) -> pd.DataFrame:
         images = self._images(model_input)
         scores = np.asarray(self.model.predict(images, verbose=0))
         if scores.shape[1] == 1 and len(self.class_names) == 2:  # one sigmoid: two columns

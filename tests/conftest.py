@@ -178,6 +178,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         "logger.experiment=tests", f"hydra.sweep.dir={workspace.root / 'outputs' / 'sweep'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Failed to infer signature" not in result.stderr  # logging the serving model is quiet
     client = workspace.client()
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     [job] = [r for r in runs if r.data.params.get("trainer.seed") == "1"]
