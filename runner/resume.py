@@ -196,8 +196,9 @@ def find_target(
     """The run `trainer.resume` asks for; None: nothing to resume, start a new run."""
     wanted = str(cfg.trainer.resume)
     current = comparable_config(cfg)
+    digest = config_digest(current)
     if wanted.lower() in LATEST:
-        run = _latest_same_config(client, experiment_id, parent_id, config_digest(current))
+        run = _latest_same_config(client, experiment_id, parent_id, digest)
         if run is None:
             return None
     elif Path(wanted).expanduser().is_dir():
@@ -224,11 +225,11 @@ def find_target(
     output_dir = Path(run.data.tags.get("output_dir", ""))
     if run.info.status == "FINISHED":
         # Its resume state is gone: its config is read back from the run (digest, params).
-        if run.data.tags.get("config_digest", config_digest(current)) != config_digest(current):
+        if run.data.tags.get("config_digest", digest) != digest:
             raise RunnerError(
                 f"Run {run.info.run_id} FINISHED with another config: nothing to resume, and "
                 "these overrides would train something else (drop trainer.resume to start a "
-                "new run). Differing keys: " + "; ".join(_differing_params(run, current))
+                "new run). Differing keys: " + "; ".join(_differing_params(run, cfg, current))
             )
         return Target(run.info.run_id, output_dir, finished=True)
     if run.info.status == "RUNNING" and process_alive(run.data.tags):
@@ -252,17 +253,14 @@ def find_target(
     return Target(run.info.run_id, output_dir, progress=load_progress(output_dir))
 
 
-def _differing_params(run: Any, current: dict[str, Any]) -> list[str]:
-    """The config keys whose value differs from the run's params (the config as logged)."""
-    from runner.tracking import MAX_PARAM_LENGTH
+def _differing_params(run: Any, cfg: DictConfig, current: dict[str, Any]) -> list[str]:
+    """The compared config keys whose value differs from the run's params: this config as it
+    would be logged (`tracking.config_params`) against the config as it was."""
+    from runner.tracking import config_params
 
     logged = run.data.params
-    values = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in current.items()}
-    return [
-        f"{key}: {logged[key]!r} -> {values[key]!r}"
-        for key in sorted(values)
-        if key in logged and logged[key] != values[key]
-    ] or ["(not among its params)"]
+    ours = {k: v for k, v in config_params(cfg).items() if k in current and k in logged}
+    return differing_keys({key: logged[key] for key in ours}, ours) or ["(not among its params)"]
 
 
 def _get_run(client: Any, run_id: str, wanted: str) -> Any:
