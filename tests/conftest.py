@@ -130,16 +130,23 @@ def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def new_workspace(base: Path, store_template: Path | None) -> Workspace:
+    """A project folder in `base` (its data cache beside it) whose store is a copy of the
+    template, or that has no store at all."""
+    root = base / "project"
+    root.mkdir()
+    if store_template is not None:
+        (root / "mlruns").mkdir()
+        shutil.copyfile(store_template, root / "mlruns" / "mlflow.db")
+    return Workspace(root=root, data_dir=base / "cache")
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
     """A fresh project folder whose store starts as MLflow creates it. Tests about how the
     store comes to exist (or that none is made) are marked `fresh_store`: no store at all."""
-    root = tmp_path / "project"
-    root.mkdir()
-    if request.node.get_closest_marker("fresh_store") is None:
-        (root / "mlruns").mkdir()
-        shutil.copyfile(request.getfixturevalue("store_template"), root / "mlruns" / "mlflow.db")
-    return Workspace(root=root, data_dir=tmp_path / "cache")
+    fresh = request.node.get_closest_marker("fresh_store") is not None
+    return new_workspace(tmp_path, None if fresh else request.getfixturevalue("store_template"))
 
 
 @pytest.fixture(scope="session")
@@ -148,10 +155,7 @@ def poisoned_sweep(tmp_path_factory: pytest.TempPathFactory, store_template: Pat
     shows it (test_ui.py), run once: three learning rates on the offline digits, one healthy,
     one that diverges while training, one refused before its run starts; minimizing val_loss
     (the failed jobs must rank last: their value is +inf, not -inf)."""
-    base = tmp_path_factory.mktemp("sweep")
-    workspace = Workspace(root=base / "project", data_dir=base / "cache")
-    (workspace.root / "mlruns").mkdir(parents=True)
-    shutil.copyfile(store_template, workspace.root / "mlruns" / "mlflow.db")
+    workspace = new_workspace(tmp_path_factory.mktemp("sweep"), store_template)
     result = workspace.run(
         "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
         "optimizer.lr=0.05,100000,-1", "logger.log_model=false", "objective.metric=val_loss",
@@ -169,8 +173,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     from tests import image_fixtures
 
     base = tmp_path_factory.mktemp("predict")
-    workspace = Workspace(root=base / "project", data_dir=base / "cache")
-    workspace.root.mkdir()
+    workspace = new_workspace(base, None)  # its first run creates the store
     image_fixtures.write_class_tree(base / "animals", per_class=16, unusual_in=None, bad_in=None)
     result = workspace.run(
         "-m", "data=image_folder", f"data.path={base / 'animals'}", "model=simple_nn",
