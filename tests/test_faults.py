@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from runner.config import FileSpec
+from runner.errors import RunnerError
 from tests import fixtures
-from tests.conftest import FAST, epochs_done, sha256, wait_until
+from tests.conftest import FAST, epochs_done, new_workspace, sha256, train_in_process, wait_until
 from tests.test_e2e import only_run
 
 LONG = ["experiment=digits_lenet", "logger.experiment=tests", "trainer.epochs=200",
@@ -204,13 +205,15 @@ def test_a_download_killed_half_way_leaves_no_cached_file(workspace, counting_mi
 # --------------------------------------------------------------------------- checkpoints
 
 
-def test_a_diverged_job_logs_no_nan_checkpoint(workspace):
-    result = workspace.run(
-        "experiment=digits_lenet", *FAST, "trainer.epochs=3", "optimizer.lr=1e12",
-        "trainer.evaluate=last", "callbacks.model_checkpoint.monitor=loss",
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "diverged" in result.stderr.strip().splitlines()[-1]
+def test_a_diverged_job_logs_no_nan_checkpoint(tmp_path, store_template):
+    """In process: what the run logs is the point (a diverged job in a sweep, through the CLI,
+    is in test_sweeps.py; a RunnerError's one-line exit 2, in test_errors.py)."""
+    workspace = new_workspace(tmp_path, store_template)
+    with pytest.raises(RunnerError, match="diverged"):
+        train_in_process(workspace, [
+            "experiment=digits_lenet", *FAST, "trainer.epochs=3", "optimizer.lr=1e12",
+            "trainer.evaluate=last", "callbacks.model_checkpoint.monitor=loss",
+        ])  # fmt: skip
     client = workspace.client()
     run = only_run(client)
     assert run.info.status == "FAILED"

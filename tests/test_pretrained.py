@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -256,7 +254,9 @@ def test_no_network_and_no_cached_weights_names_the_file_the_url_and_the_folder(
     assert "model.weights_mirror" in message and "RUNNER_WEIGHTS_MIRROR" in message
 
 
-def test_zero_shot_prediction_prints_imagenet_top5(workspace, mirror, tmp_path):
+def test_zero_shot_prediction_prints_imagenet_top5(mirror, tmp_path, capsys):
+    """`runner.predict --pretrained` in process (the command's own exits are tested through it
+    in test_predict.py): weights and class index through the mirror into the cache."""
     write_weights(mirror.folder, SMALL, top=True, seed=5)
     synsets = {str(i): [f"n{i:08d}", f"label_{i}"] for i in range(1000)}
     index = mirror.folder / backbones.CLASS_INDEX.name
@@ -264,13 +264,14 @@ def test_zero_shot_prediction_prints_imagenet_top5(workspace, mirror, tmp_path):
     index.write_text(json.dumps(synsets))
     photo = tmp_path / "photo.jpg"
     fx.picture(1, seed=7, size=300).save(photo)
-    result = subprocess.run(
-        [sys.executable, "-m", "runner.predict", "--pretrained", SMALL, str(photo),
-         "--weights-mirror", mirror.url, "--no-verify", "--out", str(tmp_path / "out")],
-        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith(str(photo)))
+    from runner.predict import main as predict
+
+    predict(["--pretrained", SMALL, str(photo), "--weights-mirror", mirror.url, "--no-verify",
+             "--data-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(str(photo)))
+    cached = tmp_path / "cache" / "keras-applications"
+    for mirrored in (backbones.spec_of(SMALL).top.path, backbones.CLASS_INDEX.name):
+        assert (cached / Path(mirrored).name).is_file()
     ranked = [item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", ")]
     assert len(ranked) == 5
     # The same pixels through Keras' own network, preprocess_input and class index order.
