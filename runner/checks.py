@@ -20,6 +20,7 @@ FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 def check_config(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
+    check_strategy(cfg)
     check_callbacks(cfg)
     check_optimizer(cfg.optimizer)
     check_augmentation(cfg.augmentation)
@@ -48,6 +49,19 @@ def check_trainer(trainer: DictConfig) -> None:
     if not (_finite(split) and 0.0 < split < 1.0):
         raise RunnerError(
             f"trainer.validation_split should be between 0 and 1 (exclusive). Received: {split}"
+        )
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Keras 3 on TensorFlow cannot run several steps per call under tf.distribute: the first
+    step fails deep inside TensorFlow ("You must feed a value for placeholder tensor",
+    keras-team/keras#19246, open), after the data is read and the run has started."""
+    steps = cfg.trainer.steps_per_execution
+    if cfg.strategy.name != "default" and steps > 1:
+        raise RunnerError(
+            f"trainer.steps_per_execution={steps} cannot be combined with "
+            f"strategy={cfg.strategy.name}: Keras fails at the first step under tf.distribute "
+            "(keras-team/keras#19246). Use trainer.steps_per_execution=1 with this strategy."
         )
 
 

@@ -65,6 +65,8 @@ RANGE_ERRORS = [
      "with optimizer.schedule=inverse_time"),
     ("callbacks.reduce_lr_on_plateau.factor=2",
      "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1"),
+    ("strategy=mirrored trainer.steps_per_execution=2",
+     "trainer.steps_per_execution=2 cannot be combined with strategy=mirrored"),
 ]  # fmt: skip
 
 
