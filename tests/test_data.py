@@ -19,6 +19,7 @@ from runner.data.fashion_mnist import read_idx
 from runner.data.mnist import read_npz
 from runner.errors import DataError
 from tests import fixtures
+from tests.conftest import compose_config
 
 
 def test_mnist_npz_reader(tmp_path):
@@ -125,6 +126,21 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
     assert not np.array_equal(first.val.x, other.val.x)
     assert first.train.x.shape[1:] == (28, 28, 1)
     assert first.info.input_shape == (28, 28, 1)
+
+
+def test_cifar10_comes_through_the_mirror_channels_last_with_its_class_names(tmp_path, mirror):
+    """The loader `data=cifar10` runs: its archive fetched from the mirror, checked, read."""
+    sha256 = mirror.sha("cifar-10-python.tar.gz")
+    cfg = OmegaConf.merge(compose_config(["data=cifar10"]).data, {
+        "mirror": mirror.url, "files": {"archive": {"sha256": sha256}},
+    })  # fmt: skip
+    context = LoadContext(tmp_path, 0, validation_split=0.2, image_size=(1, 1), channels=3)
+    splits = load(cfg, context)
+    assert splits.sizes() == {"train": 240, "val": 60, "test": 100}
+    assert splits.info.input_shape == (32, 32, 3) and splits.train.x.dtype == np.uint8
+    assert splits.train.y.shape == (240,)  # the archive's (N, 1) labels, flattened
+    assert splits.info.class_names[:2] == ("airplane", "automobile")
+    assert (tmp_path / "cifar10" / "cifar-10-python.tar.gz").is_file()
 
 
 def test_digits_ships_with_scikit_learn(tmp_path):

@@ -137,22 +137,29 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     assert any(path.startswith("tensorboard/train/events.out.tfevents") for path in artifacts)
 
 
-def test_digits_works_offline_and_learns_with_the_accelerator_settings(workspace):
-    """Offline data; and the accelerator settings (on the CPU here): bfloat16 mixed precision,
-    several steps per execution, XLA off, and MLflow's system metrics."""
+def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings(workspace):
+    """Offline data; tf.distribute through the CLI (two logical CPU devices, one replica each,
+    one model, one run); and the other accelerator settings (on the CPU here): bfloat16 mixed
+    precision, XLA off, and MLflow's system metrics."""
     result = workspace.run(
         "experiment=digits_lenet", "trainer.epochs=3", "logger.experiment=tests",
         "logger.log_model=false", "trainer.seed=1", "trainer.evaluate=last",
         "callbacks=reduce_lr", "callbacks.reduce_lr_on_plateau.patience=0",
         "callbacks.reduce_lr_on_plateau.min_delta=10", "callbacks.reduce_lr_on_plateau.factor=0.5",
-        "trainer.precision=mixed_bfloat16", "trainer.steps_per_execution=2",
+        "strategy=mirrored", "strategy.cpu_devices=2", "trainer.precision=mixed_bfloat16",
         "trainer.jit_compile=false", "logger.system_metrics=true",
         "logger.system_metrics_interval=1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
     run = only_run(client)
+    assert run.info.status == "FINISHED"
     assert run.data.tags["device"].startswith("CPU") and run.data.tags["device_names"]
+    assert run.data.tags["device"].endswith(", 2 replicas")
+    # trainer.batch_size is per replica: each step takes twice as many images.
+    batch = int(run.data.params["trainer.batch_size"])
+    steps = -(-int(run.data.params["data.size.train"]) // (2 * batch))
+    assert f"{steps}/{steps}" in result.stdout
     throughput = client.get_metric_history(run.info.run_id, "images_per_second")
     assert len(throughput) == 3 and min(m.value for m in throughput) > 0
     (last,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints/last.keras")
@@ -162,7 +169,7 @@ def test_digits_works_offline_and_learns_with_the_accelerator_settings(workspace
     assert "system/cpu_utilization_percentage" in run.data.metrics
     assert run.data.params["data.name"] == "digits"
     assert run.data.params["data.size.test"] == "360"  # 20% of 1,797, stratified
-    assert run.data.metrics["test_accuracy"] > 0.5  # chance is 0.1
+    assert run.data.metrics["test_accuracy"] > 0.3  # chance is 0.1
     # trainer.evaluate=last: the last epoch's weights, named in the run.
     assert run.data.metrics["evaluated_epoch"] == 3
     assert run.data.tags["evaluated_weights"] == "last: last.keras, epoch 3 of 3"
@@ -181,27 +188,3 @@ def test_digits_works_offline_and_learns_with_the_accelerator_settings(workspace
     assert contexts["testing"].digest == run.data.tags["data.test_digest"]
     assert contexts["training"].name == "digits"
     assert "load_digits" in contexts["training"].source
-
-
-def test_mirrored_strategy_trains_one_model_on_two_cpu_replicas(workspace, mirror):
-    """tf.distribute through the CLI: two logical CPU devices, one replica each, one run; on
-    CIFAR-10 (its archive from the mirror) with the tutorial's CNN."""
-    result = workspace.run(
-        *checksum_overrides(mirror, "cifar10"), "model=cifar_cnn", *FAST, "strategy=mirrored",
-        "strategy.cpu_devices=2", "logger.log_model=false",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = only_run(workspace.client())
-    assert run.info.status == "FINISHED"
-    assert run.data.params["data.input_shape"] == "(32, 32, 3)"
-    assert run.data.params["data.size.test"] == "100"
-    # The default retention (keep=best): one checkpoint, the best.
-    (folder,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints")
-    assert sorted(p.name for p in folder.glob("*.keras")) == ["best.keras"]
-    assert run.data.tags["device"].endswith(", 2 replicas")
-    assert run.data.params["trainer.batch_size"] == "32"  # per replica, as configured
-    # Each step takes 32 images per replica: the global batch is 64.
-    train = int(run.data.params["data.size.train"])
-    steps = -(-train // 64)
-    assert f"{steps}/{steps}" in result.stdout
-    assert "test_accuracy" in run.data.metrics and "evaluated_epoch" in run.data.metrics

@@ -150,6 +150,9 @@ def test_voc_multilabel_end_to_end(workspace, tmp_path):
                   for key in ("true_positives", "false_positives", "false_negatives"))  # fmt: skip
     assert metrics["test_f1_micro"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     assert per_class["person"]["support"] == 2  # val.txt: 2008_000010, 2008_000012
+    # The default retention (keep=best): one checkpoint, the best.
+    (folder,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints")
+    assert sorted(p.name for p in folder.glob("*.keras")) == ["best.keras"]
     images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1), dtype=np.uint8)
     predictions = np.asarray(
         mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(images)

@@ -182,3 +182,24 @@ def test_one_pass_scores_equal_what_keras_evaluate_reports(task):
     assert set(got) == set(expected) and len(got) >= 2
     for name, value in expected.items():
         assert got[name] == pytest.approx(float(value), rel=1e-5), name
+
+
+def test_the_trainer_settings_reach_keras_compile_and_training_runs_with_them():
+    """trainer.steps_per_execution and trainer.jit_compile, as runs compile with them (several
+    steps per call into TensorFlow is refused with strategy=mirrored: test_errors.py)."""
+    from runner.train import _compile
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=digits_lenet", "trainer.steps_per_execution=3",
+                          "trainer.jit_compile=false", "model=mlp"])  # fmt: skip
+    info = DataInfo("digits", (4, 4, 1), DIGITS)
+    model = models.build(cfg.model, info)
+    _compile(model, cfg.optimizer, info, epochs=1, trainer=cfg.trainer)
+    assert model.steps_per_execution == 3 and model.jit_compile is False
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (40, 4, 4, 1)).astype("uint8"), np.arange(40) % 10
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # ten steps, calls of three
+    assert np.isfinite(history.history["loss"][0])
+    assert model.optimizer.iterations.numpy() == 10
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
