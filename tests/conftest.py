@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -165,27 +166,52 @@ def poisoned_sweep(tmp_path_factory: pytest.TempPathFactory, store_template: Pat
     return workspace, result
 
 
+class Trained(NamedTuple):
+    """The `trained` fixture: its workspace, the seed-1 job's MLflow run and folder, the sweep's
+    completed process, and the image counts of the folder it trained on."""
+
+    workspace: Workspace
+    job: Any
+    job_dir: Path
+    result: subprocess.CompletedProcess
+    counts: dict[str, int]
+
+
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """A small model on a fixture image folder, trained once for the tests of predict, evaluate,
-    serve and the UI (test_predict.py): a sweep of two seeds, whose jobs must share their
-    splits (test_resume.py). The workspace, the seed-1 job's run and folder, the base folder."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A small model trained once on a fixture copy of the animals tutorial's folder, with the
+    files real folders hold among the images (broken, oddly named, oversized), for the tests
+    of that dataset (test_image_e2e.py) and of predict, evaluate, serve and the UI
+    (test_predict.py): a sweep of two seeds, whose jobs must share their splits
+    (test_resume.py)."""
+    from PIL import Image
+
     from tests import image_fixtures
 
-    base = tmp_path_factory.mktemp("predict")
+    base = tmp_path_factory.mktemp("animals")
     workspace = new_workspace(base, None)  # its first run creates the store
-    image_fixtures.write_class_tree(base / "animals", per_class=16, unusual_in=None, bad_in=None)
+    folder = base / "animals"
+    counts = image_fixtures.write_class_tree(folder)
+    # A file name that is not UTF-8 (bytes 0xE9 0xFF) is read; a pixel bomb (a tiny file that
+    # declares 400 megapixels) is skipped with the key that allows it.
+    image_fixtures.picture(0, seed=77).save(folder / "cats" / "caf\udce9 \udcff.jpg")
+    counts["cats"] += 1
+    bomb = folder / "dogs" / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb, optimize=True)
+    assert bomb.stat().st_size < 200_000
+    counts["bad"] += 1
     result = workspace.run(
-        "-m", "data=image_folder", f"data.path={base / 'animals'}", "model=simple_nn",
-        "optimizer=adam", "trainer.epochs=3", "trainer.batch_size=16", "trainer.seed=1,2",
-        "logger.experiment=tests", f"hydra.sweep.dir={workspace.root / 'outputs' / 'sweep'}",
+        "-m", "data=animals", f"data.path={folder}", "model=simple_nn", "optimizer=adam",
+        "trainer.epochs=6", "callbacks.early_stopping.enabled=false", "trainer.batch_size=16",
+        "trainer.seed=1,2", "logger.experiment=tests",
+        f"hydra.sweep.dir={workspace.root / 'outputs' / 'sweep'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Failed to infer signature" not in result.stderr  # logging the serving model is quiet
     client = workspace.client()
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     [job] = [r for r in runs if r.data.params.get("trainer.seed") == "1"]
-    return workspace, job, Path(job.data.tags["output_dir"]), base
+    return Trained(workspace, job, Path(job.data.tags["output_dir"]), result, counts)
 
 
 def compose_config(overrides: list[str]):

@@ -8,7 +8,6 @@ import math
 import mlflow
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests import image_fixtures as fx
 from tests.test_e2e import artifact_paths, only_run
@@ -20,30 +19,20 @@ def load_json(run, path: str):
     return json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{path}"))
 
 
-def test_animals_folder_trains_and_the_model_predicts_class_names(workspace, tmp_path, capsys):
-    counts = fx.write_class_tree(tmp_path / "animals")
-    # A file name that is not UTF-8 (bytes 0xE9 0xFF) is read; a pixel bomb (a tiny file that
-    # declares 400 megapixels) is skipped with the key that allows it.
-    fx.picture(0, seed=77).save(tmp_path / "animals" / "cats" / "caf\udce9 \udcff.jpg")
-    bomb = tmp_path / "animals" / "dogs" / "bomb.png"
-    Image.new("1", (20000, 20000)).save(bomb, optimize=True)
-    assert bomb.stat().st_size < 200_000
-    result = workspace.run(
-        "data=animals", f"data.path={tmp_path / 'animals'}", "model=simple_nn", "optimizer=adam",
-        "trainer.epochs=6", "callbacks.early_stopping.enabled=false", *COMMON,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"skipped {len(fx.BAD) + 1} file(s)" in result.stdout
+def test_animals_folder_trains_and_the_model_predicts_class_names(trained, tmp_path, capsys):
+    """The seed-1 job of the `trained` sweep (tests/conftest.py): `data=animals` on a folder
+    with bad, oddly named and oversized files among its images."""
+    workspace, run, result, counts = trained.workspace, trained.job, trained.result, trained.counts
+    assert f"skipped {counts['bad']} file(s)" in result.stdout
     client = workspace.client()
-    run = only_run(client)
     assert run.info.status == "FINISHED"
     class_names = load_json(run, "class_names.json")
     assert class_names == ["cats", "dogs", "panda"]
-    total = counts["cats"] + counts["dogs"] + counts["panda"] + 1  # the odd name was read
+    total = counts["cats"] + counts["dogs"] + counts["panda"]  # the odd name was read
     sizes = [int(run.data.params[f"data.size.{s}"]) for s in ("train", "val", "test")]
     assert sum(sizes) == total and sizes[2] == math.ceil(0.25 * total)  # scikit-learn rounds up
     assert run.data.params["data.input_shape"] == "(32, 32, 3)"  # the model's input size
-    assert run.data.metrics["skipped_files"] == len(fx.BAD) + 1
+    assert run.data.metrics["skipped_files"] == counts["bad"]
     skipped = {item["path"].rsplit("/", 1)[-1]: item["reason"]
                for item in load_json(run, "data/skipped_files.json")}  # fmt: skip
     assert sorted(skipped) == sorted([*fx.BAD, "bomb.png"])

@@ -32,7 +32,7 @@ def predict(workspace, *args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_path):
-    workspace, run, job, _ = trained
+    workspace, run, job = trained.workspace, trained.job, trained.job_dir
     photos = tmp_path / "photos"
     for folder, label in (("Cat", 0), ("Dog", 1)):
         (photos / folder).mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_no_usable_input_is_one_line(trained, tmp_path, capsys):
     """In process, through the command's main (its one-line exit: the CLI cases above)."""
     from runner.predict import main
 
-    workspace, run, _, _ = trained
+    workspace, run = trained.workspace, trained.job
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     files = [str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg")]
     with pytest.raises(SystemExit) as exit_:
@@ -129,7 +129,7 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
 
     from tests.conftest import PROJECT_ROOT
 
-    workspace, run, _, _ = trained
+    workspace, run = trained.workspace, trained.job
     port = free_port()
     env = workspace.env(RUNNER_ROOT=str(workspace.root))
     ui = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env,
@@ -171,7 +171,7 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
 
 
 def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
-    workspace, run, _, _ = trained
+    workspace, run = trained.workspace, trained.job
     fresh = tmp_path / "fresh"
     fx.write_class_tree(fresh, per_class=12, unusual_in=None, bad_in=None)
     for label, folder in enumerate(("cats", "dogs", "panda")):  # same classes, new images
@@ -245,7 +245,7 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     import time
     import urllib.request
 
-    workspace, run, _, _ = trained
+    workspace, run = trained.workspace, trained.job
     photo = tmp_path / "photo.png"
     fx.picture(1, seed=4242, size=50).save(photo)
     # What runner.predict prints for it: the model's own probabilities on the decoded pixels

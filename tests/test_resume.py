@@ -192,7 +192,7 @@ def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
 
 def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(trained):
     """The two seeds of the sweep in `trained` (tests/conftest.py) split the folder alike."""
-    workspace = trained[0]
+    workspace = trained.workspace
     client = workspace.client()
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
