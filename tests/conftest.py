@@ -229,22 +229,29 @@ def compose_config(overrides: list[str]):
     return cfg
 
 
+def job_config(overrides: list[str]):
+    """The config a job of `python -m runner <overrides>` is handed: Hydra's own part is set
+    aside (in HydraConfig), as Hydra does."""
+    from omegaconf import open_dict
+
+    cfg = compose_config(overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def train_in_process(workspace: Workspace, overrides: list[str]):
     """What `python -m runner <overrides>` does in the workspace, run in this process: for tests
     of what a run does (its status, tags, files) where no process boundary is being tested; it
     saves a TensorFlow import (~5 CPU-seconds). Errors are raised, not turned into exit codes
     (the CLI's one-line exit is tested through it elsewhere). Returns the run's objective."""
-    from omegaconf import open_dict
-
     from runner.train import run
 
     job = workspace.root / "outputs" / "in_process"
-    cfg = compose_config([
+    cfg = job_config([
         *overrides, f"logger.tracking_uri={workspace.tracking_uri}", f"paths.root={workspace.root}",
         f"paths.data_dir={workspace.data_dir}", f"paths.output_dir={job}",
     ])  # fmt: skip
-    with open_dict(cfg):
-        del cfg["hydra"]  # as Hydra hands a job its config
     return run(cfg, None)
 
 
