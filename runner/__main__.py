@@ -25,6 +25,7 @@ from runner.config import Mode, migrate_argv, register_configs
 from runner.errors import Interrupted, RunnerError
 from runner.interrupts import Terminated, install_sigterm
 from runner.joblog import to_log_file
+from runner.quick_exit import skip_final_collection
 
 # Keep TensorFlow's C++ notices (no CUDA driver, oneDNN, ...) off the console; the runner
 # itself reports the device it trains on.
@@ -102,6 +103,7 @@ def _failed_job(cfg: DictConfig, error: Exception) -> float:
 
 
 def _entry(*_: Any) -> None:
+    skip_final_collection()
     install_sigterm()
     migrate_argv()
     try:

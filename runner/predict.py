@@ -333,4 +333,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    from runner.quick_exit import skip_final_collection
+
+    skip_final_collection()
     main()

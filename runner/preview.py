@@ -41,6 +41,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from runner.quick_exit import skip_final_collection
+
+    skip_final_collection()
     # Named apart from training jobs: a preview sweep (-m) opens no MLflow parent run.
     migrate_argv()
     sys.argv.append("hydra.job.name=preview")

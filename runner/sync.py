@@ -52,5 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from runner.quick_exit import skip_final_collection
+
+    skip_final_collection()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.exit(main())

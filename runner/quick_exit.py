@@ -1,0 +1,26 @@
+"""A command's process ends without the interpreter's last garbage collections over everything
+TensorFlow, Keras and MLflow left in memory.
+
+At exit, CPython tears the modules down with full collections that walk every object still
+alive: for a process that imported TensorFlow that is 1.3 to 2 CPU-seconds (measured on a
+2-core machine), spent after the run's last line is printed, at every `python -m runner`.
+Freezing the collector once every other exit handler has run skips that walk; files are still
+closed, logs flushed and objects freed by their reference counts, as at any exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+
+
+def skip_final_collection() -> None:
+    """Call first thing in a command's entry point: exit handlers run last registered first,
+    so this one runs after all the others (MLflow's, logging's, Hydra's), with the collector
+    still on for them."""
+    atexit.register(_freeze)
+
+
+def _freeze() -> None:
+    gc.disable()
+    gc.freeze()  # everything alive now is left out of the teardown's collections
