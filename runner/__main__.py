@@ -45,6 +45,7 @@ def stop(message: str, error: BaseException, code: int) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    skip_final_collection()  # here too: joblib, submitit and Ray run jobs in processes of theirs
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_config(cfg)  # before TensorFlow: a bad value costs a second, not an import

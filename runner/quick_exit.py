@@ -14,11 +14,18 @@ import atexit
 import gc
 
 
+_registered = False
+
+
 def skip_final_collection() -> None:
-    """Call first thing in a command's entry point: exit handlers run last registered first,
-    so this one runs after all the others (MLflow's, logging's, Hydra's), with the collector
-    still on for them."""
-    atexit.register(_freeze)
+    """Call first thing in a command's entry point (again in a job, for the processes of
+    launchers that run jobs elsewhere; once per process counts): exit handlers run last
+    registered first, so this one runs after all the others (MLflow's, logging's, Hydra's),
+    with the collector still on for them."""
+    global _registered
+    if not _registered:
+        atexit.register(_freeze)
+        _registered = True
 
 
 def _freeze() -> None:

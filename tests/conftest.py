@@ -344,3 +344,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest {pytest.__version__} breaks --dist loadgroup (pytest-dev/pytest-xdist#1386): "
             "install the pinned versions (make install, or pip install -c constraints.txt)"
         )
+    # The test processes hold TensorFlow too: they end as the commands do (runner/quick_exit.py).
+    from runner.quick_exit import skip_final_collection
+
+    skip_final_collection()
