@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import gc
 
-
 _registered = False
 
 
