@@ -18,9 +18,10 @@ _registered = False
 
 def skip_final_collection() -> None:
     """Call first thing in a command's entry point (again in a job, for the processes of
-    launchers that run jobs elsewhere; once per process counts): exit handlers run last
-    registered first, so this one runs after all the others (MLflow's, logging's, Hydra's),
-    with the collector still on for them."""
+    launchers that run jobs elsewhere; once per process counts). Exit handlers run in reverse
+    order of registration: those registered later (MLflow's, TensorFlow's, Hydra's) run before
+    this one, with the collector on; those registered earlier, at the import of the standard
+    library's logging or multiprocessing, flush and join after it, which needs no collector."""
     global _registered
     if not _registered:
         atexit.register(_freeze)
