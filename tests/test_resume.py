@@ -75,7 +75,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     # Another config is refused, with the differing key named (in process: the lookup the CLI
     # makes before TensorFlow; its one-line exit is checked for the finished run below).
     other = job_config([*DIGITS, "optimizer.lr=0.5", f"trainer.resume={run_id}",
-                            f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
+                        f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
     with pytest.raises(RunnerError, match="optimizer.lr"):
         requested_target(other)
 
