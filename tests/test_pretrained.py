@@ -155,7 +155,7 @@ def test_a_local_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
     for name in expected:
         for a, b in zip(loaded[name], expected[name], strict=True):
             np.testing.assert_array_equal(a, b)
-    wrong = write_weights(tmp_path / "other", "vgg16", top=False)
+    wrong = write_weights(tmp_path / "other", "mobilenet", top=False)  # another network's
     with pytest.raises(RunnerError, match="Could not load model.weights for mobilenet_v2"):
         pretrained.build(info, model_cfg(backbone=SMALL, input_size=[32, 32]), weights=wrong)
 
