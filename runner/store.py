@@ -29,3 +29,15 @@ def sqlite_file(url: str) -> Path | None:
 def is_remote(tracking_uri: str) -> bool:
     """A tracking server (as opposed to a store on this machine's disk)."""
     return tracking_uri.startswith(("http://", "https://"))
+
+
+# MLflow 3's UI opens in its GenAI view (traces, judges, evaluation runs) unless told otherwise;
+# its "Model training" view lists runs, logged models and the registry.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, in its Model training view: on the tracking server, or
+    where `make ui` serves a store on this machine."""
+    base = tracking_uri.rstrip("/") if is_remote(tracking_uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"

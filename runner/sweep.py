@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import search
 from runner.config import Mode
+from runner.store import run_link
 from runner.tracking import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,6 @@ def parent_name(overrides: list[str], swept: list[str]) -> str:
     """`sweep model=lenet,mlp optimizer.lr=0.1,0.01 (11-26 09:30)`: two sweeps tell apart."""
     varied = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] or ["(no sweep)"]
     return f"sweep {' '.join(varied)}"[:200] + datetime.now().strftime(" (%m-%d %H:%M)")
-
-
-def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def resuming(config: DictConfig) -> bool:

@@ -45,6 +45,7 @@ from runner.interrupts import Terminated, signal_name
 from runner.joblog import to_log_file
 from runner.models import heads, pretrained
 from runner.models.pretrained import Strategy
+from runner.store import run_link
 from runner.sweep import SWEPT_KEYS_ENV
 
 log = logging.getLogger(__name__)
@@ -635,15 +636,12 @@ def _print_summary(
     metrics = "  ".join(f"{name}={value:.4f}" for name, value in sorted(test_metrics.items()))
     uri = cfg.logger.tracking_uri
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
+    link = run_link(uri, experiment_id, run_id)
     if tracking.is_remote(uri):  # the team's server: its own address
-        link = f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
         opener = f"[runner] open the UI: {link}"
     else:
         ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
-        opener = (
-            f"[runner] open the UI: `make ui` or `{ui}`, then "
-            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
-        )
+        opener = f"[runner] open the UI: `make ui` or `{ui}`, then {link}"
     print(
         f"\n[runner] done on {device}: {metrics}\n"
         f"[runner] MLflow run {run_id} (experiment '{cfg.logger.experiment}', id {experiment_id})\n"

@@ -55,9 +55,12 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     run_id = run.info.run_id
     assert run.info.status == "FINISHED"
 
-    # The summary names the run and how to open the UI.
+    # The summary names the run and how to open the UI, on the run's page in its Model training
+    # view (MLflow 3's UI opens in its GenAI view otherwise).
     assert f"MLflow run {run_id}" in result.stdout
     assert "mlflow ui --backend-store-uri" in result.stdout
+    link = f"/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    assert f"http://127.0.0.1:5000{link}" in result.stdout
 
     # Params: the flattened resolved config, plus what the data turned out to be.
     params = run.data.params

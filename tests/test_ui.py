@@ -12,6 +12,7 @@ import tempfile
 import pytest
 
 from runner.server import NO_JOB_RUNNER, free_port, wait_for
+from runner.store import TRAINING_VIEW, run_link
 from tests.conftest import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,15 +86,19 @@ def test_mlflow_ui_shows_a_sweep_its_runs_datasets_and_metrics(poisoned_sweep, m
     children = {r.data.params["optimizer.lr"]: r for r in runs if r is not parent}
     run = children["0.05"]  # the healthy one
 
-    # The experiment's runs table lists the sweep (its jobs folded under the parent run).
-    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs"
+    # The experiment's runs table lists the sweep (its jobs folded under the parent run), in
+    # the UI's Model training view, where the runner's links open it.
+    runs_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
     dom = page(runs_page, "mlflow_ui_runs.png")
+    text = re.sub(r"<[^>]+>", " ", dom)
+    assert "Model registry" in text and "Evaluation runs" not in text, "the Model training view"
     assert parent.info.run_name in dom, "the sweep's parent run is listed"
-    assert re.search(r"4\s*matching runs", re.sub(r"<[^>]+>", " ", dom)), "parent + 3 jobs"
-    # A job's page: its metrics, the test accuracy among them, and its datasets (logged as
-    # MLflow inputs).
-    run_page = f"{mlflow_server}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+    assert re.search(r"4\s*matching runs", text), "parent + 3 jobs"
+    # A job's page, as the runner links it: its metrics, the test accuracy among them, and its
+    # datasets (logged as MLflow inputs).
+    run_page = run_link(mlflow_server, experiment_id, run.info.run_id)
     text = re.sub(r"<[^>]+>", " ", page(run_page, "mlflow_ui_run.png"))
+    assert "Model registry" in text and "Evaluation runs" not in text, "the Model training view"
     assert "test_accuracy" in text and f"{run.data.metrics['test_accuracy']:.3f}"[:4] in text
     assert re.search(r"digits\s*\(?\s*" + run.data.tags["data.train_digest"][:4], text), (
         "the run's page names its data"
