@@ -31,7 +31,7 @@ train: install
 demo: install
 	$(PY) -m runner experiment=digits_lenet $(ARGS)
 	@echo
-	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT))"
+	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning)"
 
 ## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up)
 TEST_WORKERS ?= 2
@@ -57,7 +57,7 @@ UI_WORKERS ?= 1
 ui: install
 	@store="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')"; \
 	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
-	echo "MLflow UI on $$store: http://$(HOST):$(PORT)"; \
+	echo "MLflow UI on $$store: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 		$(PY) -m mlflow ui --backend-store-uri "$$store" --host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 

@@ -136,6 +136,9 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)  # fmt: skip
     try:
+        # Its first line links the experiments in the UI's Model training view.
+        view = f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
+        assert ui.stdout.readline().rstrip().endswith(view)
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         report = subprocess.run(
