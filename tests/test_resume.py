@@ -176,22 +176,19 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
 def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
     """A sweep started one way resumes another (say, killed in one process, resumed by joblib
     workers or on Slurm): the sweep's key and its jobs' config digests ignore the launcher."""
-    from omegaconf import open_dict
+    from hydra.core.hydra_config import HydraConfig
 
     from runner.resume import comparable_config, config_digest
     from runner.sweep import sweep_key
-    from tests.conftest import compose_config
 
     job = ["experiment=digits_lenet", "trainer.seed=2"]
     keys = set()
     for launcher in ([], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                      ["hydra/launcher=submitit_local"]):  # fmt: skip
-        cfg = compose_config([*job, *launcher, "trainer.resume=true"])
-        assert cfg.hydra.launcher._target_.endswith("Launcher")
-        task_overrides = list(cfg.hydra.overrides.task)
-        with open_dict(cfg):
-            del cfg.hydra  # what a job is given
-        keys.add((sweep_key(task_overrides), config_digest(comparable_config(cfg))))
+        cfg = job_config([*job, *launcher, "trainer.resume=true"])  # what a job is given
+        hydra = HydraConfig.get()  # Hydra's own part, as a job reads it
+        assert hydra.launcher._target_.endswith("Launcher")
+        keys.add((sweep_key(list(hydra.overrides.task)), config_digest(comparable_config(cfg))))
     assert len(keys) == 1
 
 
