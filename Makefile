@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
+# The UI's experiments in its Model training view (MLflow 3 opens its GenAI view otherwise;
+# runner/store.py links runs the same way).
+UI_URL = http://$(HOST):$(PORT)/\#/experiments?workflowType=machine_learning
 
 .PHONY: install lock train demo test test-fast lint format ui server serve report bench clean
 
@@ -31,7 +34,7 @@ train: install
 demo: install
 	$(PY) -m runner experiment=digits_lenet $(ARGS)
 	@echo
-	@echo "Open the MLflow UI with: make ui   (then http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning)"
+	@echo "Open the MLflow UI with: make ui   (then $(UI_URL))"
 
 ## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up)
 TEST_WORKERS ?= 2
@@ -57,7 +60,7 @@ UI_WORKERS ?= 1
 ui: install
 	@store="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')"; \
 	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
-	echo "MLflow UI on $$store: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"; \
+	echo "MLflow UI on $$store: $(UI_URL)"; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 		$(PY) -m mlflow ui --backend-store-uri "$$store" --host $(HOST) --port $(PORT) --workers $(UI_WORKERS)
 
