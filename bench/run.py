@@ -251,8 +251,8 @@ def bench_pipeline(work: Path, rounds: int, count: int, batches: int) -> dict:
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from runner import augment
-    from runner.config import AugmentationConfig
+    from runner.augmentation import transforms as augment
+    from runner.config.schema import AugmentationConfig
     from runner.data.base import ArraySplit
     from runner.data.folders import scan_class_folders
     from runner.data.images import decode_files

@@ -1,50 +1,6 @@
-"""`python -m runner.preview data=... augmentation=...`: a grid of augmented training images.
+"""`python -m runner.preview`: runner/cli/preview.py."""
 
-Same config as a training run (any override works); writes the PNG into the job's output
-folder and prints its path. Nothing is trained or logged.
-"""
-
-from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from runner.config import migrate_argv, register_configs
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from runner import augment, plots
-    from runner.data import load
-    from runner.train import load_context
-
-    augment.validate(cfg.augmentation)
-    splits = load(cfg.data, load_context(cfg))
-    augment.warn_if_mirroring(cfg.augmentation, splits.info.name)
-    originals, augmented = augment.preview(
-        splits.train.sample(8), cfg.augmentation, seed=cfg.trainer.seed, count=8, variants=7
-    )
-    figure = plots.augmentation_grid(
-        originals, augmented, f"augmentation={cfg.augmentation.name} on {splits.info.name}"
-    )
-    path = Path(cfg.paths.output_dir) / f"augmentation_{cfg.augmentation.name}.png"
-    figure.savefig(path, dpi=110)
-    plots.close(figure)
-    print(f"[runner.preview] wrote {path.resolve()}")
-
+from runner.cli.preview import entry
 
 if __name__ == "__main__":
-    from runner.quick_exit import skip_final_collection
-
-    skip_final_collection()
-    # Named apart from training jobs: a preview sweep (-m) opens no MLflow parent run.
-    migrate_argv()
-    sys.argv.append("hydra.job.name=preview")
-    main()
+    entry()

@@ -220,7 +220,7 @@ def compose_config(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
 
     register_configs()  # the typed schemas, as the commands register them
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
@@ -245,7 +245,7 @@ def train_in_process(workspace: Workspace, overrides: list[str]):
     of what a run does (its status, tags, files) where no process boundary is being tested; it
     saves a TensorFlow import (~5 CPU-seconds). Errors are raised, not turned into exit codes
     (the CLI's one-line exit is tested through it elsewhere). Returns the run's objective."""
-    from runner.train import run
+    from runner.training.job import run
 
     job = workspace.root / "outputs" / "in_process"
     cfg = job_config([
@@ -345,6 +345,6 @@ def pytest_configure(config: pytest.Config) -> None:
             "install the pinned versions (make install, or pip install -c constraints.txt)"
         )
     # The test processes hold TensorFlow too: they end as the commands do (runner/quick_exit.py).
-    from runner.quick_exit import skip_final_collection
+    from runner.cli.quick_exit import skip_final_collection
 
     skip_final_collection()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner import augment
+from runner.augmentation import transforms as augment
+from runner.core.errors import RunnerError
 from runner.data.base import ArraySplit, DataInfo, Splits
-from runner.errors import RunnerError
-from runner.train import input_pipelines
+from runner.training import fit
 from tests.conftest import compose_config as compose_cfg
 from tests.test_config import options
 
@@ -24,6 +24,12 @@ def random_splits(n: int = 64) -> Splits:
         return ArraySplit(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3)
 
     return Splits(split(), split(), split(), DataInfo("x", (32, 32, 3), ("a", "b", "c")))
+
+
+def input_pipelines(cfg, splits: Splits, epochs: range = range(1)):
+    """The batches `fit` trains and validates on (runner/training/fit.py), for `epochs`."""
+    train, _ = fit.image_batches(cfg, splits.train, cfg.trainer.batch_size)(epochs)
+    return train, fit.validation_batches(splits.val, cfg.trainer.batch_size)
 
 
 def batches(dataset) -> list[np.ndarray]:
@@ -146,7 +152,7 @@ def fitted_model(overrides: list[str], train_x: np.ndarray, tmp_path):
     """A LeNet with normalization fitted on `train_x`, saved and loaded back in safe mode."""
     import dataclasses
 
-    from runner import normalize
+    from runner.augmentation import normalize
 
     cfg = compose_cfg(overrides)
     info = DataInfo("x", train_x.shape[1:], ("a", "b"))
@@ -176,9 +182,9 @@ def normalized(model, x: np.ndarray, last: str) -> np.ndarray:
 
 
 def test_featurewise_statistics_come_from_the_training_split_only(tmp_path):
-    """Through the code a run uses (train.with_normalization): dark training images, bright
+    """Through the code a run uses (runner/training/inputs.py): dark training images, bright
     validation and test images; the model's statistics are the training images' alone."""
-    from runner.train import with_normalization
+    from runner.training.inputs import with_normalization
 
     rng = np.random.default_rng(1)
     labels = np.zeros(200, np.int64)
@@ -189,7 +195,7 @@ def test_featurewise_statistics_come_from_the_training_split_only(tmp_path):
     cfg = compose_cfg(
         ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"]
     )
-    info = with_normalization(cfg, splits)
+    info = with_normalization(cfg, splits).info
     model = build_and_reload(info, tmp_path)
     out_train = normalized(model, train, "featurewise")
     np.testing.assert_allclose(out_train.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
@@ -202,7 +208,7 @@ def test_statistics_stream_from_disk_for_a_file_split(tmp_path):
     """A dataset streamed from disk (FileSplit) is fitted batch by batch, to the same values."""
     from PIL import Image
 
-    from runner import normalize
+    from runner.augmentation import normalize
     from runner.data.base import FileSplit
 
     rng = np.random.default_rng(4)
@@ -243,7 +249,7 @@ def test_zca_whitening_gives_identity_covariance_on_its_fitting_data(tmp_path):
 
 
 def test_zca_refuses_large_images():
-    from runner import normalize
+    from runner.augmentation import normalize
 
     cfg = compose_cfg(["augmentation.zca_whitening=true"]).augmentation
     with pytest.raises(RunnerError, match="meant for small images"):

@@ -14,8 +14,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from runner.config import SCHEMAS, register_configs
-from runner.registry import DATASETS, MODELS, OPTIMIZERS
+from runner.config.registry import DATASETS, MODELS, OPTIMIZERS
+from runner.config.schema import SCHEMAS, register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -142,7 +142,7 @@ def test_composing_a_config_imports_neither_tensorflow_nor_scikit_learn():
     code = (
         "import sys, types\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from runner.config import register_configs\n"
+        "from runner.config.schema import register_configs\n"
         "register_configs()\n"
         f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
         "    compose('config', overrides=['model=pretrained', 'data=voc', 'optimizer=adam'])\n"

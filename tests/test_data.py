@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner.config import DownloadedDataConfig, FileSpec
+from runner.config.schema import DownloadedDataConfig, FileSpec
+from runner.core.errors import DataError
 from runner.data import LoadContext, load
 from runner.data.cifar10 import read_archive
 from runner.data.digits import DigitsDataConfig
 from runner.data.download import fetch
 from runner.data.fashion_mnist import read_idx
 from runner.data.mnist import read_npz
-from runner.errors import DataError
 from tests import fixtures
 from tests.conftest import compose_config
 

@@ -73,8 +73,8 @@ RANGE_ERRORS = [
 @pytest.mark.parametrize(("override", "message"), RANGE_ERRORS)
 def test_out_of_range_values_are_refused_by_the_config_check(override, message):
     """The check the CLI runs before TensorFlow, on the config it composes."""
-    from runner.checks import check_config
-    from runner.errors import RunnerError
+    from runner.config.checks import check_config
+    from runner.core.errors import RunnerError
 
     cfg = compose_config(["experiment=digits_lenet", *override.split()])
     with pytest.raises(RunnerError) as error:
@@ -93,10 +93,10 @@ def test_an_out_of_range_value_is_one_line_before_any_run(workspace):
 def test_a_monitor_that_is_not_a_metric_is_refused_with_the_choices():
     """What a run checks once it knows its metrics (a RunnerError there fails the run with one
     line: test_missing_file_offline_names_file_url_and_folder)."""
-    from runner import callbacks
+    from runner.core.errors import RunnerError
     from runner.data.base import DataInfo
-    from runner.errors import RunnerError
     from runner.models.heads import loss_and_metrics
+    from runner.training import callbacks
 
     cfg = compose_config(["experiment=digits_lenet", "callbacks.early_stopping.monitor=val_acc"])
     _, metrics = loss_and_metrics(DataInfo("digits", (28, 28, 1), tuple("0123456789")))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import FileSpec
-from runner.errors import RunnerError
+from runner.config.schema import FileSpec
+from runner.core.errors import RunnerError
 from tests import fixtures
 from tests.conftest import FAST, epochs_done, new_workspace, sha256, train_in_process, wait_until
 from tests.test_e2e import only_run

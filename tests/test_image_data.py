@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runner.core.errors import DataError
 from runner.data import LoadContext, load
 from runner.data.cats_vs_dogs import CatsVsDogsDataConfig
 from runner.data.folders import FolderDataConfig
 from runner.data.images import decode_files
 from runner.data.voc import VocDataConfig
-from runner.errors import DataError
 from tests import image_fixtures as fx
 
 
@@ -180,7 +180,7 @@ def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
     import hashlib
 
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    from runner.config import FileSpec
+    from runner.config.schema import FileSpec
 
     cfg = VocDataConfig(
         name="voc", path=None, mirror=mirror.url,

@@ -54,7 +54,7 @@ def test_animals_folder_trains_and_the_model_predicts_class_names(trained, tmp_p
     for label, name in enumerate(("a_cat", "b_dog", "c_panda")):
         fx.picture(label, seed=7000 + label, size=80).save(new / f"{name}.jpg")
     (new / "d_broken.jpg").write_bytes(b"nope")
-    from runner.predict import main as predict
+    from runner.cli.predict import main as predict
 
     predict(["--model", f"runs:/{run.info.run_id}/model", "--tracking-uri", workspace.tracking_uri,
              "--top", "1", "--out", str(tmp_path / "out"), str(new)])  # fmt: skip

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from runner import models
+from runner.core.errors import RunnerError
 from runner.data.base import DataInfo
-from runner.errors import RunnerError
 from runner.models.cifar_cnn import CifarCNNConfig
 from runner.models.convnet_small import ConvNetSmallConfig
 from runner.models.lenet import LeNetConfig
@@ -103,7 +103,7 @@ def test_multilabel_head_is_independent_sigmoids():
 
 
 def test_multilabel_metrics_against_hand_computed_values():
-    from runner.evaluate import multilabel_metrics
+    from runner.evaluation.test_split import multilabel_metrics
 
     y_true = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])  # class 2 never present
     scores = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.2], [0.6, 0.15, 0.3], [0.2, 0.1, 0.05]])
@@ -157,7 +157,7 @@ def test_one_pass_scores_equal_what_keras_evaluate_reports(task):
     import keras
     import tensorflow as tf
 
-    from runner.evaluate import scored
+    from runner.evaluation.test_split import scored
     from runner.models import heads
 
     rng = np.random.default_rng(0)
@@ -187,14 +187,14 @@ def test_one_pass_scores_equal_what_keras_evaluate_reports(task):
 def test_the_trainer_settings_reach_keras_compile_and_training_runs_with_them():
     """trainer.steps_per_execution and trainer.jit_compile, as runs compile with them (several
     steps per call into TensorFlow is refused with strategy=mirrored: test_errors.py)."""
-    from runner.train import _compile
+    from runner.training.building import compile_for_training
     from tests.conftest import compose_config
 
     cfg = compose_config(["experiment=digits_lenet", "trainer.steps_per_execution=3",
                           "trainer.jit_compile=false", "model=mlp"])  # fmt: skip
     info = DataInfo("digits", (4, 4, 1), DIGITS)
     model = models.build(cfg.model, info)
-    _compile(model, cfg.optimizer, info, epochs=1, trainer=cfg.trainer)
+    compile_for_training(model, cfg.optimizer, info, epochs=1, trainer=cfg.trainer)
     assert model.steps_per_execution == 3 and model.jit_compile is False
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (40, 4, 4, 1)).astype("uint8"), np.arange(40) % 10

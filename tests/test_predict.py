@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runner.cli.server import free_port
 from runner.data.images import decode_files
-from runner.server import free_port
 from tests import image_fixtures as fx
 from tests.conftest import compose_config, in_session
 
@@ -74,7 +74,7 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
 
     # A .keras checkpoint (class names from classes.json beside it) answers the same (here in
     # process: the command's own arguments, no second TensorFlow start).
-    from runner.predict import main
+    from runner.cli.predict import main
 
     main(["--model", str(job / "checkpoints" / "best.keras"), str(tmp_path / "loose.png"),
           "--out", str(tmp_path / "out2")])  # fmt: skip
@@ -107,7 +107,7 @@ def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, args, message)
 
 def test_no_usable_input_is_one_line(trained, tmp_path, capsys):
     """In process, through the command's main (its one-line exit: the CLI cases above)."""
-    from runner.predict import main
+    from runner.cli.predict import main
 
     workspace, run = trained.workspace, trained.job
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
@@ -207,8 +207,8 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
     assert "is an evaluation run (runner.evaluate), not a training run" in resumed.stderr
 
     # Other classes are refused (here in process: the one-line exit is the CLI's, as above).
-    from runner.errors import RunnerError
-    from runner.scoring import score
+    from runner.evaluation.scoring import score
+    from runner.core.errors import RunnerError
 
     other = tmp_path / "other"
     fx.write_class_tree(other, classes=("ants", "bees"), per_class=12, unusual_in=None,
@@ -232,7 +232,7 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
 def test_evaluate_decodes_the_data_to_the_models_input(data, expected):
     from omegaconf import OmegaConf
 
-    from runner.scoring import sized_for
+    from runner.evaluation.scoring import sized_for
 
     sized = sized_for(compose_config(data), (24, 24, 1))
     cfg = OmegaConf.to_container(sized.data, enum_to_str=True)

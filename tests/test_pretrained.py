@@ -18,9 +18,9 @@ import pytest
 from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 from omegaconf import OmegaConf
 
+from runner.core.errors import RunnerError
 from runner.data.base import DataInfo
 from runner.data.images import decode_files
-from runner.errors import RunnerError
 from runner.models import backbones, pretrained
 from runner.models.pretrained import PretrainedConfig
 from tests import image_fixtures as fx
@@ -179,8 +179,9 @@ def pretrained_args(mirror, weights: Path, folder: Path, *extra: str) -> list[st
 
 
 def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_weights, tmp_path):
-    """Both strategies in one sweep: feature extraction keeps the backbone bit for bit and its
-    model predicts raw images; fine-tuning changes exactly the layers it unfroze."""
+    """Both transfer modes in one sweep: feature extraction keeps the backbone bit for bit and
+    its model predicts raw images; fine-tuning changes exactly the layers it unfroze. Swept
+    under the key's old name, `model.strategy`, which still works with a one-line note."""
     fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
     result = workspace.run("-m", *pretrained_args(
         mirror, small_weights, tmp_path / "animals",
@@ -190,6 +191,7 @@ def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_
         "trainer.evaluate=last",  # evaluate and log the last weights
     ))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: model.strategy is now model.transfer" in result.stderr
     assert "computed once" in result.stdout + result.stderr  # cached features
     # Downloaded once, by the first job; the second found it in the cache.
     assert mirror.requests.count(f"/{backbones.spec_of(SMALL).notop.path}") == 1
@@ -197,7 +199,7 @@ def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_
     client = workspace.client()
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     jobs = {
-        r.data.params.get("model.strategy"): r for r in runs if r.data.tags.get("sweep") != "parent"
+        r.data.params.get("model.transfer"): r for r in runs if r.data.tags.get("sweep") != "parent"
     }
     assert set(jobs) == {"feature_extraction", "fine_tune"}
     assert all(run.info.status == "FINISHED" for run in jobs.values())
@@ -264,7 +266,7 @@ def test_zero_shot_prediction_prints_imagenet_top5(mirror, tmp_path, capsys):
     index.write_text(json.dumps(synsets))
     photo = tmp_path / "photo.jpg"
     fx.picture(1, seed=7, size=300).save(photo)
-    from runner.predict import main as predict
+    from runner.cli.predict import main as predict
 
     predict(["--pretrained", SMALL, str(photo), "--weights-mirror", mirror.url, "--no-verify",
              "--data-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])  # fmt: skip

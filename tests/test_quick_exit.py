@@ -14,7 +14,7 @@ import atexit, gc, sys
 # Registered before the command's own: runs after it, as the interpreter's teardown would.
 atexit.register(lambda: print("teardown: collector on", gc.isenabled(),
                               "frozen", gc.get_freeze_count() > 0, flush=True))
-from runner.quick_exit import skip_final_collection
+from runner.cli.quick_exit import skip_final_collection
 skip_final_collection()
 skip_final_collection()  # again, as a job in the same process does
 atexit.register(lambda: print("handler: collector on", gc.isenabled(), flush=True))

@@ -9,7 +9,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from runner import report
+from runner.cli import report
 
 matplotlib.use("Agg")
 

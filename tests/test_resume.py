@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 
+from runner.core.errors import RunnerError
 from runner.data.base import ArraySplit
 from runner.data.pipeline import training_batches
-from runner.errors import RunnerError
-from runner.resume import requested_target
+from runner.training.resume import requested_target
 from tests.conftest import epochs_done, job_config, wait_until
 from tests.test_e2e import only_run
 
@@ -178,8 +178,8 @@ def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
     workers or on Slurm): the sweep's key and its jobs' config digests ignore the launcher."""
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.resume import comparable_config, config_digest
-    from runner.sweep import sweep_key
+    from runner.sweeps.identity import sweep_key
+    from runner.training.resume import comparable_config, config_digest
 
     job = ["experiment=digits_lenet", "trainer.seed=2"]
     keys = set()

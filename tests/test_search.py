@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.runner_optuna_sweeper._impl import grid, quoted, search_space
-from runner.search import JobOutcome, default_storage, failed, outcome
+from runner.sweeps.trials import JobOutcome, default_storage, failed, outcome
 
 
 def test_sweep_overrides_become_optuna_distributions():

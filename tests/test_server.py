@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runner.server import free_port, postgres_bin, wait_for
+from runner.cli.server import free_port, postgres_bin, wait_for
 from tests.conftest import epochs_done, in_session, processes, wait_until
 
 

@@ -59,7 +59,7 @@ def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
 
     image = tmp_path / "seven.png"
     Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 255).astype("uint8")).save(image)
-    from runner.predict import main as predict  # in process: the CLI is tested in test_predict
+    from runner.cli.predict import main as predict  # in process: the CLI is tested in test_predict
 
     predict(["--model", "models:/digits@champion", str(image), "--tracking-uri",
              workspace.tracking_uri, "--out", str(tmp_path / "out")])  # fmt: skip
@@ -67,7 +67,7 @@ def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
 
     # The comparison report, in process (the command itself: test_predict.py, from a folder
     # of its own).
-    from runner.report import main as report
+    from runner.cli.report import main as report
 
     report(["--experiment", "sweeps", "--sweep", "latest", "--tracking-uri",
             workspace.tracking_uri, "--out", str(workspace.root / "experiments")])  # fmt: skip

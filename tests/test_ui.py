@@ -11,8 +11,8 @@ import tempfile
 
 import pytest
 
-from runner.server import NO_JOB_RUNNER, free_port, wait_for
-from runner.store import TRAINING_VIEW, run_link
+from runner.cli.server import NO_JOB_RUNNER, free_port, wait_for
+from runner.tracking.store import TRAINING_VIEW, run_link
 from tests.conftest import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -34,9 +34,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from runner import search
-from runner.locks import sqlite_lock
-from runner.store import sqlite_file
+from runner.sweeps import trials as search
+from runner.tracking.store import sqlite_file, sqlite_lock
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "worker"  # host:pid of the sweeper that asked for the trial

@@ -11,16 +11,39 @@ from __future__ import annotations
 import pickle
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from runner.config.registry import DATASETS
+from runner.config.schema import ColorMode
+from runner.core.errors import DataError, RunnerError
 from runner.data.base import DataInfo, LoadContext, Splits
-from runner.errors import DataError
-from runner.registry import DATASETS
+from runner.data.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["DataInfo", "LoadContext", "Splits", "load"]
+__all__ = ["DataInfo", "LoadContext", "Splits", "load", "load_context"]
+
+
+def load_context(cfg: Any, model_input_size: Callable[[], tuple[int, int]]) -> LoadContext:
+    """Image size and color: the data config's if set, else what the model is meant for
+    (`model_input_size()`, asked only then: the data layer knows no model)."""
+    size = OmegaConf.select(cfg, "data.image_size", default=None) or model_input_size()
+    if isinstance(size, int):  # digits: the side of a square
+        size = [size, size]
+    color = OmegaConf.select(cfg, "data.color_mode", default=None) or cfg.model.color_mode
+    if len(size) != 2 or min(size) < 1:
+        raise RunnerError(f"data.image_size should be [height, width]. Received: {list(size)}")
+    return LoadContext(
+        data_dir=Path(cfg.paths.data_dir).expanduser(),
+        seed=cfg.data.split_seed,
+        validation_split=cfg.trainer.validation_split,
+        image_size=(int(size[0]), int(size[1])),
+        channels=1 if ColorMode(color) is ColorMode.grayscale else 3,
+        max_memory_mb=OmegaConf.select(cfg, "data.max_memory_mb", default=4096),
+        max_pixels=OmegaConf.select(cfg, "data.max_pixels", default=DEFAULT_MAX_PIXELS),
+    )
 
 
 def load(data_cfg: Any, ctx: LoadContext) -> Splits:

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from runner.core.errors import DataError
 from runner.data.images import DEFAULT_MAX_PIXELS, Skipped, decode_files
-from runner.errors import DataError
 
 Task = Literal["multiclass", "binary", "multilabel"]
 

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from runner.config import ImageDataConfig
+from runner.config.registry import DATASETS
+from runner.config.schema import ImageDataConfig
+from runner.core.errors import DataError
+from runner.core.locks import file_lock
 from runner.data.base import (
     DataInfo,
     LoadContext,
@@ -29,9 +32,6 @@ from runner.data.base import (
 )
 from runner.data.folders import require_folder
 from runner.data.images import Skipped, is_image_name
-from runner.errors import DataError
-from runner.locks import file_lock
-from runner.registry import DATASETS
 
 CLASS_NAMES = ("cat", "dog")
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.config import DownloadedDataConfig
+from runner.config.registry import DATASETS
+from runner.config.schema import DownloadedDataConfig
+from runner.core.errors import DataError
 from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
-from runner.errors import DataError
-from runner.registry import DATASETS
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))

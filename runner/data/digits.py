@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runner.config import DataConfig
+from runner.config.registry import DATASETS
+from runner.config.schema import DataConfig
 from runner.data.base import ArraySplit, RawArrays, official_test_split, stratified_split
-from runner.registry import DATASETS
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 

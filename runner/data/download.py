@@ -16,9 +16,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.config import DownloadedDataConfig, FileSpec
-from runner.errors import DataError
-from runner.locks import file_lock
+from runner.config.schema import DownloadedDataConfig, FileSpec
+from runner.core.errors import DataError
+from runner.core.locks import file_lock
 
 log = logging.getLogger(__name__)
 

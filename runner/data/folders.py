@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from runner.config import ImageDataConfig
+from runner.config.registry import DATASETS
+from runner.config.schema import ImageDataConfig
+from runner.core.errors import DataError
 from runner.data.base import (
     DataInfo,
     LoadContext,
@@ -27,8 +29,6 @@ from runner.data.base import (
     task_for,
 )
 from runner.data.images import Skipped, is_image_name
-from runner.errors import DataError
-from runner.registry import DATASETS
 
 
 @dataclass

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from runner.core.lazy import tf
 from runner.data.base import FileSplit, Split
 from runner.data.images import decode_image
-from runner.lazy import tf
 
 
 def to_dataset(

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner.config import DownloadedDataConfig, ImageDataConfig
+from runner.config.registry import DATASETS
+from runner.config.schema import DownloadedDataConfig, ImageDataConfig
+from runner.core.errors import DataError
+from runner.core.locks import file_lock
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all
 from runner.data.folders import require_folder
 from runner.data.images import Skipped
-from runner.errors import DataError
-from runner.locks import file_lock
-from runner.registry import DATASETS
 
 log = logging.getLogger(__name__)
 

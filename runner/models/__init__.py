@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import RunnerError
-from runner.registry import MODELS
+from runner.config.registry import MODELS
+from runner.core.errors import RunnerError
 
 if TYPE_CHECKING:
     import keras

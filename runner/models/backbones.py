@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from runner.config import FileSpec
+from runner.config.schema import FileSpec
+from runner.core.errors import RunnerError
 from runner.data.download import ConfigKeys, fetch
-from runner.errors import RunnerError
 
 # caffe: RGB->BGR, minus the ImageNet mean; tf: scaled to [-1, 1]; none: the model does its own.
 PreprocessMode = Literal["caffe", "tf", "none"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runner.lazy import keras
+from runner.core.lazy import keras
 
 if TYPE_CHECKING:
     from runner.data.base import DataInfo

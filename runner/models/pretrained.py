@@ -6,7 +6,7 @@
 The backbone always runs in inference mode (`training=False`), so its BatchNorm statistics stay
 ImageNet's even while its top layers are fine-tuned, as in Keras' transfer-learning guide.
 
-Strategies (`model.strategy`):
+Transfer modes (`model.transfer`; `model.strategy` before):
   feature_extraction  the backbone is frozen; only the head trains. Without augmentation the
                       backbone's features are computed once per image (`cached_features`).
   fine_tune           the head trains first (`trainer.epochs`), then the top of the backbone is
@@ -21,12 +21,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.config import ModelConfig
-from runner.errors import RunnerError
-from runner.lazy import keras
+from runner.config.registry import MODELS
+from runner.config.schema import ModelConfig
+from runner.core.errors import RunnerError
+from runner.core.lazy import keras
 from runner.models import backbones
 from runner.models.heads import classifier_head
-from runner.registry import MODELS
+from runner.models.phases import Phase, PhaseNote
 
 if TYPE_CHECKING:
     from runner.data.base import DataInfo
@@ -53,7 +54,7 @@ class Backbone(Enum):
     efficientnet_b0 = "efficientnet_b0"
 
 
-class Strategy(Enum):
+class Transfer(Enum):
     feature_extraction = "feature_extraction"  # backbone frozen, only the new head trains
     fine_tune = "fine_tune"  # the head first, then the top of the backbone at a lower rate
     full = "full"  # every layer trains from the first epoch
@@ -67,7 +68,7 @@ class Pooling(Enum):
 
 @dataclass
 class FineTuneConfig:
-    """The second phase of `strategy=fine_tune`, after `trainer.epochs` epochs of the head."""
+    """The second phase of `transfer=fine_tune`, after `trainer.epochs` epochs of the head."""
 
     epochs: int = 10
     lr: float = 1e-5
@@ -86,7 +87,7 @@ class PretrainedConfig(ModelConfig):
     # Checksum of the fetched weights file; null: the md5 Keras publishes for it.
     weights_hash: str | None = None
     input_size: list[int] | None = None  # null: the backbone's default (224, or 299)
-    strategy: Strategy = Strategy.feature_extraction
+    transfer: Transfer = Transfer.feature_extraction
     # How the backbone's feature map meets the head.
     pooling: Pooling = Pooling.avg
     dense_units: int = 0  # a hidden ReLU layer in the head; 0: none
@@ -117,7 +118,7 @@ def validate(cfg: Any, *, normalizing: bool = False) -> None:
         raise RunnerError(f"model.dropout should be in [0, 1). Received: {cfg.dropout}")
     if cfg.dense_units < 0:
         raise RunnerError(f"model.dense_units should be >= 0. Received: {cfg.dense_units}")
-    if Strategy(cfg.strategy) is Strategy.fine_tune:
+    if Transfer(cfg.transfer) is Transfer.fine_tune:
         tune = cfg.fine_tune
         if tune.epochs < 1 or tune.unfreeze_layers < 1 or not tune.lr > 0:
             raise RunnerError(
@@ -177,7 +178,7 @@ def build(info: DataInfo, cfg: Any, weights: Path | None = None) -> keras.Model:
     if cfg.dropout:
         x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     model = keras.Model(inputs, classifier_head(x, info), name=f"{name}_transfer")
-    backbone.trainable = Strategy(cfg.strategy) is Strategy.full
+    backbone.trainable = Transfer(cfg.transfer) is Transfer.full
     return model
 
 
@@ -225,3 +226,27 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     for layer in after:
         x = layer(x)
     return extractor, keras.Model(head_input, x, name="head")
+
+
+def training_phases(cfg: Any, *, epochs: int, augmented: bool) -> list[Phase]:
+    """`feature_extraction` and `full`: one phase. `fine_tune`: the head for `epochs`, then
+    the top of the backbone for `model.fine_tune.epochs` at `model.fine_tune.lr`. A frozen
+    backbone sees each image the same way every epoch unless it is augmented: its features are
+    computed once (`model.cache_features`)."""
+    transfer = Transfer(cfg.transfer)
+    frozen = transfer in (Transfer.feature_extraction, Transfer.fine_tune)
+    cached = frozen and cfg.cache_features and not augmented
+    first = Phase(epochs, cached_features=split_at_features if cached else None)
+    if transfer is not Transfer.fine_tune:
+        return [first]
+
+    def unfreeze(model: keras.Model) -> PhaseNote:
+        unfrozen = unfreeze_top(model, cfg)
+        return PhaseNote(
+            f"fine-tuning: {len(unfrozen)} layers of the backbone unfrozen "
+            f"({unfrozen[0]} ... {unfrozen[-1]})",
+            "model/fine_tuned_layers.json",
+            unfrozen,
+        )
+
+    return [first, Phase(cfg.fine_tune.epochs, lr=cfg.fine_tune.lr, prepare=unfreeze)]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runner.config import ModelConfig
-from runner.lazy import keras
+from runner.config.registry import MODELS
+from runner.config.schema import ModelConfig
+from runner.core.lazy import keras
 from runner.models.heads import classifier_head, image_input
-from runner.registry import MODELS
 
 if TYPE_CHECKING:
     from runner.data.base import DataInfo

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.config import Schedule
-from runner.lazy import keras
-from runner.registry import OPTIMIZERS
+from runner.config.registry import OPTIMIZERS
+from runner.config.schema import Schedule
+from runner.core.lazy import keras
 
 
 def learning_rate(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config import OptimizerConfig
-from runner.lazy import keras
-from runner.registry import OPTIMIZERS
+from runner.config.registry import OPTIMIZERS
+from runner.config.schema import OptimizerConfig
+from runner.core.lazy import keras
 
 
 @dataclass

@@ -1,0 +1,204 @@
+"""Training-time augmentation: the tutorials' `ImageDataGenerator` vocabulary, made fast.
+
+Rotation, shifts, shear, zoom and flips are composed into one random affine matrix per image and
+applied to the whole batch by a single `ImageProjectiveTransformV3` call inside the `tf.data`
+pipeline (parallel, prefetched), instead of a chain of layers each resampling the image.
+Brightness and contrast follow as cheap per-image arithmetic. Only training batches pass through
+here; validation and test batches never do.
+
+The matrices follow `ImageDataGenerator.apply_transform`: they map each output pixel back to the
+input pixel it samples, composed as rotation @ shift @ shear @ zoom around the image center.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from runner.config.checks import check_augmentation
+from runner.config.schema import Placement
+
+log = logging.getLogger(__name__)
+
+
+def is_geometric(cfg: Any) -> bool:
+    """Whether any transform that moves pixels (the affine matrix) is on."""
+    return bool(
+        any((cfg.rotation, cfg.width_shift, cfg.height_shift, cfg.shear, cfg.zoom))
+        or cfg.horizontal_flip
+        or cfg.vertical_flip
+    )
+
+
+def is_active(cfg: Any) -> bool:
+    return bool(is_geometric(cfg) or cfg.brightness or cfg.contrast)
+
+
+# Datasets whose classes change or vanish when mirrored (a mirrored 2 or 7 is no digit).
+MIRROR_SENSITIVE = ("digits", "mnist")
+
+
+def warn_if_mirroring(cfg: Any, data_name: str) -> None:
+    flips = [k for k in ("horizontal_flip", "vertical_flip") if cfg[k]]
+    if flips and data_name in MIRROR_SENSITIVE:
+        log.warning(
+            "augmentation.%s mirrors the images of data=%s, whose classes are not mirror-"
+            "symmetric (a mirrored digit is no digit): set augmentation.%s=false",
+            flips[0], data_name, flips[0],
+        )  # fmt: skip
+
+
+def validate(cfg: Any) -> None:
+    check_augmentation(cfg)
+
+
+def _uniform(seed: tf.Tensor, n: tf.Tensor, bound: float, index: int) -> tf.Tensor:
+    if not bound:
+        return tf.zeros([n])
+    sub_seed = tf.random.experimental.stateless_fold_in(seed, index)
+    return tf.random.stateless_uniform([n], sub_seed, -bound, bound)
+
+
+def random_matrices(cfg: Any, seed: tf.Tensor, n: tf.Tensor, height: int, width: int):
+    """(n, 8) projective transforms mapping output to input coordinates, one per image."""
+    theta = _uniform(seed, n, math.radians(cfg.rotation), 0)
+    shear = _uniform(seed, n, math.radians(cfg.shear), 1)
+    shift_x = _uniform(seed, n, cfg.width_shift * width, 2)
+    shift_y = _uniform(seed, n, cfg.height_shift * height, 3)
+    zoom_x = 1.0 + _uniform(seed, n, cfg.zoom, 4)
+    zoom_y = 1.0 + _uniform(seed, n, cfg.zoom, 5)
+    flip_x = _flip(seed, n, cfg.horizontal_flip, 6)
+    flip_y = _flip(seed, n, cfg.vertical_flip, 7)
+
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    one, zero = tf.ones([n]), tf.zeros([n])
+
+    def matrix(rows):
+        return tf.reshape(tf.stack([tf.stack(row, axis=-1) for row in rows], axis=1), [-1, 3, 3])
+
+    rotation = matrix([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
+    shift = matrix([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
+    shear_m = matrix([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]])
+    zoom = matrix([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
+    # Flips are mirrorings around the center: a sign on x or y.
+    flip = matrix([[flip_x, zero, zero], [zero, flip_y, zero], [zero, zero, one]])
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    to_center = tf.constant([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
+    from_center = tf.constant([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    full = to_center @ rotation @ shift @ shear_m @ zoom @ flip @ from_center
+    flat = tf.reshape(full, [-1, 9])
+    return flat[:, :8] / flat[:, 8:9]
+
+
+def _flip(seed: tf.Tensor, n: tf.Tensor, enabled: bool, index: int) -> tf.Tensor:
+    if not enabled:
+        return tf.ones([n])
+    sub_seed = tf.random.experimental.stateless_fold_in(seed, index)
+    coin = tf.random.stateless_uniform([n], sub_seed) < 0.5
+    return tf.where(coin, -1.0, 1.0)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool = True) -> tf.Tensor:
+    """Augment a (N, H, W, C) batch of 0-255 pixels; returns uint8 (or float32) of that shape."""
+    shape = tf.shape(images)
+    n, height, width = shape[0], images.shape[1], images.shape[2]
+    out = tf.cast(images, tf.float32)
+    if is_geometric(cfg):
+        out = tf.raw_ops.ImageProjectiveTransformV3(
+            images=out,
+            transforms=random_matrices(cfg, seed, n, height, width),
+            output_shape=tf.shape(out)[1:3],
+            fill_value=float(cfg.fill_value),
+            interpolation="BILINEAR",
+            fill_mode=cfg.fill_mode.upper(),
+        )
+    if cfg.brightness:  # add up to +-brightness of the full range
+        delta = _uniform(seed, n, cfg.brightness * 255.0, 8)
+        out = out + delta[:, None, None, None]
+    if cfg.contrast:  # scale around each image's mean by 1 +- contrast
+        factor = 1.0 + _uniform(seed, n, cfg.contrast, 9)
+        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+        out = (out - mean) * factor[:, None, None, None] + mean
+    out = tf.clip_by_value(out, 0.0, 255.0)
+    return tf.cast(tf.round(out), tf.uint8) if as_uint8 else out
+
+
+def in_model(cfg: Any) -> bool:
+    return is_active(cfg) and Placement(cfg.placement) is Placement.model
+
+
+def apply(dataset: tf.data.Dataset, cfg: Any, seed: int) -> tf.data.Dataset:
+    """Augment the images of a batched (images, labels) dataset, new randomness every epoch."""
+    if not is_active(cfg) or in_model(cfg):
+        return dataset
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def transform(batch, batch_seed):
+        images, labels = batch
+        return augment_batch(images, batch_seed, cfg), labels
+
+    return (
+        tf.data.Dataset.zip((dataset, seeds))
+        .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+RANDOM_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip",
+               "vertical_flip", "fill_mode", "fill_value", "brightness", "contrast")  # fmt: skip
+
+
+@keras.saving.register_keras_serializable(package="runner")
+class RandomAugmentation(keras.layers.Layer):
+    """The same transforms as a layer, active only in training: `placement: model`.
+
+    It runs where the model runs (the GPU when there is one). Only the training model wears
+    it: checkpoints hold it, the evaluated and logged model is the one inside, without it.
+    """
+
+    def __init__(self, settings: dict, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_jit = False  # ImageProjectiveTransformV3 has no XLA kernel
+        self.settings = dict(settings)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images: Any, training: bool | None = None) -> Any:
+        if not training:
+            return images
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return augment_batch(images, seed, SimpleNamespace(**self.settings), as_uint8=False)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "settings": self.settings, "seed": self.seed}
+
+
+def wrap_model(model: keras.Model, cfg: Any, seed: int) -> keras.Model:
+    """The model to train with `placement: model`: augmentation in front, the model behind."""
+    settings = {key: cfg[key] for key in RANDOM_KEYS}
+    layer = RandomAugmentation(settings, seed=seed, name="augmentation")
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(layer(inputs)), name=f"{model.name}_augmented")
+
+
+def unwrap_model(model: keras.Model) -> keras.Model:
+    """The trained model without its augmentation layer (the last layer of the wrapper)."""
+    return model.layers[-1] if model.name.endswith("_augmented") else model
+
+
+def preview(
+    images: Any, cfg: Any, *, seed: int, count: int = 6, variants: int = 5
+) -> tuple[Any, Any]:
+    """`count` originals and `variants` augmented versions of each, as uint8 arrays."""
+    originals = images[:count]
+    batch = tf.repeat(tf.constant(originals), variants, axis=0)
+    augmented = augment_batch(batch, tf.constant([seed, 0], tf.int64), cfg).numpy()
+    return originals, augmented.reshape(len(originals), variants, *originals.shape[1:])

@@ -1,0 +1,400 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Hydra merges `conf/**.yaml` into these dataclasses, so an unknown key or a value of the wrong
+type is rejected while the config is composed: before TensorFlow is even imported.
+
+Here live the base schemas and the groups with one schema (augmentation, trainer, logger, paths).
+A data, model or optimizer option declares its own schema beside its code (runner/registry.py)
+and its YAML file starts with a defaults list naming it (`- /schema/model/lenet@_here_`), the
+pattern of Hydra's "structured config schema" tutorial: the group's field is typed with the
+base class, the option picks the subclass that holds its own keys and their defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class FileSpec:
+    """One file of a dataset: its name on the mirror and in the cache, and its checksum."""
+
+    name: str = MISSING
+    sha256: str | None = None
+    md5: str | None = None  # only where no sha256 is published (Pascal VOC)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # Decides the train/validation/test splits; trainer.seed does not, so runs with different
+    # training seeds are compared on one test set.
+    split_seed: int = 42
+
+
+@dataclass
+class DownloadedDataConfig(DataConfig):
+    """A dataset fetched from `mirror` into `paths.data_dir/<name>/` and checked file by file."""
+
+    mirror: str = MISSING
+    files: dict[str, FileSpec] = field(default_factory=dict)
+    verify_checksum: bool = True
+    timeout: float = 60.0  # seconds without a byte from the mirror before a download fails
+
+
+class ColorMode(Enum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
+    """Images decoded from files. Size and color default to the model's (`model.input_size`)."""
+
+    path: str | None = None
+    image_size: list[int] | None = None  # [height, width]
+    color_mode: ColorMode | None = None
+    # Decoded images up to this size are kept in memory; a larger dataset streams from disk.
+    max_memory_mb: float = 4096
+    # Files declaring more pixels are skipped before decoding (PIL's default limit).
+    max_pixels: int = 89_478_485
+
+
+# -------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # Image size and color this model is meant for; image datasets decode to it unless
+    # data.image_size / data.color_mode say otherwise. Arrays (MNIST, CIFAR) keep their own.
+    # (Optional only so that `pretrained` can leave it to its backbone.)
+    input_size: list[int] | None = field(default_factory=lambda: [32, 32])
+    color_mode: ColorMode = ColorMode.rgb
+
+
+# ---------------------------------------------------------------------------------- optimizer
+
+
+class Schedule(Enum):
+    constant = "constant"
+    # lr / (1 + decay_rate * step): the tutorials' legacy `SGD(decay=...)`.
+    inverse_time = "inverse_time"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.01
+    schedule: Schedule = Schedule.constant
+    # Per-step decay of the inverse-time schedule; null means the tutorials' rule lr / epochs.
+    decay_rate: float | None = None
+
+
+# ------------------------------------------------------------------------------- augmentation
+
+
+class Placement(Enum):
+    pipeline = "pipeline"  # in the tf.data input pipeline, on the CPU, overlapped with training
+    model = "model"  # a layer in front of the model while training: on the GPU when there is one
+
+
+@dataclass
+class AugmentationConfig:
+    """ImageDataGenerator's random transforms, applied to training batches only."""
+
+    name: str = "none"
+    placement: Placement = Placement.pipeline
+    rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
+    width_shift: float = 0.0  # fraction of the width, uniform in [-s, s]
+    height_shift: float = 0.0  # fraction of the height
+    shear: float = 0.0  # degrees (ImageDataGenerator's shear_range unit)
+    zoom: float = 0.0  # scale uniform in [1 - zoom, 1 + zoom] per axis
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    fill_mode: str = "nearest"  # nearest | reflect | wrap | constant
+    fill_value: float = 0.0  # for fill_mode=constant
+    brightness: float = 0.0  # add uniform [-b, b] x 255
+    contrast: float = 0.0  # scale around the image mean by uniform [1 - c, 1 + c]
+    # Normalization, fitted on the training split and built into the model (all splits and
+    # predictions go through it): per-channel mean / std, per-image mean and std, ZCA.
+    featurewise_center: bool = False
+    featurewise_std_normalization: bool = False
+    samplewise_normalization: bool = False
+    zca_whitening: bool = False
+    zca_epsilon: float = 1e-6
+
+
+# ---------------------------------------------------------------------------------- callbacks
+# Keras callbacks a run switches on and tunes from the config (runner/callbacks.py). A monitor
+# ending in "loss" is minimized, any other (accuracy, pr_auc) maximized.
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+
+class Keep(Enum):
+    best = "best"  # checkpoints/best.keras
+    best_and_last = "best_and_last"  # and checkpoints/last.keras, the weights of the last epoch
+
+
+@dataclass
+class ModelCheckpointConfig:
+    """checkpoints/best.keras: the model of the best epoch by `monitor`, kept as training goes."""
+
+    enabled: bool = True
+    # null: the objective's metric (objective.metric), so the evaluated weights and the value
+    # a sweep ranks come from the same epoch.
+    monitor: str | None = None
+    keep: Keep = Keep.best
+
+
+@dataclass
+class ReduceLROnPlateauConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 3
+    min_delta: float = 1e-4  # a change smaller than this is no improvement
+    min_lr: float = 0.0
+
+
+@dataclass
+class TensorBoardConfig:
+    """Event files in the job folder's `tensorboard/`, logged to the MLflow run at the end."""
+
+    enabled: bool = False
+    histogram_freq: int = 0  # epochs between weight histograms; 0: none
+    profile_batch: int = 0  # profile this batch (0: no profiling)
+
+
+@dataclass
+class CSVLoggerConfig:
+    """`history.csv` in the job folder (a row per epoch), logged to the MLflow run."""
+
+    enabled: bool = False
+
+
+@dataclass
+class CallbacksConfig:
+    name: str = MISSING
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    model_checkpoint: ModelCheckpointConfig = field(default_factory=ModelCheckpointConfig)
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    csv_logger: CSVLoggerConfig = field(default_factory=CSVLoggerConfig)
+
+
+# ------------------------------------------------------------------------ trainer and logging
+
+
+class Precision(Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"  # GPUs with float16 tensor cores (loss scaling is automatic)
+    mixed_bfloat16 = "mixed_bfloat16"  # TPUs, recent GPUs and CPUs with bfloat16
+
+
+class Evaluate(Enum):
+    best = "best"  # checkpoints/best.keras: the best epoch by callbacks.model_checkpoint.monitor
+    last = "last"  # the weights after the last epoch trained
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    seed: int = 42  # initialisation, data order, augmentation (not the splits: data.split_seed)
+    validation_split: float = 0.1
+    # Continue an unfinished run in its MLflow run: a run id, its job folder, or true (the
+    # latest unfinished run with this config; in a sweep, the same job of the same sweep).
+    resume: str | None = None
+    # Keras' fit verbosity: 1 = progress bar, 2 = one line per epoch; null picks 1 on a terminal.
+    verbose: int | None = None
+    # TensorFlow thread pools; 0 lets TensorFlow decide (all cores).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    # Which weights the test split scores and the run logs as its model.
+    evaluate: Evaluate = Evaluate.best
+    # Speed on accelerators: the Keras mixed-precision policy (the output layer and the loss stay
+    # float32), XLA compilation, and training steps run per call into TensorFlow.
+    precision: Precision = Precision.float32
+    jit_compile: str = (
+        "auto"  # auto (Keras decides: XLA where the model supports it) | true | false
+    )
+    steps_per_execution: int = 1
+
+
+@dataclass
+class StrategyConfig:
+    """tf.distribute (runner/distribute.py): `default` one device, `mirrored` one replica per
+    local GPU. trainer.batch_size is per replica: each step takes batch_size x replicas."""
+
+    name: str = MISSING
+    devices: list[str] | None = (
+        None  # mirrored: these devices (e.g. [/gpu:0, /gpu:1]); null: all GPUs
+    )
+    cpu_devices: int = 0  # split the CPU into this many logical devices (mirrored without GPUs)
+
+
+@dataclass
+class LoggerConfig:
+    tracking_uri: str = MISSING
+    experiment: str = "runner"
+    # Where a newly created experiment keeps its artifacts; null lets the tracking server decide.
+    artifact_location: str | None = None
+    run_name: str | None = None
+    log_model: bool = True
+    # Also log `serving`: the model for `mlflow models serve`, taking base64-encoded image files.
+    log_serving_model: bool = True
+    # CPU, memory, disk, network and (NVIDIA) GPU use, sampled every `system_metrics_interval`
+    # seconds by MLflow into the run's system/* metrics.
+    system_metrics: bool = False
+    system_metrics_interval: float = 10.0
+    # Register the logged model under this name (a new version per run); at the end of a sweep
+    # the best job's model is registered and gets the alias `champion`.
+    register_model: str | None = None
+
+
+@dataclass
+class PathsConfig:
+    root: str = MISSING
+    data_dir: str = MISSING
+    # Hydra's output folder of the job; unknown (None) when only printing the config.
+    output_dir: str | None = None
+
+
+class Mode(Enum):
+    max = "max"
+    min = "min"
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a job returns to a sweeper: the best value of `metric` over its epochs."""
+
+    # null: val_accuracy, or val_pr_auc (precision-recall AUC) for multi-label data, where
+    # element-wise accuracy rewards predicting every label absent.
+    metric: str | None = None
+    mode: Mode = Mode.max
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # Free-form: an `experiment=` preset may record what it reproduces here.
+    notes: Any = None
+
+
+# Groups with one schema; data, model and optimizer options register theirs beside their code.
+SCHEMAS: dict[str, type] = {
+    "augmentation": AugmentationConfig,
+    "trainer": TrainerConfig,
+    "callbacks": CallbacksConfig,
+    "strategy": StrategyConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+}
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# Keys that moved: old prefix -> new prefix (the old ones keep working, with a one-line note).
+MOVED_KEYS = {
+    "trainer.early_stopping.": "callbacks.early_stopping.",
+    "trainer.checkpoint.": "callbacks.model_checkpoint.",
+}
+# Keys renamed: old key -> new key. `strategy` is the tf.distribute group; a pretrained model's
+# transfer mode is `model.transfer`.
+RENAMED_KEYS = {"model.strategy": "model.transfer"}
+
+
+def migrate_override(override: str) -> tuple[str | None, str | None]:
+    """(the override in today's keys or None to drop it, a note for the user or None)."""
+    sign = override[: len(override) - len(override.lstrip("+~"))]
+    key, _, value = override[len(sign) :].partition("=")
+    if key == "trainer.checkpoint.save_best_only":
+        if value.strip().lower() == "false":
+            return "trainer.evaluate=last", (
+                "trainer.checkpoint.save_best_only=false is now trainer.evaluate=last "
+                "(best.keras always holds the best epoch)"
+            )
+        return (
+            None,
+            "trainer.checkpoint.save_best_only is gone: best.keras always holds the best epoch",
+        )
+    if key in RENAMED_KEYS:
+        return f"{sign}{RENAMED_KEYS[key]}={value}", f"{key} is now {RENAMED_KEYS[key]}"
+    for old, new in MOVED_KEYS.items():
+        if key.startswith(old):
+            moved = new + key[len(old) :]
+            return f"{sign}{moved}={value}", f"{key} is now {moved}"
+    return override, None
+
+
+def migrate_argv() -> None:
+    """Rewrite moved keys on the command line (sys.argv) before Hydra parses it."""
+    migrated = []
+    for argument in sys.argv[1:]:
+        override, note = migrate_override(argument)
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        if override is not None:
+            migrated.append(override)
+    sys.argv[1:] = migrated
+
+
+def config_groups() -> str:
+    """`group: option, option, ...` for every folder of conf/, as Hydra's help prints them."""
+    lines = []
+    # (conf/hydra/ holds presets for Hydra's own groups: `--hydra-help` lists those.)
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        names = sorted(path.stem for path in folder.glob("*.yaml"))
+        lines.append(f"{folder.name}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore (as `schema/<group>/<name>`); cheap: option
+    modules load Keras and TensorFlow only when they build something."""
+    from runner.config.registry import DATASETS, MODELS, OPTIMIZERS
+
+    # A short random suffix for job folders; cached, so every use in one process agrees.
+    OmegaConf.register_new_resolver(
+        "runner_unique", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True
+    )
+    # For `--help`: the groups a user picks from (Hydra's own list shows the schema/ groups too).
+    OmegaConf.register_new_resolver("runner_config_groups", config_groups, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, node in SCHEMAS.items():
+        cs.store(group=f"schema/{group}", name=group, node=node)
+    for registry in (DATASETS, MODELS, OPTIMIZERS):
+        for name, option in registry.options().items():
+            schema = OmegaConf.structured(option.schema)
+            schema.name = name  # the option's name is its registered name: never restated
+            cs.store(group=f"schema/{registry.group}", name=name, node=schema)

@@ -1,0 +1,91 @@
+"""Stage 3, the model: built for the data (inside the distribution strategy's scope), described
+to MLflow, compiled with the configured optimizer; and the compile of a model that is only
+evaluated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from runner import models, optimizers
+from runner.augmentation import transforms as augment
+from runner.data.base import DataInfo
+from runner.evaluation.classifiers import CLASSES_FILE
+from runner.models import heads
+from runner.tracking.run_log import RunLog
+from runner.training import callbacks
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    model: keras.Model  # what `fit` trains (wrapped in augmentation layers when placed there)
+    objective_metric: str  # what the job returns to a sweeper and checkpoints watch by default
+    metadata: dict  # how to read its outputs: task, threshold
+
+
+def build(
+    cfg: DictConfig, info: DataInfo, weights: Path | None, checkpoint_dir: Path, run_log: RunLog
+) -> BuiltModel:
+    """The model for `info`, compiled; `classes.json` beside its checkpoints (for predict on a
+    `.keras` file). Call inside the strategy's scope: the model, its optimizer and metrics
+    live on every replica."""
+    model = models.build(cfg.model, info, weights)
+    metadata = model_metadata(cfg, info)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / CLASSES_FILE).write_text(
+        json.dumps({"class_names": list(info.class_names), **metadata})
+    )
+    _, metrics = heads.loss_and_metrics(info)
+    objective_metric = cfg.objective.metric or heads.default_objective(info)
+    run_log.set_tag("objective_metric", objective_metric)
+    callbacks.check(cfg, objective_metric, metrics)
+    run_log.log_text(summary_text(model), "model_summary.txt")
+    if augment.in_model(cfg.augmentation):
+        model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
+    compile_for_training(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
+    return BuiltModel(model, objective_metric, metadata)
+
+
+def model_metadata(cfg: DictConfig, info: DataInfo) -> dict:
+    """How to read the model's outputs: the task, and the threshold of a multi-label one."""
+    return {"task": info.task, "threshold": OmegaConf.select(cfg, "data.threshold", default=0.5)}
+
+
+def compile_for_training(
+    model: keras.Model,
+    optimizer_cfg: DictConfig,
+    info: DataInfo,
+    *,
+    epochs: int,
+    trainer: DictConfig,
+) -> None:
+    """Compile for training, with fresh metric objects; the optimizer is built now, so a saved
+    model holds all of its variables and loads back without warnings."""
+    loss, metrics = heads.loss_and_metrics(info)
+    jit = str(trainer.jit_compile).lower()
+    model.compile(
+        optimizer=optimizers.build(optimizer_cfg, epochs=epochs),
+        loss=loss,
+        metrics=metrics,
+        jit_compile="auto" if jit == "auto" else jit == "true",
+        steps_per_execution=trainer.steps_per_execution,
+    )
+    model.optimizer.build(model.trainable_variables)
+
+
+def compile_to_evaluate(model: keras.Model, info: DataInfo) -> None:
+    """Compile a model that is only evaluated and logged: plain SGD (no per-weight slots,
+    never stepped), built so the logged model loads back without warnings."""
+    loss, metrics = heads.loss_and_metrics(info)
+    model.compile(optimizer="sgd", loss=loss, metrics=metrics)
+    model.optimizer.build(model.trainable_variables)
+
+
+def summary_text(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""`callbacks.*`: the Keras callbacks a run switches on and tunes from its config.
+
+EarlyStopping, ModelCheckpoint (atomic, into the job folder), ReduceLROnPlateau, TensorBoard and
+CSVLogger are Keras' own; this module only reads their keys, fixes their direction (a monitor
+ending in "loss" is minimized, any other maximized) and puts their files in the job folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+from omegaconf import DictConfig
+
+from runner import optimizers
+from runner.augmentation import transforms as augment
+from runner.config.schema import Evaluate, Keep
+from runner.core.errors import RunnerError
+from runner.core.joblog import to_log_file
+from runner.tracking.run_log import RunLog
+
+
+def mode_of(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def checkpoint_monitor(cfg: DictConfig, objective_metric: str) -> str:
+    return cfg.callbacks.model_checkpoint.monitor or objective_metric
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate, the
+    epoch's wall time (`epoch_seconds`, training and validation) and the training throughput
+    (`images_per_second`, training steps only)."""
+
+    def __init__(self, run_log: RunLog, train_examples: int) -> None:
+        super().__init__()
+        self.run_log, self.train_examples = run_log, train_examples
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+        self.trained: float | None = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self.trained is None:  # validation begins: the epoch's training steps are done
+            self.trained = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = dict(logs or {})
+        metrics["epoch_seconds"] = time.perf_counter() - self.started
+        training = self.trained or metrics["epoch_seconds"]
+        metrics["images_per_second"] = self.train_examples / max(training, 1e-9)
+        metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
+        self.run_log.log_epoch(metrics, epoch)
+        # The job's log file holds the run too (Keras prints its progress to the console only).
+        line = "  ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
+        to_log_file(f"epoch {epoch + 1}: {line}")
+
+
+class CheckpointOf(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint saving `model` while a part of it (the head, on cached features) trains,
+    atomically: Keras writes a partial file, renamed over `path` once complete, so a kill in
+    the middle of a save never leaves a cut-off checkpoint (the previous best stays)."""
+
+    def __init__(self, model: keras.Model, path: Path, **kwargs: Any) -> None:
+        self.partial, self.path = path.with_name(f".{path.stem}.partial.keras"), path
+        super().__init__(self.partial, **kwargs)
+        self._saved = model
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self._saved)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.partial.exists():
+            os.replace(self.partial, self.path)
+
+
+class SaveLast(keras.callbacks.Callback):
+    """`checkpoints/last.keras` at the end of training, before early stopping restores the
+    best weights (placed first among the callbacks)."""
+
+    def __init__(self, model: keras.Model, path: Path) -> None:
+        super().__init__()
+        self._saved, self.path = model, path
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        augment.unwrap_model(self._saved).save(self.path)
+
+
+@dataclass
+class RunCallbacks:
+    """The callbacks of one run, built once; runner/training/fit.py puts them in order for each
+    `fit` (a fine-tuning phase is a second `fit` with the same checkpoint)."""
+
+    checkpoint: CheckpointOf | None
+    last: SaveLast | None
+    plateau: keras.callbacks.ReduceLROnPlateau | None
+    extra: list  # TensorBoard, CSVLogger
+    trial: Any = None  # an Optuna sweep's trial reporter (runner/sweeps/trials.py)
+
+    def early_stopping(self, cfg: DictConfig) -> keras.callbacks.EarlyStopping | None:
+        """A fresh one per `fit` (a fine-tuning phase starts its own patience)."""
+        stopping = cfg.callbacks.early_stopping
+        if not stopping.enabled:
+            return None
+        return keras.callbacks.EarlyStopping(
+            monitor=stopping.monitor,
+            mode=mode_of(stopping.monitor),
+            patience=stopping.patience,
+            min_delta=stopping.min_delta,
+            restore_best_weights=stopping.restore_best_weights,
+            verbose=1,
+        )
+
+
+def build(
+    cfg: DictConfig, model: keras.Model, output_dir: Path, objective_metric: str
+) -> RunCallbacks:
+    callbacks = cfg.callbacks
+    checkpoint_dir = output_dir / "checkpoints"
+    checkpoint = None
+    if callbacks.model_checkpoint.enabled:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        monitor = checkpoint_monitor(cfg, objective_metric)
+        checkpoint = CheckpointOf(
+            model, checkpoint_dir / "best.keras", monitor=monitor, mode=mode_of(monitor),
+            save_best_only=True,
+        )  # fmt: skip
+    keeps_last = Keep(callbacks.model_checkpoint.keep) is Keep.best_and_last
+    last = None
+    if keeps_last or Evaluate(cfg.trainer.evaluate) is Evaluate.last:
+        last = SaveLast(model, checkpoint_dir / "last.keras")
+    extra: list = []
+    plateau = None
+    if callbacks.reduce_lr_on_plateau.enabled:
+        keys = callbacks.reduce_lr_on_plateau
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=keys.monitor, mode=mode_of(keys.monitor), factor=keys.factor,
+            patience=keys.patience, min_delta=keys.min_delta, min_lr=keys.min_lr, verbose=1,
+        )  # fmt: skip
+    if callbacks.tensorboard.enabled:
+        extra.append(
+            keras.callbacks.TensorBoard(
+                log_dir=str(output_dir / "tensorboard"),
+                histogram_freq=callbacks.tensorboard.histogram_freq,
+                profile_batch=callbacks.tensorboard.profile_batch,
+            )
+        )
+    if callbacks.csv_logger.enabled:
+        # append: a resumed run adds its epochs under the ones already written.
+        extra.append(keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True))
+    return RunCallbacks(checkpoint, last, plateau, extra)
+
+
+def check(cfg: DictConfig, objective_metric: str, metrics: list) -> None:
+    """Fail before training when a callback watches a metric this run will never report, or
+    the weights to evaluate will not exist."""
+    names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
+    available = names + [f"val_{name}" for name in names]
+    callbacks = cfg.callbacks
+    watched = {"objective.metric": objective_metric}
+    if callbacks.early_stopping.enabled:
+        watched["callbacks.early_stopping.monitor"] = callbacks.early_stopping.monitor
+    if callbacks.model_checkpoint.enabled:
+        watched["callbacks.model_checkpoint.monitor"] = checkpoint_monitor(cfg, objective_metric)
+    if callbacks.reduce_lr_on_plateau.enabled:
+        watched["callbacks.reduce_lr_on_plateau.monitor"] = callbacks.reduce_lr_on_plateau.monitor
+    for key, metric in watched.items():
+        if metric not in available:
+            raise RunnerError(
+                f"{key}={metric!r} is not a metric of this run; choose one of {available}."
+            )
+
+
+def files_to_log(output_dir: Path) -> list[tuple[Path, str]]:
+    """(local path, artifact folder) of what the callbacks wrote in the job folder."""
+    found = []
+    if (output_dir / "tensorboard").is_dir():
+        found.append((output_dir / "tensorboard", "tensorboard"))
+    if (output_dir / "history.csv").is_file():
+        found.append((output_dir / "history.csv", ""))
+    return found
