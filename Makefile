@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
 # The UI's experiments in its Model training view (MLflow 3 opens its GenAI view otherwise;
-# runner/store.py links runs the same way).
+# runner/tracking/store.py links runs the same way).
 UI_URL = http://$(HOST):$(PORT)/\#/experiments?workflowType=machine_learning
 
 .PHONY: install lock train demo test test-fast lint format ui server serve report bench clean
@@ -45,9 +45,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not e2e" $(ARGS)
 
+## lint: ruff, and the layer contract in .importlinter (a lower layer importing a higher one fails)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .
@@ -58,7 +60,7 @@ format: install
 ## processes: one serves one person, and starts faster and smaller than MLflow's default four
 UI_WORKERS ?= 1
 ui: install
-	@store="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')"; \
+	@store="$$($(PY) -c 'from runner.tracking.store import default_tracking_uri as u; print(u())')"; \
 	case "$$store" in sqlite:///*) mkdir -p "$$(dirname "$${store#sqlite:///}")";; esac; \
 	echo "MLflow UI on $$store: $(UI_URL)"; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
@@ -72,7 +74,7 @@ server: install
 
 ## serve: mlflow models serve MODEL=runs:/<id>/serving (or models:/<name>@champion) on PORT 5001
 serve: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$$($(PY) -c 'from runner.store import default_tracking_uri as u; print(u())')" \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$$($(PY) -c 'from runner.tracking.store import default_tracking_uri as u; print(u())')" \
 		$(PY) -m mlflow models serve -m "$(MODEL)" --env-manager local --host $(HOST) --port $(or $(SERVE_PORT),5001)
 
 ## report: compare runs into experiments/ (ARGS="--sweep latest", "--experiment NAME", ...)

@@ -107,10 +107,14 @@ class Workspace:
         unless `merge_output`. Ctrl-C acts as in a terminal (a shell starts background jobs,
         such as a test run under `&`, with SIGINT ignored, which the job would inherit)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "runner", *args], cwd=self.root, env=self.env(**env),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
+            [sys.executable, "-m", "runner", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def client(self):
         """A client on this workspace's store; `runs:/` URIs resolve against it too."""
@@ -158,10 +162,15 @@ def poisoned_sweep(tmp_path_factory: pytest.TempPathFactory, store_template: Pat
     (the failed jobs must rank last: their value is +inf, not -inf)."""
     workspace = new_workspace(tmp_path_factory.mktemp("sweep"), store_template)
     result = workspace.run(
-        "-m", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
-        "optimizer.lr=0.05,100000,-1", "logger.log_model=false", "objective.metric=val_loss",
+        "-m",
+        "experiment=digits_lenet",
+        "trainer.epochs=1",
+        "logger.experiment=sweeps",
+        "optimizer.lr=0.05,100000,-1",
+        "logger.log_model=false",
+        "objective.metric=val_loss",
         "objective.mode=min",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return workspace, result
 
@@ -201,11 +210,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     assert bomb.stat().st_size < 200_000
     counts["bad"] += 1
     result = workspace.run(
-        "-m", "data=animals", f"data.path={folder}", "model=simple_nn", "optimizer=adam",
-        "trainer.epochs=6", "callbacks.early_stopping.enabled=false", "trainer.batch_size=16",
-        "trainer.seed=1,2", "logger.experiment=tests",
+        "-m",
+        "data=animals",
+        f"data.path={folder}",
+        "model=simple_nn",
+        "optimizer=adam",
+        "trainer.epochs=6",
+        "callbacks.early_stopping.enabled=false",
+        "trainer.batch_size=16",
+        "trainer.seed=1,2",
+        "logger.experiment=tests",
         f"hydra.sweep.dir={workspace.root / 'outputs' / 'sweep'}",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Failed to infer signature" not in result.stderr  # logging the serving model is quiet
     client = workspace.client()
@@ -248,10 +264,15 @@ def train_in_process(workspace: Workspace, overrides: list[str]):
     from runner.training.job import run
 
     job = workspace.root / "outputs" / "in_process"
-    cfg = job_config([
-        *overrides, f"logger.tracking_uri={workspace.tracking_uri}", f"paths.root={workspace.root}",
-        f"paths.data_dir={workspace.data_dir}", f"paths.output_dir={job}",
-    ])  # fmt: skip
+    cfg = job_config(
+        [
+            *overrides,
+            f"logger.tracking_uri={workspace.tracking_uri}",
+            f"paths.root={workspace.root}",
+            f"paths.data_dir={workspace.data_dir}",
+            f"paths.output_dir={job}",
+        ]
+    )
     return run(cfg, None)
 
 
@@ -344,7 +365,8 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest {pytest.__version__} breaks --dist loadgroup (pytest-dev/pytest-xdist#1386): "
             "install the pinned versions (make install, or pip install -c constraints.txt)"
         )
-    # The test processes hold TensorFlow too: they end as the commands do (runner/quick_exit.py).
+    # The test processes hold TensorFlow too: they end as the commands do
+    # (runner/cli/quick_exit.py).
     from runner.cli.quick_exit import skip_final_collection
 
     skip_final_collection()

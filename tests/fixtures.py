@@ -74,8 +74,17 @@ def write_fashion_mnist(folder: Path, n_train: int = 300, n_test: int = 100) -> 
 
 
 CIFAR_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def _cifar_batch(count: int, seed: int) -> dict:

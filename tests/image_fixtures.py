@@ -139,16 +139,21 @@ VOC_VAL = [f"2008_{i:06d}" for i in range(9, 13)]
 
 def annotation_xml(image_id: str, objects: list[tuple[str, int]]) -> str:
     parts = [
-        "<annotation>", "<folder>VOC2012</folder>", f"<filename>{image_id}.jpg</filename>",
+        "<annotation>",
+        "<folder>VOC2012</folder>",
+        f"<filename>{image_id}.jpg</filename>",
         "<size><width>40</width><height>40</height><depth>3</depth></size>",
-    ]  # fmt: skip
+    ]
     for name, difficult in objects:
         parts += [
-            "<object>", f"<name>{name}</name>", "<pose>Unspecified</pose>",
-            "<truncated>0</truncated>", f"<difficult>{difficult}</difficult>",
+            "<object>",
+            f"<name>{name}</name>",
+            "<pose>Unspecified</pose>",
+            "<truncated>0</truncated>",
+            f"<difficult>{difficult}</difficult>",
             "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>30</xmax><ymax>30</ymax></bndbox>",
             "</object>",
-        ]  # fmt: skip
+        ]
     return "\n".join([*parts, "</annotation>"])
 
 

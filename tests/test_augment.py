@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from runner.augmentation import transforms as augment
+from runner.config.checks import check_group
 from runner.core.errors import RunnerError
 from runner.data.base import ArraySplit, DataInfo, Splits
 from runner.training import fit
@@ -62,6 +63,41 @@ def test_fixed_seed_gives_identical_batches_and_epochs_differ():
     # Epoch two alone (a run resumed there) is the same as epoch two of the whole stream.
     alone, _ = input_pipelines(cfg, splits, epochs=range(1, 2))
     np.testing.assert_array_equal(np.concatenate(batches(alone)), epoch_two)
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "reflect", "wrap", "constant"])
+def test_the_compiled_resampling_gives_tensorflows_projective_transform(fill_mode):
+    """runner/augmentation/resample.py against the kernel it replaces, on strong transforms that
+    send many pixels outside the image, on an odd-sized (not square) batch."""
+    from runner.augmentation.resample import project
+
+    cfg = compose_cfg(
+        [
+            "augmentation=none",
+            "augmentation.rotation=90",
+            "augmentation.width_shift=0.6",
+            "augmentation.height_shift=0.6",
+            "augmentation.shear=30",
+            "augmentation.zoom=0.6",
+            "augmentation.horizontal_flip=true",
+            f"augmentation.fill_mode={fill_mode}",
+            "augmentation.fill_value=17",
+        ]
+    ).augmentation
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (12, 37, 53, 3)), tf.float32)
+    matrices = augment.random_matrices(cfg, tf.constant([3, 4], tf.int64), 12, 37, 53)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=matrices,
+        output_shape=[37, 53],
+        fill_value=17.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode.upper(),
+    ).numpy()
+    result = project(tf.cast(images, tf.uint8), matrices, fill_mode, 17.0).numpy()
+    assert result.shape == expected.shape and result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, atol=0.01)
+    assert (expected == 17.0).mean() > 0.05 or fill_mode != "constant"  # the fill was exercised
 
 
 def test_flip_alone_mirrors_exactly():
@@ -132,16 +168,20 @@ def test_fields_are_overridable_and_checked():
     cfg = compose_cfg(["augmentation=tutorial", "augmentation.rotation=15"])
     assert cfg.augmentation.rotation == 15 and cfg.augmentation.zoom == 0.2
     with pytest.raises(RunnerError, match="fill_mode should be one of"):
-        augment.validate(compose_cfg(["augmentation.fill_mode=mirror"]).augmentation)
+        check_group(compose_cfg(["augmentation.fill_mode=mirror"]), "augmentation")
     with pytest.raises(RunnerError, match="zoom should be below 1"):
-        augment.validate(compose_cfg(["augmentation.zoom=1.5"]).augmentation)
+        check_group(compose_cfg(["augmentation.zoom=1.5"]), "augmentation")
 
 
 def test_preview_command_writes_a_grid(workspace):
     result = subprocess.run(
         [sys.executable, "-m", "runner.preview", "data=digits", "augmentation=tutorial"],
-        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     [grid] = workspace.root.glob("outputs/runs/*/augmentation_tutorial.png")
     assert grid.read_bytes()[:4] == b"\x89PNG"
@@ -190,8 +230,12 @@ def test_featurewise_statistics_come_from_the_training_split_only(tmp_path):
     labels = np.zeros(200, np.int64)
     train = rng.integers(20, 80, (200, 8, 8, 3), dtype=np.uint8)  # dark
     other = rng.integers(180, 250, (200, 8, 8, 3), dtype=np.uint8)  # bright validation/test
-    splits = Splits(ArraySplit(train, labels), ArraySplit(other, labels),
-                    ArraySplit(other, labels), DataInfo("x", (8, 8, 3), ("a", "b")))  # fmt: skip
+    splits = Splits(
+        ArraySplit(train, labels),
+        ArraySplit(other, labels),
+        ArraySplit(other, labels),
+        DataInfo("x", (8, 8, 3), ("a", "b")),
+    )
     cfg = compose_cfg(
         ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"]
     )
@@ -219,8 +263,9 @@ def test_statistics_stream_from_disk_for_a_file_split(tmp_path):
         Image.fromarray(image).save(paths[-1])
     labels = np.zeros(len(images), np.int64)
     streamed = FileSplit(np.asarray(paths, dtype=object), labels, (8, 8), 3)
-    cfg = compose_cfg(["augmentation.featurewise_center=true",
-                       "augmentation.featurewise_std_normalization=true"]).augmentation  # fmt: skip
+    cfg = compose_cfg(
+        ["augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true"]
+    ).augmentation
     [(layer, _)] = normalize.fit(cfg, streamed)
     scaled = images.astype(np.float64) / 255
     mean, variance = np.asarray(layer.input_mean), np.asarray(layer.input_variance)
@@ -241,8 +286,9 @@ def test_zca_whitening_gives_identity_covariance_on_its_fitting_data(tmp_path):
     base = rng.normal(size=(3000, 8, 8, 1))
     correlated = base + 0.8 * np.roll(base, 1, axis=2)  # neighbouring pixels correlate
     train = np.clip(128 + 30 * correlated, 0, 255).astype(np.uint8)
-    model = fitted_model(["augmentation.zca_whitening=true", "augmentation.zca_epsilon=1e-6"],
-                         train, tmp_path)  # fmt: skip
+    model = fitted_model(
+        ["augmentation.zca_whitening=true", "augmentation.zca_epsilon=1e-6"], train, tmp_path
+    )
     white = normalized(model, train, "zca").reshape(len(train), -1).astype(np.float64)
     covariance = np.cov(white, rowvar=False, bias=True)
     np.testing.assert_allclose(covariance, np.eye(64), atol=0.02)
@@ -270,7 +316,11 @@ def test_placement_model_augments_inside_the_model_while_training():
     assert augment.unwrap_model(wrapped) is inner
     # The input pipeline leaves the batches alone: the model does the work.
     splits = random_splits()
-    train, _ = input_pipelines(compose_cfg(["augmentation=tutorial", "augmentation.placement=model",
-                                            "trainer.batch_size=16"]), splits)  # fmt: skip
+    train, _ = input_pipelines(
+        compose_cfg(
+            ["augmentation=tutorial", "augmentation.placement=model", "trainer.batch_size=16"]
+        ),
+        splits,
+    )
     plain, _ = input_pipelines(compose_cfg(["augmentation=none", "trainer.batch_size=16"]), splits)
     np.testing.assert_array_equal(np.concatenate(batches(train)), np.concatenate(batches(plain)))

@@ -127,7 +127,7 @@ def schema_of(group: str, name: str) -> type:
 
 @pytest.mark.parametrize("group", sorted([*REGISTRIES, *SCHEMAS]))
 def test_yaml_options_hold_no_copy_of_a_schema_default(group):
-    """A default lives in one place: the schema (beside its code, or in runner/config.py)."""
+    """A default lives in one place: the schema (beside its code, or in runner/config/schema.py)."""
     for name in options(group):
         values = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
         values.pop("defaults")
@@ -160,8 +160,11 @@ def test_help_lists_the_groups_a_user_picks_from_and_nothing_else():
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    listed = {line.split(":")[0]: line.split(": ")[1].split(", ")
-              for line in groups.splitlines() if ": " in line}  # fmt: skip
+    listed = {
+        line.split(":")[0]: line.split(": ")[1].split(", ")
+        for line in groups.splitlines()
+        if ": " in line
+    }
     groups = [path.name for path in CONF.iterdir() if path.is_dir() and path.name != "hydra"]
     assert sorted(listed) == sorted(groups)
     assert listed["model"] == options("model") and "schema/model" not in result.stdout
@@ -170,10 +173,20 @@ def test_help_lists_the_groups_a_user_picks_from_and_nothing_else():
 
 def test_moved_keys_keep_working_with_a_one_line_note():
     result = subprocess.run(
-        [sys.executable, "-m", "runner", "--cfg", "job", "trainer.early_stopping.patience=3",
-         "trainer.checkpoint.monitor=val_loss", "trainer.checkpoint.save_best_only=false"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "--cfg",
+            "job",
+            "trainer.early_stopping.patience=3",
+            "trainer.checkpoint.monitor=val_loss",
+            "trainer.checkpoint.save_best_only=false",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     cfg = OmegaConf.create(result.stdout)
     assert cfg.callbacks.early_stopping.patience == 3
     assert cfg.callbacks.model_checkpoint.monitor == "val_loss"

@@ -94,8 +94,13 @@ def test_fetch_downloads_once_then_uses_the_cache(tmp_path, mirror):
     spec = FileSpec(name="mnist.npz", sha256=mirror.sha("mnist.npz"))
     before = len(mirror.requests)
     for _ in range(2):
-        path = fetch(spec, role="archive", mirror=mirror.url, cache_dir=tmp_path / "mnist",
-                     verify_checksum=True)  # fmt: skip
+        path = fetch(
+            spec,
+            role="archive",
+            mirror=mirror.url,
+            cache_dir=tmp_path / "mnist",
+            verify_checksum=True,
+        )
     assert path == tmp_path / "mnist" / "mnist.npz"
     assert path.read_bytes() == (mirror.folder / "mnist.npz").read_bytes()
     assert mirror.requests[before:] == ["/mnist.npz"]
@@ -112,9 +117,10 @@ def test_fetch_404_is_a_clear_error(tmp_path, mirror):
 
 def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, mirror):
     cfg = DownloadedDataConfig(
-        name="mnist", mirror=mirror.url,
+        name="mnist",
+        mirror=mirror.url,
         files={"archive": FileSpec(name="mnist.npz", sha256=mirror.sha("mnist.npz"))},
-    )  # fmt: skip
+    )
 
     def context(seed: int) -> LoadContext:
         return LoadContext(tmp_path, seed, validation_split=0.2, image_size=(1, 1), channels=1)
@@ -131,9 +137,13 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
 def test_cifar10_comes_through_the_mirror_channels_last_with_its_class_names(tmp_path, mirror):
     """The loader `data=cifar10` runs: its archive fetched from the mirror, checked, read."""
     sha256 = mirror.sha("cifar-10-python.tar.gz")
-    cfg = OmegaConf.merge(compose_config(["data=cifar10"]).data, {
-        "mirror": mirror.url, "files": {"archive": {"sha256": sha256}},
-    })  # fmt: skip
+    cfg = OmegaConf.merge(
+        compose_config(["data=cifar10"]).data,
+        {
+            "mirror": mirror.url,
+            "files": {"archive": {"sha256": sha256}},
+        },
+    )
     context = LoadContext(tmp_path, 0, validation_split=0.2, image_size=(1, 1), channels=3)
     splits = load(cfg, context)
     assert splits.sizes() == {"train": 240, "val": 60, "test": 100}
@@ -177,8 +187,13 @@ def test_a_damaged_cached_file_is_reported_and_kept(tmp_path, mirror):
     cached.parent.mkdir()
     cached.write_bytes((mirror.folder / "mnist.npz").read_bytes()[:-10])  # a damaged copy
     with pytest.raises(DataError) as error:
-        fetch(mnist_spec(mirror), role="archive", mirror=mirror.url, cache_dir=cached.parent,
-              verify_checksum=True)  # fmt: skip
+        fetch(
+            mnist_spec(mirror),
+            role="archive",
+            mirror=mirror.url,
+            cache_dir=cached.parent,
+            verify_checksum=True,
+        )
     assert "Checksum mismatch for mnist.npz" in str(error.value)
     assert "data.verify_checksum=false" in str(error.value)
     assert cached.exists(), "a user's file must never be deleted"
@@ -187,16 +202,26 @@ def test_a_damaged_cached_file_is_reported_and_kept(tmp_path, mirror):
 def test_a_download_with_another_checksum_names_the_expected_hash(tmp_path, mirror):
     wrong = "0" * 64
     with pytest.raises(DataError) as error:
-        fetch(mnist_spec(mirror, wrong), role="archive", mirror=mirror.url,
-              cache_dir=tmp_path / "mnist", verify_checksum=True)  # fmt: skip
+        fetch(
+            mnist_spec(mirror, wrong),
+            role="archive",
+            mirror=mirror.url,
+            cache_dir=tmp_path / "mnist",
+            verify_checksum=True,
+        )
     assert f"expected {wrong}" in str(error.value)
     assert f"downloaded from {mirror.url}/mnist.npz" in str(error.value)
     assert not (tmp_path / "mnist" / "mnist.npz").exists()
 
 
 def test_verify_checksum_false_accepts_a_repacked_copy_and_says_so(tmp_path, mirror, caplog):
-    path = fetch(mnist_spec(mirror, "f" * 64), role="archive", mirror=mirror.url,
-                 cache_dir=tmp_path / "mnist", verify_checksum=False)  # fmt: skip
+    path = fetch(
+        mnist_spec(mirror, "f" * 64),
+        role="archive",
+        mirror=mirror.url,
+        cache_dir=tmp_path / "mnist",
+        verify_checksum=False,
+    )
     assert path.read_bytes() == (mirror.folder / "mnist.npz").read_bytes()
     assert "data.verify_checksum=false" in caplog.text
 
@@ -211,9 +236,14 @@ def test_a_mirror_that_never_answers_times_out(tmp_path):
     started = time.monotonic()
     try:
         with pytest.raises(DataError) as error:
-            fetch(FileSpec(name="mnist.npz", sha256=None), role="archive",
-                  mirror=f"http://127.0.0.1:{silent.getsockname()[1]}",
-                  cache_dir=tmp_path / "mnist", verify_checksum=True, timeout=0.5)  # fmt: skip
+            fetch(
+                FileSpec(name="mnist.npz", sha256=None),
+                role="archive",
+                mirror=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                cache_dir=tmp_path / "mnist",
+                verify_checksum=True,
+                timeout=0.5,
+            )
     finally:
         silent.close()
     assert time.monotonic() - started < 60
@@ -225,10 +255,14 @@ def test_an_unreadable_cached_file_says_delete_it(tmp_path, mirror):
     cached = tmp_path / "mnist" / "mnist.npz"
     cached.parent.mkdir()
     cached.write_bytes(b"PK\x03\x04 this is no longer a zip")
-    cfg = OmegaConf.structured(DownloadedDataConfig(
-        name="mnist", mirror=mirror.url, verify_checksum=False,
-        files={"archive": mnist_spec(mirror)},
-    ))  # fmt: skip
+    cfg = OmegaConf.structured(
+        DownloadedDataConfig(
+            name="mnist",
+            mirror=mirror.url,
+            verify_checksum=False,
+            files={"archive": mnist_spec(mirror)},
+        )
+    )
     context = LoadContext(tmp_path, 0, validation_split=0.2, image_size=(1, 1), channels=1)
     with pytest.raises(DataError) as error:
         load(cfg, context)

@@ -45,10 +45,14 @@ def only_run(client, experiment: str = "tests"):
 @pytest.mark.fresh_store  # a first run on a new machine: the store is created too
 def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     result = workspace.run(
-        *checksum_overrides(mirror, "fashion_mnist"), "model=lenet", *FAST, "trainer.epochs=3",
-        "callbacks.model_checkpoint.keep=best_and_last", "callbacks.csv_logger.enabled=true",
+        *checksum_overrides(mirror, "fashion_mnist"),
+        "model=lenet",
+        *FAST,
+        "trainer.epochs=3",
+        "callbacks.model_checkpoint.keep=best_and_last",
+        "callbacks.csv_logger.enabled=true",
         "callbacks.tensorboard.enabled=true",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
     run = only_run(client)
@@ -120,16 +124,21 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
 
     # The evaluated and logged weights are the best epoch's by the objective (val_accuracy),
     # named in the run; the last epoch's weights are kept beside them (keep=best_and_last).
-    val_accuracy = [m.value for m in sorted(
-        client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step)]  # fmt: skip
+    val_accuracy = [
+        m.value
+        for m in sorted(client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step)
+    ]
     best_epoch = int(np.argmax(val_accuracy)) + 1
     assert run.data.metrics["evaluated_epoch"] == best_epoch
     assert tags["evaluated_weights"].startswith(f"best: best.keras, epoch {best_epoch} of 3")
     (checkpoints,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints")
-    best, last = (keras.saving.load_model(checkpoints / f"{name}.keras", safe_mode=True)
-                  for name in ("best", "last"))  # fmt: skip
-    for logged_weights, best_weights in zip(keras_model.get_weights(), best.get_weights(),
-                                            strict=True):  # fmt: skip
+    best, last = (
+        keras.saving.load_model(checkpoints / f"{name}.keras", safe_mode=True)
+        for name in ("best", "last")
+    )
+    for logged_weights, best_weights in zip(
+        keras_model.get_weights(), best.get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(logged_weights, best_weights)
     if best_epoch != 3:
         assert not np.array_equal(keras_model.get_weights()[-1], last.get_weights()[-1])
@@ -145,14 +154,23 @@ def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings
     one model, one run); and the other accelerator settings (on the CPU here): bfloat16 mixed
     precision, XLA off, and MLflow's system metrics."""
     result = workspace.run(
-        "experiment=digits_lenet", "trainer.epochs=3", "logger.experiment=tests",
-        "logger.log_model=false", "trainer.seed=1", "trainer.evaluate=last",
-        "callbacks=reduce_lr", "callbacks.reduce_lr_on_plateau.patience=0",
-        "callbacks.reduce_lr_on_plateau.min_delta=10", "callbacks.reduce_lr_on_plateau.factor=0.5",
-        "strategy=mirrored", "strategy.cpu_devices=2", "trainer.precision=mixed_bfloat16",
-        "trainer.jit_compile=false", "logger.system_metrics=true",
+        "experiment=digits_lenet",
+        "trainer.epochs=3",
+        "logger.experiment=tests",
+        "logger.log_model=false",
+        "trainer.seed=1",
+        "trainer.evaluate=last",
+        "callbacks=reduce_lr",
+        "callbacks.reduce_lr_on_plateau.patience=0",
+        "callbacks.reduce_lr_on_plateau.min_delta=10",
+        "callbacks.reduce_lr_on_plateau.factor=0.5",
+        "strategy=mirrored",
+        "strategy.cpu_devices=2",
+        "trainer.precision=mixed_bfloat16",
+        "trainer.jit_compile=false",
+        "logger.system_metrics=true",
         "logger.system_metrics_interval=1",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
     run = only_run(client)
@@ -178,9 +196,13 @@ def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings
     assert run.data.tags["evaluated_weights"] == "last: last.keras, epoch 3 of 3"
     # ReduceLROnPlateau: with min_delta 10 no epoch after the first counts as an improvement,
     # so (patience 0, factor 0.5) the rate halves at the end of epochs 2 and 3.
-    rates = [m.value for m in sorted(
-        workspace.client().get_metric_history(run.info.run_id, "learning_rate"),
-        key=lambda m: m.step)]  # fmt: skip
+    rates = [
+        m.value
+        for m in sorted(
+            workspace.client().get_metric_history(run.info.run_id, "learning_rate"),
+            key=lambda m: m.step,
+        )
+    ]
     assert rates == pytest.approx([0.01, 0.005, 0.0025], rel=1e-5)
     # Nothing was downloaded: the cache folder was never created.
     assert not workspace.data_dir.exists()

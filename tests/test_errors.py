@@ -57,17 +57,36 @@ RANGE_ERRORS = [
     ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
     ("optimizer.lr=-1", "optimizer.lr should be a positive number"),
-    ("callbacks.model_checkpoint.enabled=false",
-     "trainer.evaluate=best scores checkpoints/best.keras, which "
-     "callbacks.model_checkpoint.enabled=false does not write"),
-    ("callbacks=reduce_lr optimizer.schedule=inverse_time",
-     "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
-     "with optimizer.schedule=inverse_time"),
-    ("callbacks.reduce_lr_on_plateau.factor=2",
-     "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1"),
-    ("strategy=mirrored trainer.steps_per_execution=2",
-     "trainer.steps_per_execution=2 cannot be combined with strategy=mirrored"),
-]  # fmt: skip
+    ("optimizer=adam optimizer.weight_decay=-1", "optimizer.weight_decay should be >= 0 or null"),
+    ("optimizer=adam optimizer.beta_1=1", "optimizer.beta_1 should be in [0, 1). Received: 1"),
+    ("optimizer=sgd optimizer.momentum=-0.5", "optimizer.momentum should be in [0, 1)"),
+    ("optimizer=rmsprop optimizer.epsilon=0", "optimizer.epsilon should be a positive number"),
+    ("augmentation.zoom=1.5", "augmentation.zoom should be below 1. Received: 1.5"),
+    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience should be >= 0"),
+    ("strategy.cpu_devices=-2", "strategy.cpu_devices should be >= 0. Received: -2"),
+    (
+        "model=pretrained model.dropout=1",
+        "model.dropout should be in [0, 1). Received: 1",
+    ),
+    (
+        "callbacks.model_checkpoint.enabled=false",
+        "trainer.evaluate=best scores checkpoints/best.keras, which "
+        "callbacks.model_checkpoint.enabled=false does not write",
+    ),
+    (
+        "callbacks=reduce_lr optimizer.schedule=inverse_time",
+        "callbacks.reduce_lr_on_plateau sets the learning rate itself; it cannot be combined "
+        "with optimizer.schedule=inverse_time",
+    ),
+    (
+        "callbacks.reduce_lr_on_plateau.factor=2",
+        "callbacks.reduce_lr_on_plateau.factor should be between 0 and 1",
+    ),
+    (
+        "strategy=mirrored trainer.steps_per_execution=2",
+        "trainer.steps_per_execution=2 cannot be combined with strategy=mirrored",
+    ),
+]
 
 
 @pytest.mark.parametrize(("override", "message"), RANGE_ERRORS)

@@ -20,8 +20,12 @@ from tests import fixtures
 from tests.conftest import FAST, epochs_done, new_workspace, sha256, train_in_process, wait_until
 from tests.test_e2e import only_run
 
-LONG = ["experiment=digits_lenet", "logger.experiment=tests", "trainer.epochs=200",
-        "callbacks.early_stopping.enabled=false"]  # fmt: skip
+LONG = [
+    "experiment=digits_lenet",
+    "logger.experiment=tests",
+    "trainer.epochs=200",
+    "callbacks.early_stopping.enabled=false",
+]
 
 
 def epochs_saved(workspace) -> int:
@@ -84,8 +88,9 @@ def test_sigterm_to_a_sweep_leaves_no_running_run(workspace):
 
 @pytest.mark.fresh_store  # (-1 and other values: tests/test_errors.py, in process)
 def test_a_nan_learning_rate_is_refused_before_any_data_or_run(workspace):
-    result = workspace.run("data=mnist", "data.mirror=http://127.0.0.1:9", *FAST,
-                           "optimizer.lr=nan")  # fmt: skip
+    result = workspace.run(
+        "data=mnist", "data.mirror=http://127.0.0.1:9", *FAST, "optimizer.lr=nan"
+    )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: optimizer.lr should be a positive number")
@@ -146,10 +151,18 @@ def counting_mirror(tmp_path):
 def test_parallel_jobs_on_a_cold_cache_download_once_and_all_arrive(workspace, counting_mirror):
     mirror, digest = counting_mirror
     result = workspace.run(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data=mnist",
-        f"data.mirror={mirror.url}", f"data.files.archive.sha256={digest}", "model=mlp",
-        "trainer.seed=1,2", *FAST, "logger.log_model=true", timeout=400,
-    )  # fmt: skip
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "data=mnist",
+        f"data.mirror={mirror.url}",
+        f"data.files.archive.sha256={digest}",
+        "model=mlp",
+        "trainer.seed=1,2",
+        *FAST,
+        "logger.log_model=true",
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert mirror.requests == ["/mnist.npz"]
     assert "2 of 2 jobs finished" in result.stdout
@@ -183,12 +196,20 @@ def test_parallel_jobs_on_a_cold_cache_download_once_and_all_arrive(workspace, c
 def test_a_download_killed_half_way_leaves_no_cached_file(workspace, counting_mirror):
     mirror, digest = counting_mirror
     mirror.delay = 0.05  # about 80 KB/s: the fixture takes seconds to arrive
-    args = ["data=mnist", f"data.mirror={mirror.url}", f"data.files.archive.sha256={digest}",
-            "model=mlp", *FAST, "logger.log_model=false"]  # fmt: skip
+    args = [
+        "data=mnist",
+        f"data.mirror={mirror.url}",
+        f"data.files.archive.sha256={digest}",
+        "model=mlp",
+        *FAST,
+        "logger.log_model=false",
+    ]
     process = workspace.start(*args)
     cache = workspace.data_dir / "mnist"
-    wait_until(lambda: any(p.stat().st_size > 8192 for p in cache.glob("*")) if cache.exists()
-               else False, process)  # fmt: skip
+    wait_until(
+        lambda: any(p.stat().st_size > 8192 for p in cache.glob("*")) if cache.exists() else False,
+        process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (cache / "mnist.npz").exists()
@@ -210,10 +231,17 @@ def test_a_diverged_job_logs_no_nan_checkpoint(tmp_path, store_template):
     is in test_sweeps.py; a RunnerError's one-line exit 2, in test_errors.py)."""
     workspace = new_workspace(tmp_path, store_template)
     with pytest.raises(RunnerError, match="diverged"):
-        train_in_process(workspace, [
-            "experiment=digits_lenet", *FAST, "trainer.epochs=3", "optimizer.lr=1e12",
-            "trainer.evaluate=last", "callbacks.model_checkpoint.monitor=loss",
-        ])  # fmt: skip
+        train_in_process(
+            workspace,
+            [
+                "experiment=digits_lenet",
+                *FAST,
+                "trainer.epochs=3",
+                "optimizer.lr=1e12",
+                "trainer.evaluate=last",
+                "callbacks.model_checkpoint.monitor=loss",
+            ],
+        )
     client = workspace.client()
     run = only_run(client)
     assert run.info.status == "FAILED"

@@ -20,9 +20,12 @@ from tests import image_fixtures as fx
 
 def context(tmp_path: Path, size=(32, 32), channels=3) -> LoadContext:
     return LoadContext(
-        data_dir=tmp_path / "cache", seed=42, validation_split=0.2, image_size=size,
+        data_dir=tmp_path / "cache",
+        seed=42,
+        validation_split=0.2,
+        image_size=size,
         channels=channels,
-    )  # fmt: skip
+    )
 
 
 def test_unusual_valid_images_are_kept_and_bad_files_skipped(tmp_path):
@@ -68,8 +71,9 @@ def test_decoding_converts_every_form_to_the_requested_channels(tmp_path):
 
 
 def test_two_classes_make_a_binary_task(tmp_path):
-    fx.write_class_tree(tmp_path / "pets", classes=("cat", "dog"), per_class=10, unusual_in=None,
-                        bad_in=None)  # fmt: skip
+    fx.write_class_tree(
+        tmp_path / "pets", classes=("cat", "dog"), per_class=10, unusual_in=None, bad_in=None
+    )
     splits = load(
         FolderDataConfig(name="image_folder", path=str(tmp_path / "pets")), context(tmp_path)
     )
@@ -78,9 +82,12 @@ def test_two_classes_make_a_binary_task(tmp_path):
 
 @pytest.mark.parametrize(
     ("layout", "message"),
-    [("one_class", "needs at least two"), ("empty_class", "hold no usable image"),
-     ("missing", "does not exist")],
-)  # fmt: skip
+    [
+        ("one_class", "needs at least two"),
+        ("empty_class", "hold no usable image"),
+        ("missing", "does not exist"),
+    ],
+)
 def test_unusable_folders_fail_with_a_clear_error(tmp_path, layout, message):
     root = tmp_path / "images"
     if layout == "one_class":
@@ -118,15 +125,18 @@ def test_kaggle_folder_needs_enough_images(tmp_path):
 
 def test_microsoft_petimages_layout(tmp_path):
     fx.write_pet_images(tmp_path / "ms", per_class=12)
-    splits = load(cats_vs_dogs(tmp_path / "ms", train_per_class=6, val_per_class=3,
-                               test_per_class=3), context(tmp_path))  # fmt: skip
+    splits = load(
+        cats_vs_dogs(tmp_path / "ms", train_per_class=6, val_per_class=3, test_per_class=3),
+        context(tmp_path),
+    )
     assert splits.sizes() == {"train": 12, "val": 6, "test": 6}
     assert np.bincount(splits.test.y).tolist() == [3, 3]
 
 
 def voc(path: Path | None, **options) -> VocDataConfig:
-    return VocDataConfig(name="voc", path=str(path) if path else None, mirror="http://unused",
-                         **options)  # fmt: skip
+    return VocDataConfig(
+        name="voc", path=str(path) if path else None, mirror="http://unused", **options
+    )
 
 
 def test_voc_imagesets_multilabel_targets(tmp_path):
@@ -183,9 +193,11 @@ def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
     from runner.config.schema import FileSpec
 
     cfg = VocDataConfig(
-        name="voc", path=None, mirror=mirror.url,
+        name="voc",
+        path=None,
+        mirror=mirror.url,
         files={"trainval": FileSpec(name="VOCtrainval_fixture.tar", md5=md5)},
-    )  # fmt: skip
+    )
     splits = load(cfg, context(tmp_path))
     assert splits.sizes()["test"] == len(fx.VOC_VAL)
     assert (

@@ -33,8 +33,10 @@ def test_animals_folder_trains_and_the_model_predicts_class_names(trained, tmp_p
     assert sum(sizes) == total and sizes[2] == math.ceil(0.25 * total)  # scikit-learn rounds up
     assert run.data.params["data.input_shape"] == "(32, 32, 3)"  # the model's input size
     assert run.data.metrics["skipped_files"] == counts["bad"]
-    skipped = {item["path"].rsplit("/", 1)[-1]: item["reason"]
-               for item in load_json(run, "data/skipped_files.json")}  # fmt: skip
+    skipped = {
+        item["path"].rsplit("/", 1)[-1]: item["reason"]
+        for item in load_json(run, "data/skipped_files.json")
+    }
     assert sorted(skipped) == sorted([*fx.BAD, "bomb.png"])
     assert "20000x20000" in skipped["bomb.png"] and "data.max_pixels" in skipped["bomb.png"]
     assert "plots/confusion_matrix.png" in artifact_paths(client, run.info.run_id)
@@ -56,8 +58,19 @@ def test_animals_folder_trains_and_the_model_predicts_class_names(trained, tmp_p
     (new / "d_broken.jpg").write_bytes(b"nope")
     from runner.cli.predict import main as predict
 
-    predict(["--model", f"runs:/{run.info.run_id}/model", "--tracking-uri", workspace.tracking_uri,
-             "--top", "1", "--out", str(tmp_path / "out"), str(new)])  # fmt: skip
+    predict(
+        [
+            "--model",
+            f"runs:/{run.info.run_id}/model",
+            "--tracking-uri",
+            workspace.tracking_uri,
+            "--top",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            str(new),
+        ]
+    )
     lines = {
         line.split(":")[0].rsplit("/", 1)[-1]: line.split(": ", 1)[1]
         for line in capsys.readouterr().out.splitlines()
@@ -68,29 +81,43 @@ def test_animals_folder_trains_and_the_model_predicts_class_names(trained, tmp_p
     assert lines["c_panda.jpg"].startswith("panda ")
     assert lines["d_broken.jpg"].startswith("skipped")
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
-        "a_cat.png", "b_dog.png", "c_panda.png",
-    ]  # fmt: skip
+        "a_cat.png",
+        "b_dog.png",
+        "c_panda.png",
+    ]
 
 
 def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
     train = fx.write_kaggle_train(tmp_path / "kaggle", per_class=20, bad_numbers=(3, 5))
     archive = fx.zip_folder(train, tmp_path / "train.zip")
     result = workspace.run(
-        "data=cats_vs_dogs", f"data.path={archive}", "data.train_per_class=8",
-        "data.val_per_class=4", "data.test_per_class=4", "data.image_size=[48,48]",
-        "model=convnet_small", "optimizer=rmsprop", "trainer.epochs=1", *COMMON,
+        "data=cats_vs_dogs",
+        f"data.path={archive}",
+        "data.train_per_class=8",
+        "data.val_per_class=4",
+        "data.test_per_class=4",
+        "data.image_size=[48,48]",
+        "model=convnet_small",
+        "optimizer=rmsprop",
+        "trainer.epochs=1",
+        *COMMON,
         "data.max_memory_mb=0.01",  # too small for the images: they stream from disk
         # Augmentation inside the model while training; normalization statistics fitted by
         # streaming over the training files.
-        "augmentation=light", "augmentation.placement=model", "augmentation.rotation=10",
-        "augmentation.featurewise_center=true", "augmentation.featurewise_std_normalization=true",
-    )  # fmt: skip
+        "augmentation=light",
+        "augmentation.placement=model",
+        "augmentation.rotation=10",
+        "augmentation.featurewise_center=true",
+        "augmentation.featurewise_std_normalization=true",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(workspace.client())
     params = run.data.params
     assert (params["data.size.train"], params["data.size.val"], params["data.size.test"]) == (
-        "16", "8", "8",
-    )  # fmt: skip
+        "16",
+        "8",
+        "8",
+    )
     assert run.data.tags["task"] == "binary"
     assert run.data.metrics["skipped_files"] == 3  # cat.3, cat.5, Thumbs.db
     assert load_json(run, "class_names.json") == ["cat", "dog"]
@@ -111,9 +138,14 @@ def test_cats_vs_dogs_zip_binary_end_to_end(workspace, tmp_path):
 def test_voc_multilabel_end_to_end(workspace, tmp_path):
     fx.write_voc(tmp_path / "voc")
     result = workspace.run(
-        "data=voc", f"data.path={tmp_path / 'voc' / 'VOCdevkit'}", "model=lenet",
-        "data.image_size=[32,32]", "trainer.epochs=2", "optimizer=adam", *COMMON,
-    )  # fmt: skip
+        "data=voc",
+        f"data.path={tmp_path / 'voc' / 'VOCdevkit'}",
+        "model=lenet",
+        "data.image_size=[32,32]",
+        "trainer.epochs=2",
+        "optimizer=adam",
+        *COMMON,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = workspace.client()
     run = only_run(client)
@@ -135,8 +167,10 @@ def test_voc_multilabel_end_to_end(workspace, tmp_path):
     # test split, micro F1 from the summed counts.
     present = [c for c in per_class.values() if c["support"] > 0]
     assert metrics["test_mAP"] == pytest.approx(np.mean([c["average_precision"] for c in present]))
-    tp, fp, fn = (sum(c[key] for c in per_class.values())
-                  for key in ("true_positives", "false_positives", "false_negatives"))  # fmt: skip
+    tp, fp, fn = (
+        sum(c[key] for c in per_class.values())
+        for key in ("true_positives", "false_positives", "false_negatives")
+    )
     assert metrics["test_f1_micro"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     assert per_class["person"]["support"] == 2  # val.txt: 2008_000010, 2008_000012
     # The default retention (keep=best): one checkpoint, the best.

@@ -137,8 +137,9 @@ def test_inverse_time_schedule_is_the_tutorials_sgd_decay():
     from runner import optimizers
     from runner.optimizers.sgd import SGDConfig
 
-    cfg = OmegaConf.merge(OmegaConf.structured(SGDConfig),
-                          {"name": "sgd", "lr": 0.01, "schedule": "inverse_time"})  # fmt: skip
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(SGDConfig), {"name": "sgd", "lr": 0.01, "schedule": "inverse_time"}
+    )
     schedule = optimizers.learning_rate(cfg, epochs=75)
     for step in (0, 1, 100, 5000):
         expected = 0.01 / (1 + (0.01 / 75) * step)
@@ -164,14 +165,22 @@ def test_one_pass_scores_equal_what_keras_evaluate_reports(task):
     classes = ("cat", "dog") if task == "binary" else tuple("abcde")
     info = DataInfo("x", (6, 6, 1), classes, task)
     x = rng.random((103, 6, 6, 1)).astype("float32")  # batches of 32 and a short last one
-    y = {"multiclass": rng.integers(0, 5, 103), "binary": rng.integers(0, 2, 103),
-         "multilabel": (rng.random((103, 5)) > 0.7).astype("float32")}[task]  # fmt: skip
-    model = keras.Sequential([
-        keras.Input(info.input_shape), keras.layers.Flatten(),
-        keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
-        keras.layers.Dense(1 if task == "binary" else 5,
-                           activation="softmax" if task == "multiclass" else "sigmoid"),
-    ])  # fmt: skip
+    y = {
+        "multiclass": rng.integers(0, 5, 103),
+        "binary": rng.integers(0, 2, 103),
+        "multilabel": (rng.random((103, 5)) > 0.7).astype("float32"),
+    }[task]
+    model = keras.Sequential(
+        [
+            keras.Input(info.input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
+            keras.layers.Dense(
+                1 if task == "binary" else 5,
+                activation="softmax" if task == "multiclass" else "sigmoid",
+            ),
+        ]
+    )
     loss, metrics = heads.loss_and_metrics(info)
     model.compile(optimizer="sgd", loss=loss, metrics=metrics)
     test = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
@@ -190,8 +199,14 @@ def test_the_trainer_settings_reach_keras_compile_and_training_runs_with_them():
     from runner.training.building import compile_for_training
     from tests.conftest import compose_config
 
-    cfg = compose_config(["experiment=digits_lenet", "trainer.steps_per_execution=3",
-                          "trainer.jit_compile=false", "model=mlp"])  # fmt: skip
+    cfg = compose_config(
+        [
+            "experiment=digits_lenet",
+            "trainer.steps_per_execution=3",
+            "trainer.jit_compile=false",
+            "model=mlp",
+        ]
+    )
     info = DataInfo("digits", (4, 4, 1), DIGITS)
     model = models.build(cfg.model, info)
     compile_for_training(model, cfg.optimizer, info, epochs=1, trainer=cfg.trainer)

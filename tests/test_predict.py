@@ -26,9 +26,13 @@ from tests.conftest import compose_config, in_session
 
 def predict(workspace, *args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runner.predict", *args], cwd=cwd or workspace.root,
-        env=workspace.env(), capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [sys.executable, "-m", "runner.predict", *args],
+        cwd=cwd or workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_path):
@@ -44,11 +48,23 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "runner.predict", "--model", f"runs:/{run.info.run_id}/model",
-         str(photos), str(tmp_path / "*.png"), "--out", str(out)],
-        cwd=elsewhere, env=workspace.env(RUNNER_ROOT=str(workspace.root)), capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "runner.predict",
+            "--model",
+            f"runs:/{run.info.run_id}/model",
+            str(photos),
+            str(tmp_path / "*.png"),
+            "--out",
+            str(out),
+        ],
+        cwd=elsewhere,
+        env=workspace.env(RUNNER_ROOT=str(workspace.root)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (elsewhere / "mlruns").exists()  # no stray store created where it ran
     rows = json.loads((out / "predictions.json").read_text())
@@ -76,8 +92,15 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
     # process: the command's own arguments, no second TensorFlow start).
     from runner.cli.predict import main
 
-    main(["--model", str(job / "checkpoints" / "best.keras"), str(tmp_path / "loose.png"),
-          "--out", str(tmp_path / "out2")])  # fmt: skip
+    main(
+        [
+            "--model",
+            str(job / "checkpoints" / "best.keras"),
+            str(tmp_path / "loose.png"),
+            "--out",
+            str(tmp_path / "out2"),
+        ]
+    )
     [row] = json.loads((tmp_path / "out2" / "predictions.json").read_text())
     best = keras.saving.load_model(job / "checkpoints" / "best.keras", compile=False)
     pixels, _, _ = decode_files([tmp_path / "loose.png"], size=(32, 32), channels=3)
@@ -91,10 +114,12 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
         (["--model", "runs:/0123456789abcdef0123456789abcdef/model"], "Cannot load the model"),
         (["--model", "models:/no-such-model@champion"], "Cannot load the model"),
         (["--model", "best.keras"], "No model file best.keras"),
-        (["--model", "runs:/x/model", "--tracking-uri", "sqlite:////nowhere/mlflow.db"],
-         "No MLflow store at"),
+        (
+            ["--model", "runs:/x/model", "--tracking-uri", "sqlite:////nowhere/mlflow.db"],
+            "No MLflow store at",
+        ),
     ],
-)  # fmt: skip
+)
 def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, args, message):
     image = tmp_path / "a.png"
     fx.picture(0, seed=1).save(image)
@@ -106,15 +131,17 @@ def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, args, message)
 
 
 def test_no_usable_input_is_one_line(trained, tmp_path, capsys):
-    """In process, through the command's main (its one-line exit: the CLI cases above)."""
+    """In process, through the command's main and the wrapper every command's entry uses (the
+    CLI cases above cross the process boundary)."""
+    from runner.cli.app import run_command
     from runner.cli.predict import main
 
     workspace, run = trained.workspace, trained.job
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     files = [str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg")]
+    argv = ["--model", f"runs:/{run.info.run_id}/model", "--tracking-uri", workspace.tracking_uri]
     with pytest.raises(SystemExit) as exit_:
-        main(["--model", f"runs:/{run.info.run_id}/model", "--tracking-uri",
-              workspace.tracking_uri, *files])  # fmt: skip
+        run_command(lambda: main([*argv, *files]))
     assert exit_.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: None of the 1 input file(s) could be decoded")
@@ -132,9 +159,15 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
     workspace, run = trained.workspace, trained.job
     port = free_port()
     env = workspace.env(RUNNER_ROOT=str(workspace.root))
-    ui = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)  # fmt: skip
+    ui = subprocess.Popen(
+        ["make", "-s", "ui", f"PORT={port}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # Its first line links the experiments in the UI's Model training view.
         view = f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning"
@@ -142,10 +175,21 @@ def test_make_ui_and_the_report_use_the_store_runner_root_names(trained, tmp_pat
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         report = subprocess.run(
-            [sys.executable, "-m", "runner.report", "--experiment", "tests",
-             "--out", str(elsewhere / "experiments")],
-            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "runner.report",
+                "--experiment",
+                "tests",
+                "--out",
+                str(elsewhere / "experiments"),
+            ],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert report.returncode == 0, report.stderr[-2000:]
         (table,) = (elsewhere / "experiments").rglob("runs.csv")
         assert run.info.run_id in table.read_text()
@@ -181,40 +225,64 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
         for index, path in enumerate(sorted((fresh / folder).iterdir())):
             fx.picture(label, seed=9000 + 100 * label + index, size=48).save(path)
     result = subprocess.run(
-        [sys.executable, "-m", "runner.evaluate", "--model", f"runs:/{run.info.run_id}/model",
-         "data=image_folder", f"data.path={fresh}", "logger.experiment=tests"],
-        cwd=workspace.root, env=workspace.env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "runner.evaluate",
+            "--model",
+            f"runs:/{run.info.run_id}/model",
+            "data=image_folder",
+            f"data.path={fresh}",
+            "logger.experiment=tests",
+        ],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "36 images of data=image_folder (all)" in result.stdout
     client = workspace.client()
-    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
-                              filter_string="tags.evaluation = 'true'")  # fmt: skip
+    runs = client.search_runs(
+        [client.get_experiment_by_name("tests").experiment_id],
+        filter_string="tags.evaluation = 'true'",
+    )
     [scored] = runs
     assert scored.data.tags["source_run_id"] == run.info.run_id
     assert scored.info.status == "FINISHED"
-    report = json.loads(mlflow.artifacts.load_text(
-        f"{scored.info.artifact_uri}/reports/classification_report.json"))  # fmt: skip
+    report = json.loads(
+        mlflow.artifacts.load_text(f"{scored.info.artifact_uri}/reports/classification_report.json")
+    )
     assert sum(report[name]["support"] for name in ("cats", "dogs", "panda")) == 36
     assert scored.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-6)
     assert {a.path for a in client.list_artifacts(scored.info.run_id, "plots")} >= {
         "plots/confusion_matrix.png"
     }
     # An evaluation run is not a training run to resume: one line, before any import of Keras.
-    resumed = workspace.run("data=image_folder", f"data.path={fresh}", "logger.experiment=tests",
-                            f"trainer.resume={scored.info.run_id}")  # fmt: skip
+    resumed = workspace.run(
+        "data=image_folder",
+        f"data.path={fresh}",
+        "logger.experiment=tests",
+        f"trainer.resume={scored.info.run_id}",
+    )
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
     assert "is an evaluation run (runner.evaluate), not a training run" in resumed.stderr
 
     # Other classes are refused (here in process: the one-line exit is the CLI's, as above).
-    from runner.evaluation.scoring import score
     from runner.core.errors import RunnerError
+    from runner.evaluation.scoring import score
 
     other = tmp_path / "other"
-    fx.write_class_tree(other, classes=("ants", "bees"), per_class=12, unusual_in=None,
-                        bad_in=None)  # fmt: skip
-    cfg = compose_config(["data=image_folder", f"data.path={other}", "logger.experiment=tests",
-                          f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
+    fx.write_class_tree(other, classes=("ants", "bees"), per_class=12, unusual_in=None, bad_in=None)
+    cfg = compose_config(
+        [
+            "data=image_folder",
+            f"data.path={other}",
+            "logger.experiment=tests",
+            f"logger.tracking_uri={workspace.tracking_uri}",
+        ]
+    )
     with pytest.raises(RunnerError, match=r"\['ants', 'bees'\] are not the model's"):
         score(cfg, f"runs:/{run.info.run_id}/model", "all")
     # Images the model cannot take (one channel for its three) are refused too.
@@ -225,10 +293,12 @@ def test_evaluate_scores_a_model_on_new_data_in_a_linked_run(trained, tmp_path):
 
 @pytest.mark.parametrize(
     ("data", "expected"),
-    [(["data=digits"], {"image_size": 24}),  # one square side
-     (["data=image_folder", "data.path=x"], {"image_size": [24, 24], "color_mode": "grayscale"}),
-     (["data=mnist"], {})],  # arrays keep their own size
-)  # fmt: skip
+    [
+        (["data=digits"], {"image_size": 24}),  # one square side
+        (["data=image_folder", "data.path=x"], {"image_size": [24, 24], "color_mode": "grayscale"}),
+        (["data=mnist"], {}),
+    ],  # arrays keep their own size
+)
 def test_evaluate_decodes_the_data_to_the_models_input(data, expected):
     from omegaconf import OmegaConf
 
@@ -257,27 +327,45 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     pixels, _, _ = decode_files([photo], size=(32, 32), channels=3)
     scores = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model").predict(pixels, verbose=0)
     names = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/class_names.json"))
-    expected = {"labels": [names[i] for i in np.argsort(scores[0])[::-1]],
-                "probabilities": sorted(scores[0].tolist(), reverse=True)}  # fmt: skip
+    expected = {
+        "labels": [names[i] for i in np.argsort(scores[0])[::-1]],
+        "probabilities": sorted(scores[0].tolist(), reverse=True),
+    }
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-         f"runs:/{run.info.run_id}/serving", "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run.info.run_id}/serving",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=workspace.root,
         env=workspace.env(  # its uvicorn is the virtualenv's, as after `source .venv/bin/activate`
             MLFLOW_TRACKING_URI=workspace.tracking_uri,
             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def ask(body: dict) -> list[dict]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())["predictions"]
 

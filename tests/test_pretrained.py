@@ -101,12 +101,14 @@ def test_every_backbone_builds_with_a_head_sized_from_a_folder(tmp_path):
     from runner.data.base import LoadContext
 
     fx.write_class_tree(tmp_path / "animals", per_class=4, unusual_in=None, bad_in=None)
-    data_cfg = OmegaConf.create({"name": "image_folder", "path": str(tmp_path / "animals"),
-                                 "test_split": 0.25})  # fmt: skip
+    data_cfg = OmegaConf.create(
+        {"name": "image_folder", "path": str(tmp_path / "animals"), "test_split": 0.25}
+    )
     for name, spec in sorted(backbones.BACKBONES.items()):
         size = spec.min_size
-        ctx = LoadContext(tmp_path, seed=0, validation_split=0.25, image_size=(size, size),
-                          channels=3)  # fmt: skip
+        ctx = LoadContext(
+            tmp_path, seed=0, validation_split=0.25, image_size=(size, size), channels=3
+        )
         info = folders.load(data_cfg, ctx).info
         keras.backend.clear_session()
         model = pretrained.build(
@@ -135,13 +137,19 @@ def test_head_follows_the_task_and_gray_small_inputs_are_adapted():
         assert model.get_layer("head_dense").units == 8
 
 
+def check(cfg) -> None:
+    """The model's own checks, as runner/config/checks.py runs them."""
+    OmegaConf.to_object(cfg).check("model")
+
+
 def test_too_small_inputs_name_the_backbones_minimum():
     with pytest.raises(RunnerError, match=r"inception_v3 needs inputs of at least 75x75"):
-        pretrained.validate(model_cfg(backbone="inception_v3", input_size=[64, 64]))
+        check(model_cfg(backbone="inception_v3", input_size=[64, 64]))
     with pytest.raises(RunnerError, match="turn off augmentation.featurewise_center"):
         pretrained.validate(model_cfg(), normalizing=True)
-    with pytest.raises(RunnerError, match="not a file"):
-        pretrained.validate(model_cfg(weights="/nowhere/weights.h5"))
+    with pytest.raises(RunnerError, match="model.weights should be imagenet, null or a weights"):
+        check(model_cfg(weights="/nowhere/weights.h5"))
+    check(model_cfg(backbone="inception_v3", input_size=[75, 75]))  # the minimum itself is fine
     assert pretrained.input_size(model_cfg(backbone="xception")) == (299, 299)
     assert pretrained.input_size(model_cfg(backbone="vgg19")) == (224, 224)
 
@@ -170,12 +178,19 @@ def small_weights(mirror) -> Path:
 
 def pretrained_args(mirror, weights: Path, folder: Path, *extra: str) -> list[str]:
     return [
-        "data=image_folder", f"data.path={folder}", "model=pretrained",
-        f"model.backbone={SMALL}", f"model.weights_mirror={mirror.url}",
-        f"model.weights_hash={sha256(weights)}", "model.input_size=[32,32]",
-        "optimizer=adam", "trainer.batch_size=16", "logger.experiment=tests",
-        "logger.log_serving_model=false", *extra,
-    ]  # fmt: skip
+        "data=image_folder",
+        f"data.path={folder}",
+        "model=pretrained",
+        f"model.backbone={SMALL}",
+        f"model.weights_mirror={mirror.url}",
+        f"model.weights_hash={sha256(weights)}",
+        "model.input_size=[32,32]",
+        "optimizer=adam",
+        "trainer.batch_size=16",
+        "logger.experiment=tests",
+        "logger.log_serving_model=false",
+        *extra,
+    ]
 
 
 def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_weights, tmp_path):
@@ -183,13 +198,21 @@ def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_
     its model predicts raw images; fine-tuning changes exactly the layers it unfroze. Swept
     under the key's old name, `model.strategy`, which still works with a one-line note."""
     fx.write_class_tree(tmp_path / "animals", per_class=12, unusual_in=None, bad_in=None)
-    result = workspace.run("-m", *pretrained_args(
-        mirror, small_weights, tmp_path / "animals",
-        "model.strategy=feature_extraction,fine_tune", "trainer.epochs=2",
-        "model.fine_tune.epochs=2", "model.fine_tune.unfreeze_layers=12", "model.fine_tune.lr=0.01",
-        "callbacks.early_stopping.enabled=false",
-        "trainer.evaluate=last",  # evaluate and log the last weights
-    ))  # fmt: skip
+    result = workspace.run(
+        "-m",
+        *pretrained_args(
+            mirror,
+            small_weights,
+            tmp_path / "animals",
+            "model.strategy=feature_extraction,fine_tune",
+            "trainer.epochs=2",
+            "model.fine_tune.epochs=2",
+            "model.fine_tune.unfreeze_layers=12",
+            "model.fine_tune.lr=0.01",
+            "callbacks.early_stopping.enabled=false",
+            "trainer.evaluate=last",  # evaluate and log the last weights
+        ),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "note: model.strategy is now model.transfer" in result.stderr
     assert "computed once" in result.stdout + result.stderr  # cached features
@@ -228,8 +251,11 @@ def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_
     # the unfrozen layers (batch normalization stays frozen).
     run = jobs["fine_tune"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2, 3]
-    unfrozen = set(json.loads(mlflow.artifacts.load_text(
-        f"{run.info.artifact_uri}/model/fine_tuned_layers.json")))  # fmt: skip
+    unfrozen = set(
+        json.loads(
+            mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model/fine_tuned_layers.json")
+        )
+    )
     assert unfrozen and not any("_BN" in name or "bn" in name.split("_")[-1] for name in unfrozen)
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     changed = {
@@ -242,7 +268,7 @@ def test_feature_extraction_and_fine_tuning_end_to_end(workspace, mirror, small_
 
 def test_no_network_and_no_cached_weights_names_the_file_the_url_and_the_folder(tmp_path):
     """What `python -m runner model=pretrained` prints as its one line (exit 2), before any
-    MLflow run: runner/train.py asks for the weights file first."""
+    MLflow run: runner/training/job.py asks for the weights file first."""
     from runner.models import weights_file
 
     cfg = model_cfg(backbone="vgg16", weights_mirror="http://127.0.0.1:9")
@@ -268,8 +294,20 @@ def test_zero_shot_prediction_prints_imagenet_top5(mirror, tmp_path, capsys):
     fx.picture(1, seed=7, size=300).save(photo)
     from runner.cli.predict import main as predict
 
-    predict(["--pretrained", SMALL, str(photo), "--weights-mirror", mirror.url, "--no-verify",
-             "--data-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])  # fmt: skip
+    predict(
+        [
+            "--pretrained",
+            SMALL,
+            str(photo),
+            "--weights-mirror",
+            mirror.url,
+            "--no-verify",
+            "--data-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(str(photo)))
     cached = tmp_path / "cache" / "keras-applications"
     for mirrored in (backbones.spec_of(SMALL).top.path, backbones.CLASS_INDEX.name):

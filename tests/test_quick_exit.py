@@ -1,4 +1,4 @@
-"""Commands end without the interpreter's last full garbage collections (runner/quick_exit.py),
+"""Commands end without the interpreter's last full garbage collections (runner/cli/quick_exit.py),
 and lose nothing by it: every other exit handler runs first with the collector on, the exit
 code and the output are the process's own."""
 
@@ -29,12 +29,17 @@ sys.exit(3)
 
 def test_a_command_skips_the_final_collection_after_every_other_exit_handler(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", PROGRAM, str(tmp_path / "out.txt")], cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-c", PROGRAM, str(tmp_path / "out.txt")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 3, result.stderr
     assert result.stdout.splitlines() == [
-        "done", "handler: collector on True", "teardown: collector on False frozen True",
-    ]  # fmt: skip
+        "done",
+        "handler: collector on True",
+        "teardown: collector on False frozen True",
+    ]
     assert (tmp_path / "out.txt").read_text() == "kept"
     assert (tmp_path / "out.txt.2").read_text() == "kept too"

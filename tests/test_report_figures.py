@@ -20,14 +20,20 @@ def search() -> pd.DataFrame:
     for index, (lr, batch, model) in enumerate(
         itertools.product([0.01, 0.0010000000474974513], [32, 64, 128], ["lenet", "mlp"])
     ):
-        rows.append({
-            "run_id": f"{index:02d}" + "f" * 30, "status": "FINISHED",
-            "params.optimizer.lr": str(lr), "params.trainer.batch_size": str(batch),
-            "params.model.name": model, "params.trainer.verbose": str(index % 2),
-            "params.logger.log_model": "True", "params.paths.output_dir": f"/out/{index}",
-            "metrics.best_val_accuracy": 0.5 + index / 40,
-            "tags.overrides": f"optimizer.lr={lr} trainer.batch_size={batch} model={model}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "run_id": f"{index:02d}" + "f" * 30,
+                "status": "FINISHED",
+                "params.optimizer.lr": str(lr),
+                "params.trainer.batch_size": str(batch),
+                "params.model.name": model,
+                "params.trainer.verbose": str(index % 2),
+                "params.logger.log_model": "True",
+                "params.paths.output_dir": f"/out/{index}",
+                "metrics.best_val_accuracy": 0.5 + index / 40,
+                "tags.overrides": f"optimizer.lr={lr} trainer.batch_size={batch} model={model}",
+            }
+        )
     return pd.DataFrame(rows)
 
 

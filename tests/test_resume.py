@@ -20,16 +20,23 @@ from tests.conftest import epochs_done, job_config, wait_until
 from tests.test_e2e import only_run
 
 DIGITS = [
-    "experiment=digits_lenet", "optimizer=adam", "optimizer.lr=0.002", "trainer.epochs=4",
-    "trainer.batch_size=64", "callbacks.early_stopping.patience=10",
-    "callbacks.model_checkpoint.keep=best_and_last", "logger.experiment=tests",
+    "experiment=digits_lenet",
+    "optimizer=adam",
+    "optimizer.lr=0.002",
+    "trainer.epochs=4",
+    "trainer.batch_size=64",
+    "callbacks.early_stopping.patience=10",
+    "callbacks.model_checkpoint.keep=best_and_last",
+    "logger.experiment=tests",
     "logger.log_model=false",
     # ReduceLROnPlateau halving after two epochs without improvement (none after the first
     # counts as better): its counters must survive a kill too, or the resumed rates drift.
-    "callbacks.reduce_lr_on_plateau.enabled=true", "callbacks.reduce_lr_on_plateau.monitor=loss",
-    "callbacks.reduce_lr_on_plateau.patience=2", "callbacks.reduce_lr_on_plateau.factor=0.5",
+    "callbacks.reduce_lr_on_plateau.enabled=true",
+    "callbacks.reduce_lr_on_plateau.monitor=loss",
+    "callbacks.reduce_lr_on_plateau.patience=2",
+    "callbacks.reduce_lr_on_plateau.factor=0.5",
     "callbacks.reduce_lr_on_plateau.min_delta=10",
-]  # fmt: skip
+]
 
 
 def steps(client, run_id: str, metric: str) -> list[int]:
@@ -64,9 +71,13 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
 
     # The dead run is recognised, listed with its resume command, and marked KILLED.
     runs = subprocess.run(
-        [sys.executable, "-m", "runner.runs", "--mark-killed"], cwd=workspace.root,
-        env=workspace.env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "runner.runs", "--mark-killed"],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert runs.returncode == 0, runs.stderr
     assert run_id in runs.stdout and "dead" in runs.stdout and "marked KILLED" in runs.stdout
     assert f"trainer.resume={run_id}" in runs.stdout
@@ -74,8 +85,14 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
 
     # Another config is refused, with the differing key named (in process: the lookup the CLI
     # makes before TensorFlow; its one-line exit is checked for the finished run below).
-    other = job_config([*DIGITS, "optimizer.lr=0.5", f"trainer.resume={run_id}",
-                        f"logger.tracking_uri={workspace.tracking_uri}"])  # fmt: skip
+    other = job_config(
+        [
+            *DIGITS,
+            "optimizer.lr=0.5",
+            f"trainer.resume={run_id}",
+            f"logger.tracking_uri={workspace.tracking_uri}",
+        ]
+    )
     with pytest.raises(RunnerError, match="optimizer.lr"):
         requested_target(other)
 
@@ -102,10 +119,15 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     resolved = mlflow.artifacts.load_text(f"{reference.info.artifact_uri}/config/resolved.yaml")
     assert str(straight_dir) in resolved and "experiment: straight" in resolved
     for metric in ("loss", "val_loss", "learning_rate"):
-        ours = [m.value for m in sorted(client.get_metric_history(run_id, metric),
-                                        key=lambda m: m.step)]  # fmt: skip
-        theirs = [m.value for m in sorted(client.get_metric_history(reference.info.run_id, metric),
-                                          key=lambda m: m.step)]  # fmt: skip
+        ours = [
+            m.value for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+        ]
+        theirs = [
+            m.value
+            for m in sorted(
+                client.get_metric_history(reference.info.run_id, metric), key=lambda m: m.step
+            )
+        ]
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
         if metric == "learning_rate":  # halved at the end of epoch 3 (after the kill)
             np.testing.assert_allclose(theirs, [2e-3, 2e-3, 1e-3, 1e-3], rtol=1e-5)
@@ -124,8 +146,14 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
 
 
 def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(workspace):
-    sweep = ["-m", "experiment=digits_lenet", "trainer.epochs=1", "trainer.seed=1,2,3",
-             "logger.experiment=sweeps", "logger.log_model=false"]  # fmt: skip
+    sweep = [
+        "-m",
+        "experiment=digits_lenet",
+        "trainer.epochs=1",
+        "trainer.seed=1,2,3",
+        "logger.experiment=sweeps",
+        "logger.log_model=false",
+    ]
     process = workspace.start(*sweep, merge_output=True)
     client = workspace.client()
 
@@ -137,8 +165,9 @@ def test_a_killed_sweep_resumes_only_what_is_left_and_then_runs_nothing_again(wo
             runs = client.search_runs([experiment.experiment_id])
         except Exception:  # the store is being created
             return []
-        return [r for r in runs if r.data.tags.get("sweep") != "parent"
-                and r.info.status == "FINISHED"]  # fmt: skip
+        return [
+            r for r in runs if r.data.tags.get("sweep") != "parent" and r.info.status == "FINISHED"
+        ]
 
     wait_until(lambda: len(finished_children()) >= 1, process, every=0.25)  # each look: a query
     process.send_signal(signal.SIGKILL)
@@ -183,8 +212,11 @@ def test_the_launcher_is_not_part_of_what_identifies_a_sweep_or_its_jobs():
 
     job = ["experiment=digits_lenet", "trainer.seed=2"]
     keys = set()
-    for launcher in ([], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-                     ["hydra/launcher=submitit_local"]):  # fmt: skip
+    for launcher in (
+        [],
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local"],
+    ):
         cfg = job_config([*job, *launcher, "trainer.resume=true"])  # what a job is given
         hydra = HydraConfig.get()  # Hydra's own part, as a job reads it
         assert hydra.launcher._target_.endswith("Launcher")

@@ -15,10 +15,16 @@ from runner.sweeps.trials import JobOutcome, default_storage, failed, outcome
 
 
 def test_sweep_overrides_become_optuna_distributions():
-    space, fixed = search_space([
-        "a=choice(sgd, adam)", "b=range(1, 10, 3)", "c=interval(0.1, 1.0)",
-        "d=tag(log, interval(0.0001, 0.1))", "e=int(interval(1, 8))", "f=7",
-    ])  # fmt: skip
+    space, fixed = search_space(
+        [
+            "a=choice(sgd, adam)",
+            "b=range(1, 10, 3)",
+            "c=interval(0.1, 1.0)",
+            "d=tag(log, interval(0.0001, 0.1))",
+            "e=int(interval(1, 8))",
+            "f=7",
+        ]
+    )
     assert space["a"] == CategoricalDistribution(["sgd", "adam"])
     assert space["b"] == IntDistribution(1, 7, step=3)  # Python's range: 10 is excluded
     assert space["c"] == FloatDistribution(0.1, 1.0)
@@ -52,7 +58,7 @@ def test_a_study_lives_beside_the_mlflow_store(monkeypatch, tmp_path):
 
 
 def test_a_jobs_outcome_is_a_number_that_says_how_the_job_ended():
-    class Stopped:  # what runner/search.py's reporter holds after the pruner stopped a job
+    class Stopped:  # what runner/sweeps/trials.py's reporter holds after the pruner stopped a job
         pruned_after, why = 3, "after epoch 3 by MedianPruner: val_accuracy=0.25"
 
     pruned = pickle.loads(pickle.dumps(outcome(0.25, Stopped())))

@@ -49,10 +49,24 @@ class TeamServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runner.server", "--folder", str(self.folder),
-             "--port", str(self.port), "--pg-port", str(self.pg_port), "--workers", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "runner.server",
+                "--folder",
+                str(self.folder),
+                "--port",
+                str(self.port),
+                "--pg-port",
+                str(self.pg_port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         wait_for(self.url, self.process, timeout=180)
 
     def stop(self) -> str:
@@ -64,11 +78,24 @@ class TeamServer:
 
     def metric_rows(self, run_id: str, key: str) -> int:
         rows = subprocess.run(
-            [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U",
-             "mlflow", "-d", "mlflow", "-At", "-c",
-             f"select count(*) from metrics where run_uuid = '{run_id}' and key = '{key}'"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                str(postgres_bin() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.pg_port),
+                "-U",
+                "mlflow",
+                "-d",
+                "mlflow",
+                "-At",
+                "-c",
+                f"select count(*) from metrics where run_uuid = '{run_id}' and key = '{key}'",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return int(rows.stdout.strip())
 
 
@@ -82,15 +109,22 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
     server.start()
     try:
         # mlflow server (in a session of its own) runs without MLflow's GenAI job runner.
-        [mlflow_server] = [pid for pid, (parent, _, command) in processes().items()
-                           if parent == server.process.pid and "mlflow" in command]  # fmt: skip
+        [mlflow_server] = [
+            pid
+            for pid, (parent, _, command) in processes().items()
+            if parent == server.process.pid and "mlflow" in command
+        ]
         assert not any("huey" in command for command in in_session(mlflow_server).values())
         job = workspace.root / "outputs" / "job"
         process = workspace.start(
-            "experiment=digits_lenet", "trainer.epochs=4", "callbacks.early_stopping.enabled=false",
-            "logger.experiment=team", f"hydra.run.dir={job}", merge_output=True,
+            "experiment=digits_lenet",
+            "trainer.epochs=4",
+            "callbacks.early_stopping.enabled=false",
+            "logger.experiment=team",
+            f"hydra.run.dir={job}",
+            merge_output=True,
             MLFLOW_TRACKING_URI=server.url,
-        )  # fmt: skip
+        )
         wait_until(lambda: epochs_done(job) >= 2, process)
         assert "[runner.server] stopped" in server.stop()  # at epoch 2 of 4
         assert not (server.folder / "postgres" / "data" / "postmaster.pid").exists()
@@ -103,9 +137,13 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
 
         server.start()  # later, the server is back
         sync = subprocess.run(
-            [sys.executable, "-m", "runner.sync", str(job)], cwd=workspace.root,
-            env=workspace.env(), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [sys.executable, "-m", "runner.sync", str(job)],
+            cwd=workspace.root,
+            env=workspace.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert sync.returncode == 0, sync.stderr[-3000:]
         assert not (job / "mlflow_outbox").exists()
 
@@ -128,9 +166,11 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
         # The artifacts live on the server (its artifact store), not on the client's disk.
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         (workspace.root / "download").mkdir()
-        downloaded = Path(client.download_artifacts(
-            run.info.run_id, "plots/learning_curves.png", str(workspace.root / "download")
-        ))  # fmt: skip
+        downloaded = Path(
+            client.download_artifacts(
+                run.info.run_id, "plots/learning_curves.png", str(workspace.root / "download")
+            )
+        )
         assert downloaded.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert list((server.folder / "artifacts").rglob("learning_curves.png"))
         assert not (workspace.root / "mlruns").exists()
@@ -145,10 +185,19 @@ def test_a_taken_port_is_one_line_before_anything_starts(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "runner.server", "--folder", str(tmp_path / "team"),
-             "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "runner.server",
+                "--folder",
+                str(tmp_path / "team"),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: port {port} on 127.0.0.1 is not free")

@@ -27,9 +27,13 @@ def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
     workspace, tmp_path, capsys
 ):
     result = workspace.run(
-        "-m", *FAST, "model=lenet,mlp", "optimizer=sgd,adam", "logger.register_model=digits",
+        "-m",
+        *FAST,
+        "model=lenet,mlp",
+        "optimizer=sgd,adam",
+        "logger.register_model=digits",
         "logger.log_serving_model=false",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, parent, children = sweep_runs(workspace)
     assert parent.info.status == "FINISHED"
@@ -61,16 +65,35 @@ def test_grid_sweep_gives_one_child_run_per_combination_a_champion_and_a_report(
     Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 255).astype("uint8")).save(image)
     from runner.cli.predict import main as predict  # in process: the CLI is tested in test_predict
 
-    predict(["--model", "models:/digits@champion", str(image), "--tracking-uri",
-             workspace.tracking_uri, "--out", str(tmp_path / "out")])  # fmt: skip
+    predict(
+        [
+            "--model",
+            "models:/digits@champion",
+            str(image),
+            "--tracking-uri",
+            workspace.tracking_uri,
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert f"{image}: " in capsys.readouterr().out
 
     # The comparison report, in process (the command itself: test_predict.py, from a folder
     # of its own).
     from runner.cli.report import main as report
 
-    report(["--experiment", "sweeps", "--sweep", "latest", "--tracking-uri",
-            workspace.tracking_uri, "--out", str(workspace.root / "experiments")])  # fmt: skip
+    report(
+        [
+            "--experiment",
+            "sweeps",
+            "--sweep",
+            "latest",
+            "--tracking-uri",
+            workspace.tracking_uri,
+            "--out",
+            str(workspace.root / "experiments"),
+        ]
+    )
     folder = workspace.root / "experiments" / "sweeps" / f"sweep-{parent.info.run_id[:8]}"
     table = pd.read_csv(folder / "runs.csv")
     assert set(table["run_id"]) == {r.info.run_id for r in children}
@@ -131,12 +154,18 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     from tests.conftest import wait_until
 
     search = [
-        "hparams_search=digits_lenet", "trainer.epochs=2", "logger.experiment=sweeps",
-        "logger.log_model=false", "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=grid",
-        "hydra.sweeper.params=null", "optimizer.lr=choice(0.05, 100000, 0.00001, 0.02)",
-        "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.2",
+        "hparams_search=digits_lenet",
+        "trainer.epochs=2",
+        "logger.experiment=sweeps",
+        "logger.log_model=false",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.params=null",
+        "optimizer.lr=choice(0.05, 100000, 0.00001, 0.02)",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=0.2",
         "hydra.sweeper.max_failure_rate=1",
-    ]  # fmt: skip
+    ]
 
     def told() -> int:
         try:
@@ -153,8 +182,9 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     result = workspace.run(*search)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna_trials(workspace)
-    interrupted = [t for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith(
-        "interrupted")]  # fmt: skip
+    interrupted = [
+        t for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith("interrupted")
+    ]
     counted = [t for t in trials if t not in interrupted]
     described = [(t.number, t.state.name, t.params, t.user_attrs, t.system_attrs) for t in trials]
     assert len(counted) == 4 and len(interrupted) <= 1, described
@@ -190,8 +220,9 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
     assert len(client.get_metric_history(pruned.info.run_id, "val_accuracy")) == 1
     failed = children[by_lr[100000].user_attrs["mlflow_run_id"]]
     assert failed.info.status == "FAILED" and "diverged" in failed.data.tags["error"]
-    best = optuna.load_study(study_name=study_name,
-                             storage=parent.data.tags["optuna.storage"]).best_trial  # fmt: skip
+    best = optuna.load_study(
+        study_name=study_name, storage=parent.data.tags["optuna.storage"]
+    ).best_trial
     assert parent.data.metrics["best_value"] == best.value
     assert float(parent.data.tags["best.optimizer.lr"]) == best.params["optimizer.lr"]
     assert parent.data.metrics["jobs_pruned"] >= 1
@@ -201,9 +232,15 @@ def test_an_optuna_search_killed_midway_resumes_with_the_same_command(workspace)
 def test_two_sweepers_share_one_study_without_losing_or_repeating_trials(workspace):
     """Two workers started with the same command share the study in SQLite storage: together
     they run n_trials trials, each once, each logged as one MLflow run."""
-    search = ["hparams_search=digits_lenet", "trainer.epochs=1", "logger.experiment=sweeps",
-              "logger.log_model=false", "hydra.sweeper.n_trials=4",
-              "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"]  # fmt: skip
+    search = [
+        "hparams_search=digits_lenet",
+        "trainer.epochs=1",
+        "logger.experiment=sweeps",
+        "logger.log_model=false",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=random",
+        "hydra/sweeper/pruner=none",
+    ]
     workers = [workspace.start(*search, merge_output=True) for _ in range(2)]
     outputs = [worker.communicate(timeout=400)[0] for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
@@ -222,9 +259,13 @@ def test_two_sweepers_share_one_study_without_losing_or_repeating_trials(workspa
 def test_submitit_local_runs_a_two_job_sweep_to_completion(workspace):
     """Hydra's submitit launcher, local flavour: each job a process of its own, as on Slurm."""
     result = workspace.run(
-        "-m", "hydra/launcher=submitit_local", *FAST, "optimizer.lr=0.05,0.01",
-        "logger.log_model=false", timeout=400,
-    )  # fmt: skip
+        "-m",
+        "hydra/launcher=submitit_local",
+        *FAST,
+        "optimizer.lr=0.05,0.01",
+        "logger.log_model=false",
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _, parent, children = sweep_runs(workspace)
     assert parent.data.tags["launcher"] == "LocalLauncher"
@@ -238,12 +279,18 @@ def test_an_optuna_search_on_a_local_ray_cluster(workspace):
     """Hydra's Ray launcher on a Ray cluster started on this machine, with the Optuna sweeper:
     two trials at once in Ray's worker processes, each reporting to its trial from there."""
     result = workspace.run(
-        "hparams_search=digits_lenet", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+        "hparams_search=digits_lenet",
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2",
         "+hydra.launcher.ray.init.include_dashboard=false",
-        "+hydra.launcher.ray.remote.num_cpus=1", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2", "trainer.epochs=1", "logger.experiment=sweeps",
-        "logger.log_model=false", timeout=400,
-    )  # fmt: skip
+        "+hydra.launcher.ray.remote.num_cpus=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.epochs=1",
+        "logger.experiment=sweeps",
+        "logger.log_model=false",
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _, parent, children = sweep_runs(workspace)
     assert parent.data.tags["launcher"] == "RayLauncher"

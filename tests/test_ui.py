@@ -47,12 +47,25 @@ def page(url: str, screenshot: str) -> str:
 def chromium(*args: str, timeout: float = 90) -> str:
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,900",
-             "--virtual-time-budget=20000", *args],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,900",
+                "--virtual-time-budget=20000",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     return result.stdout
 
 
@@ -62,11 +75,25 @@ def mlflow_server(poisoned_sweep):
     workspace, _ = poisoned_sweep
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", workspace.tracking_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=workspace.root, env={**NO_JOB_RUNNER, **workspace.env()}, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            workspace.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=workspace.root,
+        env={**NO_JOB_RUNNER, **workspace.env()},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(url, server, timeout=90)  # its /health answers, or it exited or timed out
     yield url

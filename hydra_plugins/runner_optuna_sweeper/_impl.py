@@ -5,7 +5,7 @@ configured launcher; each job's outcome is told back. The study outlives the com
 the same command again resumes it up to `n_trials` (a trial whose sweeper died is re-queued
 with the same values), and N sweepers on N machines that reach the same storage share one
 study. A failed job is a FAIL trial with its reason; a job stopped by the pruner is PRUNED
-(the job reports each epoch's objective to its trial: `runner/search.py`).
+(the job reports each epoch's objective to its trial: `runner/sweeps/trials.py`).
 """
 
 from __future__ import annotations
@@ -131,13 +131,18 @@ class OptunaSweeperImpl:
         custom_search_space: str | None,
     ) -> None:
         if not 0.0 <= max_failure_rate <= 1.0:
-            raise ValueError(f"hydra.sweeper.max_failure_rate should be between 0 and 1. "
-                             f"Received: {max_failure_rate}")  # fmt: skip
+            raise ValueError(
+                f"hydra.sweeper.max_failure_rate should be between 0 and 1. "
+                f"Received: {max_failure_rate}"
+            )
         if n_trials < 1 or n_jobs < 1:
             raise ValueError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs should be >= 1")
         self.sampler, self.pruner = sampler, pruner
-        self.directions = [str(d) for d in direction] if OmegaConf.is_list(direction) or \
-            isinstance(direction, list) else [str(direction)]  # fmt: skip
+        self.directions = (
+            [str(d) for d in direction]
+            if OmegaConf.is_list(direction) or isinstance(direction, list)
+            else [str(direction)]
+        )
         # `storage` and `study_name` are read from the config by runner.search.study_location,
         # which the sweep's MLflow callback uses too (to tag the parent run with the study).
         del storage, study_name
@@ -146,8 +151,9 @@ class OptunaSweeperImpl:
         self.params = params
         self.extend = (
             instantiate({"_target_": custom_search_space, "_partial_": True})
-            if custom_search_space else None
-        )  # fmt: skip
+            if custom_search_space
+            else None
+        )
         self.job_idx = 0
 
     def setup(
@@ -179,8 +185,9 @@ class OptunaSweeperImpl:
             directions=self.directions,
             load_if_exists=True,
         )
-        if list(study.directions) != [optuna.study.StudyDirection[d.upper()]
-                                      for d in self.directions]:  # fmt: skip
+        if list(study.directions) != [
+            optuna.study.StudyDirection[d.upper()] for d in self.directions
+        ]:
             raise ValueError(
                 f"study {location.name!r} in {location.display} optimizes "
                 f"{[d.name.lower() for d in study.directions]}, not {self.directions}: "
@@ -216,10 +223,15 @@ class OptunaSweeperImpl:
         storage.set_trial_user_attr(trial_id, "fail_reason", f"interrupted: {why}")
         _tell(study, number, state=TrialState.FAIL)
         kept = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-            user_attrs={RETRY_ATTR: number}, system_attrs=kept,
-        ))  # fmt: skip
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={RETRY_ATTR: number},
+                system_attrs=kept,
+            )
+        )
         log.info("trial %d was interrupted (%s): queued again", number, why)
 
     @staticmethod
@@ -228,9 +240,11 @@ class OptunaSweeperImpl:
         return sum(
             1
             for t in study.get_trials(deepcopy=False)
-            if not (t.state == TrialState.FAIL
-                    and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"))
-        )  # fmt: skip
+            if not (
+                t.state == TrialState.FAIL
+                and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted")
+            )
+        )
 
     # ------------------------------------------------------------------------------ the sweep
 
@@ -245,9 +259,13 @@ class OptunaSweeperImpl:
         told = failed = 0
         log.info(
             "Optuna study %r in %s: %d of %d trials there; sampler %s, pruner %s",
-            self.location.name, self.location.display, self._counted(study), self.n_trials,
-            type(study.sampler).__name__, type(study.pruner).__name__,
-        )  # fmt: skip
+            self.location.name,
+            self.location.display,
+            self._counted(study),
+            self.n_trials,
+            type(study.sampler).__name__,
+            type(study.pruner).__name__,
+        )
         while True:
             with self._budget_lock():
                 batch = min(self.n_jobs, self.n_trials - self._counted(study))
@@ -256,8 +274,9 @@ class OptunaSweeperImpl:
                         log.info(
                             "the study already holds its %d trials: nothing to run (raise "
                             "hydra.sweeper.n_trials to run more, or set hydra.sweeper.study_name "
-                            "to start another study)", self.n_trials,
-                        )  # fmt: skip
+                            "to start another study)",
+                            self.n_trials,
+                        )
                     break
                 trials = [study.ask() for _ in range(batch)]
                 for trial in trials:
@@ -276,8 +295,11 @@ class OptunaSweeperImpl:
             if told and failed / told > self.max_failure_rate:
                 log.error(
                     "stopping the search: %d of %d trials failed "
-                    "(hydra.sweeper.max_failure_rate=%s)", failed, told, self.max_failure_rate,
-                )  # fmt: skip
+                    "(hydra.sweeper.max_failure_rate=%s)",
+                    failed,
+                    told,
+                    self.max_failure_rate,
+                )
                 break
         self._save_results(study)
 
@@ -331,16 +353,19 @@ class OptunaSweeperImpl:
         """`optimization_results.yaml` in the sweep folder, as Hydra's Optuna sweeper writes it;
         over the whole study (every resume and worker)."""
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name,
-                                   "storage": self.location.display}  # fmt: skip
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": self.location.display,
+        }
         if done and len(self.directions) == 1:
             best = study.best_trial
-            results.update(best_params=best.params, best_value=best.value,
-                           best_trial=best.number)  # fmt: skip
+            results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("best trial %d: %s = %s", best.number, best.params, best.value)
         elif done:
-            results["solutions"] = [{"params": t.params, "values": t.values}
-                                    for t in study.best_trials]  # fmt: skip
+            results["solutions"] = [
+                {"params": t.params, "values": t.values} for t in study.best_trials
+            ]
         counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         for t in study.get_trials(deepcopy=False):
             if t.state.name in counts:

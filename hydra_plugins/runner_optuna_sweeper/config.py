@@ -50,21 +50,43 @@ SAMPLERS = {
     "grid": {"_target_": "optuna.samplers.GridSampler", "_partial_": True, "seed": None},
 }
 PRUNERS = {
-    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5,
-               "n_warmup_steps": 0, "interval_steps": 1, "n_min_trials": 1},
-    "percentile": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0,
-                   "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1,
-                   "n_min_trials": 1},
-    "successive_halving": {"_target_": "optuna.pruners.SuccessiveHalvingPruner",
-                           "min_resource": "auto", "reduction_factor": 4,
-                           "min_early_stopping_rate": 0},
-    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1,
-                  "max_resource": "auto", "reduction_factor": 3},
+    "median": {
+        "_target_": "optuna.pruners.MedianPruner",
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+        "interval_steps": 1,
+        "n_min_trials": 1,
+    },
+    "percentile": {
+        "_target_": "optuna.pruners.PercentilePruner",
+        "percentile": 25.0,
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+        "interval_steps": 1,
+        "n_min_trials": 1,
+    },
+    "successive_halving": {
+        "_target_": "optuna.pruners.SuccessiveHalvingPruner",
+        "min_resource": "auto",
+        "reduction_factor": 4,
+        "min_early_stopping_rate": 0,
+    },
+    "hyperband": {
+        "_target_": "optuna.pruners.HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": "auto",
+        "reduction_factor": 3,
+    },
     # Stops a trial whose value leaves [lower, upper], e.g. lower=0.2 on val_accuracy.
-    "threshold": {"_target_": "optuna.pruners.ThresholdPruner", "lower": None, "upper": None,
-                  "n_warmup_steps": 0, "interval_steps": 1},
+    "threshold": {
+        "_target_": "optuna.pruners.ThresholdPruner",
+        "lower": None,
+        "upper": None,
+        "n_warmup_steps": 0,
+        "interval_steps": 1,
+    },
     "none": {"_target_": "optuna.pruners.NopPruner"},
-}  # fmt: skip
+}
 
 store = ConfigStore.instance()
 store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="runner")

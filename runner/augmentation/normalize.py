@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import keras
 import numpy as np
 from keras import layers
 
@@ -127,9 +126,3 @@ def _zca(
         (layers.Dense(dims, trainable=False, name="zca"), [kernel, bias]),
         (layers.Reshape(shape, name="zca_reshape"), None),
     ]
-
-
-def apply(x: keras.KerasTensor, fitted: list) -> keras.KerasTensor:
-    for layer, _ in fitted:
-        x = layer(x)
-    return x

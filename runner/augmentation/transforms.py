@@ -1,7 +1,8 @@
 """Training-time augmentation: the tutorials' `ImageDataGenerator` vocabulary, made fast.
 
 Rotation, shifts, shear, zoom and flips are composed into one random affine matrix per image and
-applied to the whole batch by a single `ImageProjectiveTransformV3` call inside the `tf.data`
+applied to the whole batch by one XLA-compiled bilinear resampling (runner/augmentation/
+resample.py, the output of TensorFlow's `ImageProjectiveTransformV3`) inside the `tf.data`
 pipeline (parallel, prefetched), instead of a chain of layers each resampling the image.
 Brightness and contrast follow as cheap per-image arithmetic. Only training batches pass through
 here; validation and test batches never do.
@@ -20,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from runner.config.checks import check_augmentation
+from runner.augmentation import resample
 from runner.config.schema import Placement
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,10 @@ def warn_if_mirroring(cfg: Any, data_name: str) -> None:
         log.warning(
             "augmentation.%s mirrors the images of data=%s, whose classes are not mirror-"
             "symmetric (a mirrored digit is no digit): set augmentation.%s=false",
-            flips[0], data_name, flips[0],
-        )  # fmt: skip
-
-
-def validate(cfg: Any) -> None:
-    check_augmentation(cfg)
+            flips[0],
+            data_name,
+            flips[0],
+        )
 
 
 def _uniform(seed: tf.Tensor, n: tf.Tensor, bound: float, index: int) -> tf.Tensor:
@@ -107,16 +106,11 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
     """Augment a (N, H, W, C) batch of 0-255 pixels; returns uint8 (or float32) of that shape."""
     shape = tf.shape(images)
     n, height, width = shape[0], images.shape[1], images.shape[2]
-    out = tf.cast(images, tf.float32)
     if is_geometric(cfg):
-        out = tf.raw_ops.ImageProjectiveTransformV3(
-            images=out,
-            transforms=random_matrices(cfg, seed, n, height, width),
-            output_shape=tf.shape(out)[1:3],
-            fill_value=float(cfg.fill_value),
-            interpolation="BILINEAR",
-            fill_mode=cfg.fill_mode.upper(),
-        )
+        matrices = random_matrices(cfg, seed, n, height, width)
+        out = resample.project(images, matrices, str(cfg.fill_mode), float(cfg.fill_value))
+    else:
+        out = tf.cast(images, tf.float32)
     if cfg.brightness:  # add up to +-brightness of the full range
         delta = _uniform(seed, n, cfg.brightness * 255.0, 8)
         out = out + delta[:, None, None, None]
@@ -132,25 +126,19 @@ def in_model(cfg: Any) -> bool:
     return is_active(cfg) and Placement(cfg.placement) is Placement.model
 
 
-def apply(dataset: tf.data.Dataset, cfg: Any, seed: int) -> tf.data.Dataset:
-    """Augment the images of a batched (images, labels) dataset, new randomness every epoch."""
-    if not is_active(cfg) or in_model(cfg):
-        return dataset
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def transform(batch, batch_seed):
-        images, labels = batch
-        return augment_batch(images, batch_seed, cfg), labels
-
-    return (
-        tf.data.Dataset.zip((dataset, seeds))
-        .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-RANDOM_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip",
-               "vertical_flip", "fill_mode", "fill_value", "brightness", "contrast")  # fmt: skip
+RANDOM_KEYS = (
+    "rotation",
+    "width_shift",
+    "height_shift",
+    "shear",
+    "zoom",
+    "horizontal_flip",
+    "vertical_flip",
+    "fill_mode",
+    "fill_value",
+    "brightness",
+    "contrast",
+)
 
 
 @keras.saving.register_keras_serializable(package="runner")
@@ -163,7 +151,6 @@ class RandomAugmentation(keras.layers.Layer):
 
     def __init__(self, settings: dict, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.supports_jit = False  # ImageProjectiveTransformV3 has no XLA kernel
         self.settings = dict(settings)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -111,11 +111,13 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
         writer = csv.DictWriter(stream, ["path", "labels", "probabilities", "skipped", "image"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({
-                **row,
-                "labels": ";".join(row["labels"]),
-                "probabilities": ";".join(f"{p:.6f}" for p in row["probabilities"]),
-            })  # fmt: skip
+            writer.writerow(
+                {
+                    **row,
+                    "labels": ";".join(row["labels"]),
+                    "probabilities": ";".join(f"{p:.6f}" for p in row["probabilities"]),
+                }
+            )
 
 
 # ----------------------------------------------------------------------------------- main
@@ -193,8 +195,9 @@ def run(args: argparse.Namespace) -> None:
             f"None of the {len(inputs.files)} input file(s) could be decoded as an image "
             f"(e.g. {skipped[0][0]}: {skipped[0][1]})."
         )
-    probabilities = label_probabilities(np.asarray(classifier.classify(images)),
-                                        classifier.class_names)  # fmt: skip
+    probabilities = label_probabilities(
+        np.asarray(classifier.classify(images)), classifier.class_names
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
@@ -207,15 +210,25 @@ def run(args: argparse.Namespace) -> None:
         caption = [f"{label}: {p:.1%}" for label, p in ranked[:3]] or ["(no label)"]
         annotate(path, caption, args.out / name)
         labels, chances = [label for label, _ in ranked], [p for _, p in ranked]
-        rows.append({"path": display(path), "labels": labels, "probabilities": chances,
-                     "skipped": "", "image": name})  # fmt: skip
+        rows.append(
+            {
+                "path": display(path),
+                "labels": labels,
+                "probabilities": chances,
+                "skipped": "",
+                "image": name,
+            }
+        )
     for path, reason in skipped:
         print(f"{path}: skipped, {reason}")
-        rows.append({"path": path, "labels": [], "probabilities": [], "skipped": reason,
-                     "image": ""})  # fmt: skip
+        rows.append(
+            {"path": path, "labels": [], "probabilities": [], "skipped": reason, "image": ""}
+        )
     write_tables(rows, args.out)
-    print(f"[runner.predict] {len(kept)} image(s) classified, {len(skipped)} skipped; annotated "
-          f"images, predictions.csv and predictions.json in {args.out.resolve()}")  # fmt: skip
+    print(
+        f"[runner.predict] {len(kept)} image(s) classified, {len(skipped)} skipped; annotated "
+        f"images, predictions.csv and predictions.json in {args.out.resolve()}"
+    )
 
 
 def entry() -> None:

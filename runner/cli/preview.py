@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from runner.cli.app import CONF_DIR
 from runner.cli.quick_exit import skip_final_collection
-from runner.config.schema import migrate_argv, register_configs
+from runner.config.migrate import migrate_argv
+from runner.config.schema import register_configs
 
 register_configs()
 
@@ -23,10 +24,11 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from runner import models
     from runner.augmentation import transforms as augment
+    from runner.config.checks import check_group
     from runner.data import load, load_context
     from runner.reports import plots
 
-    augment.validate(cfg.augmentation)
+    check_group(cfg, "augmentation")
     splits = load(cfg.data, load_context(cfg, lambda: models.input_size(cfg.model)))
     augment.warn_if_mirroring(cfg.augmentation, splits.info.name)
     originals, augmented = augment.preview(

@@ -26,9 +26,16 @@ from runner.cli.app import run_command  # noqa: E402
 from runner.tracking.store import default_tracking_uri  # noqa: E402
 
 # Params that differ between runs but say nothing about the model or its training.
-RUN_SPECIFIC = ("params.paths.", "params.logger.", "params.trainer.verbose",
-                "params.trainer.resume", "params.trainer.intra_op_threads",
-                "params.trainer.inter_op_threads", "params.notes", "params.data.path")  # fmt: skip
+RUN_SPECIFIC = (
+    "params.paths.",
+    "params.logger.",
+    "params.trainer.verbose",
+    "params.trainer.resume",
+    "params.trainer.intra_op_threads",
+    "params.trainer.inter_op_threads",
+    "params.notes",
+    "params.data.path",
+)
 
 
 def find_runs(client: MlflowClient, experiment: str, sweep: str | None) -> tuple[pd.DataFrame, str]:
@@ -177,8 +184,9 @@ def plot_objective_vs_params(
         return None
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows),
-                                squeeze=False, layout="constrained")  # fmt: skip
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False, layout="constrained"
+    )
     for axis in axes.flat[len(names) :]:
         axis.set_visible(False)
     for axis, name in zip(axes.flat, names, strict=False):
@@ -226,20 +234,41 @@ def plot_parallel_coordinates(
     scores = pd.to_numeric(table[key], errors="coerce")
     colors = plt.get_cmap("viridis")((scores - scores.min()) / ((scores.max() - scores.min()) or 1))
     for run in range(len(table)):
-        axis.plot(range(len(axes_values)), [v.iloc[run] for v in axes_values], color=colors[run],
-                  alpha=0.8)  # fmt: skip
+        axis.plot(
+            range(len(axes_values)),
+            [v.iloc[run] for v in axes_values],
+            color=colors[run],
+            alpha=0.8,
+        )
     axis.set_xticks(range(len(axes_values)), [short(n) for n in names] + [key])
     for position, (low, high) in enumerate(ticks):  # each axis' range, beside it
         axis.axvline(position, color="0.6", linewidth=0.8, zorder=0)
-        axis.annotate(low, (position, 0), xytext=(4, 2), textcoords="offset points",
-                      ha="left", va="bottom", fontsize="small")  # fmt: skip
-        axis.annotate(high, (position, 1), xytext=(4, -2), textcoords="offset points",
-                      ha="left", va="top", fontsize="small")  # fmt: skip
+        axis.annotate(
+            low,
+            (position, 0),
+            xytext=(4, 2),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize="small",
+        )
+        axis.annotate(
+            high,
+            (position, 1),
+            xytext=(4, -2),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize="small",
+        )
     axis.set_yticks([])
     axis.set_ylim(-0.05, 1.05)
     axis.set_title(f"{len(table)} runs across {len(names)} parameters, colored by {key}")
-    figure.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(scores.min(),
-                    scores.max())), ax=axis, label=key)  # fmt: skip
+    figure.colorbar(
+        plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(scores.min(), scores.max())),
+        ax=axis,
+        label=key,
+    )
     figure.savefig(path, dpi=100)
     return figure
 
@@ -261,9 +290,9 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     if objective is None:  # what the runs optimized (tag objective_metric)
         tags = runs.get("tags.objective_metric")
-        objective = tags.dropna().iloc[0] if tags is not None and tags.notna().any() else (
-            "val_accuracy"
-        )  # fmt: skip
+        objective = (
+            tags.dropna().iloc[0] if tags is not None and tags.notna().any() else ("val_accuracy")
+        )
     table = comparison_table(runs, objective, mode)
     table.to_csv(folder / "runs.csv", index=False)
     header = (

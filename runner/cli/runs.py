@@ -33,13 +33,19 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tracking-uri", default=None,
-                        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")  # fmt: skip
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db",
+    )
     parser.add_argument(
         "--mark-killed", action="store_true", help="mark the runs whose process is gone KILLED"
     )
-    parser.add_argument("--all", action="store_true", help="also list unfinished runs that "
-                        "ended FAILED or KILLED (resumable too)")  # fmt: skip
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="also list unfinished runs that ended FAILED or KILLED (resumable too)",
+    )
     args = parser.parse_args(argv)
 
     from mlflow import MlflowClient
@@ -79,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("    no resume state in its job folder: it cannot be resumed")
     dead = sum(state == "dead" for state in states)
     if dead and not args.mark_killed:
-        print(f"\n{dead} run(s) RUNNING with no process: `python -m runner.runs --mark-killed` "
-              "marks them KILLED.")  # fmt: skip
+        print(
+            f"\n{dead} run(s) RUNNING with no process: `python -m runner.runs --mark-killed` "
+            "marks them KILLED."
+        )
     return 0
 
 

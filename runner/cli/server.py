@@ -100,8 +100,17 @@ class Postgres:
         self._own(self.folder)
         self._own(self.data)
         # Local connections only (listen_addresses below), trusted: no password to manage.
-        done = self._run("initdb", "-D", str(self.data), "-U", DB_USER, "--auth=trust",
-                         "-E", "UTF8", "--no-instructions")  # fmt: skip
+        done = self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        )
         if done.returncode != 0:
             raise ServerError(f"initdb failed in {self.data}: {done.stderr.strip()[-300:]}")
 
@@ -109,10 +118,21 @@ class Postgres:
         self._own(self.sockets)
         self.log = open(self.folder / "postgres.log", "a")  # noqa: SIM115 - open while it runs
         self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-k", str(self.sockets)],
-            user=self.user, stdout=subprocess.DEVNULL, stderr=self.log,
-        )  # fmt: skip
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+                str(self.sockets),
+            ],
+            user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
         deadline = time.monotonic() + 60
         while self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port)).returncode != 0:
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -121,8 +141,9 @@ class Postgres:
                 )
             time.sleep(0.2)
         for database in (DATABASE, OPTUNA_DATABASE):
-            made = self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER,
-                             database)  # fmt: skip
+            made = self._run(
+                "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, database
+            )
             if made.returncode != 0 and "already exists" not in made.stderr:
                 raise ServerError(f"createdb {database} failed: {made.stderr.strip()}")
 
@@ -188,12 +209,24 @@ def serve(folder: Path, host: str, port: int, pg_port: int, workers: int | None 
     try:
         postgres.start()
         mlflow = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-             "--backend-store-uri", postgres.uri,
-             "--artifacts-destination", str(folder / "artifacts"),
-             *(["--workers", str(workers)] if workers else [])],
-            env=mlflow_server_env(), start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                postgres.uri,
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                *(["--workers", str(workers)] if workers else []),
+            ],
+            env=mlflow_server_env(),
+            start_new_session=True,
+        )
         url = f"http://{host}:{port}"
         wait_for(url, mlflow)
         print(
@@ -226,9 +259,11 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--folder", type=Path, default=Path("mlflow-server"),
+        "--folder",
+        type=Path,
+        default=Path("mlflow-server"),
         help="PostgreSQL data and artifacts (default: ./mlflow-server)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a team host)"
     )

@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             sent = outbox.send(MlflowClient(tracking_uri=uri), meta["run_id"])
         except Exception as error:
             failed += 1
-            print(f"{folder}: {uri} still does not answer ({str(error).splitlines()[0][:160]}); "
-                  f"{outbox.pending()} record(s) kept", file=sys.stderr)  # fmt: skip
+            print(
+                f"{folder}: {uri} still does not answer ({str(error).splitlines()[0][:160]}); "
+                f"{outbox.pending()} record(s) kept",
+                file=sys.stderr,
+            )
             continue
         print(f"{folder}: sent {sent} record(s) of run {meta['run_id']} to {uri}")
     return 1 if failed else 0

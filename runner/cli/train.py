@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 from runner.cli.app import CONF_DIR, USER_ERROR, stop
 from runner.cli.quick_exit import skip_final_collection
 from runner.config.checks import check_config
-from runner.config.schema import Mode, migrate_argv, register_configs
+from runner.config.migrate import migrate_argv
+from runner.config.schema import Mode, register_configs
 from runner.core.errors import Interrupted, RunnerError
 from runner.core.interrupts import Terminated, install_sigterm
 from runner.core.joblog import to_log_file
@@ -52,8 +53,11 @@ def main(cfg: DictConfig) -> float | None:
         stop(interrupt.message, interrupt, interrupt.exit_code)
     except (KeyboardInterrupt, Terminated) as interrupt:  # before a run existed
         name = "SIGINT" if isinstance(interrupt, KeyboardInterrupt) else interrupt.signal_name
-        stop(f"interrupted by {name} before training started", interrupt,
-             Interrupted(name, "").exit_code)  # fmt: skip
+        stop(
+            f"interrupted by {name} before training started",
+            interrupt,
+            Interrupted(name, "").exit_code,
+        )
     except Exception as error:
         if in_sweep:
             return _failed_job(cfg, error)
@@ -87,8 +91,9 @@ def _failed_job(cfg: DictConfig, error: Exception) -> float:
     # marked FAIL with the reason: the Optuna sweeper records a FAIL trial.
     from runner.sweeps.trials import failed
 
-    return failed(float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf"),
-                  str(error))  # fmt: skip
+    return failed(
+        float("-inf") if Mode(cfg.objective.mode) is Mode.max else float("inf"), str(error)
+    )
 
 
 def entry() -> None:

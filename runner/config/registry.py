@@ -10,7 +10,7 @@ defaults) and a README row. `register_configs` stores every registered schema in
 ConfigStore as `schema/<group>/<name>` with `name` filled in, so the YAML's first line
 `- /schema/model/lenet@_here_` is the only link between them and a typo in a key is still
 rejected while Hydra composes, before TensorFlow is imported (option modules import Keras and
-TensorFlow lazily: see runner/lazy.py).
+TensorFlow lazily: see runner/core/lazy.py).
 """
 
 from __future__ import annotations

@@ -4,15 +4,15 @@ Hydra merges `conf/**.yaml` into these dataclasses, so an unknown key or a value
 type is rejected while the config is composed: before TensorFlow is even imported.
 
 Here live the base schemas and the groups with one schema (augmentation, trainer, logger, paths).
-A data, model or optimizer option declares its own schema beside its code (runner/registry.py)
-and its YAML file starts with a defaults list naming it (`- /schema/model/lenet@_here_`), the
-pattern of Hydra's "structured config schema" tutorial: the group's field is typed with the
-base class, the option picks the subclass that holds its own keys and their defaults.
+A data, model or optimizer option declares its own schema beside its code
+(runner/config/registry.py) and its YAML file starts with a defaults list naming it
+(`- /schema/model/lenet@_here_`), the pattern of Hydra's "structured config schema" tutorial:
+the group's field is typed with the base class, the option picks the subclass that holds its own
+keys and their defaults.
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +21,10 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from runner.config.callbacks import CallbacksConfig
+from runner.config.rules import at_least, between, one_of, optional_at_least, positive
+from runner.core.errors import RunnerError
 
 # --------------------------------------------------------------------------------------- data
 
@@ -99,6 +103,13 @@ class OptimizerConfig:
     schedule: Schedule = Schedule.constant
     # Per-step decay of the inverse-time schedule; null means the tutorials' rule lr / epochs.
     decay_rate: float | None = None
+    # Decoupled weight decay (Keras' `weight_decay`, every optimizer); null: none.
+    weight_decay: float | None = None
+
+    def check(self, at: str) -> None:
+        positive(f"{at}.lr", self.lr)
+        optional_at_least(f"{at}.decay_rate", self.decay_rate, 0)
+        optional_at_least(f"{at}.weight_decay", self.weight_decay, 0)
 
 
 # ------------------------------------------------------------------------------- augmentation
@@ -107,6 +118,9 @@ class OptimizerConfig:
 class Placement(Enum):
     pipeline = "pipeline"  # in the tf.data input pipeline, on the CPU, overlapped with training
     model = "model"  # a layer in front of the model while training: on the GPU when there is one
+
+
+FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 
 @dataclass
@@ -134,71 +148,15 @@ class AugmentationConfig:
     zca_whitening: bool = False
     zca_epsilon: float = 1e-6
 
-
-# ---------------------------------------------------------------------------------- callbacks
-# Keras callbacks a run switches on and tunes from the config (runner/callbacks.py). A monitor
-# ending in "loss" is minimized, any other (accuracy, pr_auc) maximized.
-
-
-@dataclass
-class EarlyStoppingConfig:
-    enabled: bool = True
-    monitor: str = "val_loss"
-    patience: int = 5
-    min_delta: float = 0.0
-    restore_best_weights: bool = True
-
-
-class Keep(Enum):
-    best = "best"  # checkpoints/best.keras
-    best_and_last = "best_and_last"  # and checkpoints/last.keras, the weights of the last epoch
-
-
-@dataclass
-class ModelCheckpointConfig:
-    """checkpoints/best.keras: the model of the best epoch by `monitor`, kept as training goes."""
-
-    enabled: bool = True
-    # null: the objective's metric (objective.metric), so the evaluated weights and the value
-    # a sweep ranks come from the same epoch.
-    monitor: str | None = None
-    keep: Keep = Keep.best
-
-
-@dataclass
-class ReduceLROnPlateauConfig:
-    enabled: bool = False
-    monitor: str = "val_loss"
-    factor: float = 0.1
-    patience: int = 3
-    min_delta: float = 1e-4  # a change smaller than this is no improvement
-    min_lr: float = 0.0
-
-
-@dataclass
-class TensorBoardConfig:
-    """Event files in the job folder's `tensorboard/`, logged to the MLflow run at the end."""
-
-    enabled: bool = False
-    histogram_freq: int = 0  # epochs between weight histograms; 0: none
-    profile_batch: int = 0  # profile this batch (0: no profiling)
-
-
-@dataclass
-class CSVLoggerConfig:
-    """`history.csv` in the job folder (a row per epoch), logged to the MLflow run."""
-
-    enabled: bool = False
-
-
-@dataclass
-class CallbacksConfig:
-    name: str = MISSING
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    model_checkpoint: ModelCheckpointConfig = field(default_factory=ModelCheckpointConfig)
-    reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
-    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
-    csv_logger: CSVLoggerConfig = field(default_factory=CSVLoggerConfig)
+    def check(self, at: str) -> None:
+        one_of(f"{at}.fill_mode", self.fill_mode, FILL_MODES)
+        for key in ("rotation", "width_shift", "height_shift", "shear", "zoom"):
+            at_least(f"{at}.{key}", getattr(self, key), 0)
+        for key in ("brightness", "contrast"):
+            at_least(f"{at}.{key}", getattr(self, key), 0)
+        if self.zoom >= 1:
+            raise RunnerError(f"{at}.zoom should be below 1. Received: {self.zoom}")
+        positive(f"{at}.zca_epsilon", self.zca_epsilon)
 
 
 # ------------------------------------------------------------------------ trainer and logging
@@ -234,22 +192,36 @@ class TrainerConfig:
     # Speed on accelerators: the Keras mixed-precision policy (the output layer and the loss stay
     # float32), XLA compilation, and training steps run per call into TensorFlow.
     precision: Precision = Precision.float32
-    jit_compile: str = (
-        "auto"  # auto (Keras decides: XLA where the model supports it) | true | false
-    )
+    # auto (Keras decides: XLA where the model supports it) | true | false
+    jit_compile: str = "auto"
     steps_per_execution: int = 1
+
+    def check(self, at: str) -> None:
+        for key, minimum in {
+            "epochs": 1,
+            "batch_size": 1,
+            "intra_op_threads": 0,
+            "inter_op_threads": 0,
+            "steps_per_execution": 1,
+        }.items():
+            at_least(f"{at}.{key}", getattr(self, key), minimum)
+        one_of(f"{at}.jit_compile", str(self.jit_compile).lower(), ("auto", "true", "false"))
+        between(f"{at}.validation_split", self.validation_split, 0, 1)
 
 
 @dataclass
 class StrategyConfig:
-    """tf.distribute (runner/distribute.py): `default` one device, `mirrored` one replica per
-    local GPU. trainer.batch_size is per replica: each step takes batch_size x replicas."""
+    """tf.distribute (runner/training/distribute.py): `default` one device, `mirrored` one
+    replica per local GPU. trainer.batch_size is per replica: each step takes batch_size x
+    replicas."""
 
     name: str = MISSING
-    devices: list[str] | None = (
-        None  # mirrored: these devices (e.g. [/gpu:0, /gpu:1]); null: all GPUs
-    )
+    # mirrored: these devices (e.g. [/gpu:0, /gpu:1]); null: all GPUs
+    devices: list[str] | None = None
     cpu_devices: int = 0  # split the CPU into this many logical devices (mirrored without GPUs)
+
+    def check(self, at: str) -> None:
+        at_least(f"{at}.cpu_devices", self.cpu_devices, 0)
 
 
 @dataclass
@@ -322,50 +294,6 @@ SCHEMAS: dict[str, type] = {
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-# Keys that moved: old prefix -> new prefix (the old ones keep working, with a one-line note).
-MOVED_KEYS = {
-    "trainer.early_stopping.": "callbacks.early_stopping.",
-    "trainer.checkpoint.": "callbacks.model_checkpoint.",
-}
-# Keys renamed: old key -> new key. `strategy` is the tf.distribute group; a pretrained model's
-# transfer mode is `model.transfer`.
-RENAMED_KEYS = {"model.strategy": "model.transfer"}
-
-
-def migrate_override(override: str) -> tuple[str | None, str | None]:
-    """(the override in today's keys or None to drop it, a note for the user or None)."""
-    sign = override[: len(override) - len(override.lstrip("+~"))]
-    key, _, value = override[len(sign) :].partition("=")
-    if key == "trainer.checkpoint.save_best_only":
-        if value.strip().lower() == "false":
-            return "trainer.evaluate=last", (
-                "trainer.checkpoint.save_best_only=false is now trainer.evaluate=last "
-                "(best.keras always holds the best epoch)"
-            )
-        return (
-            None,
-            "trainer.checkpoint.save_best_only is gone: best.keras always holds the best epoch",
-        )
-    if key in RENAMED_KEYS:
-        return f"{sign}{RENAMED_KEYS[key]}={value}", f"{key} is now {RENAMED_KEYS[key]}"
-    for old, new in MOVED_KEYS.items():
-        if key.startswith(old):
-            moved = new + key[len(old) :]
-            return f"{sign}{moved}={value}", f"{key} is now {moved}"
-    return override, None
-
-
-def migrate_argv() -> None:
-    """Rewrite moved keys on the command line (sys.argv) before Hydra parses it."""
-    migrated = []
-    for argument in sys.argv[1:]:
-        override, note = migrate_override(argument)
-        if note:
-            print(f"note: {note}", file=sys.stderr, flush=True)
-        if override is not None:
-            migrated.append(override)
-    sys.argv[1:] = migrated
 
 
 def config_groups() -> str:

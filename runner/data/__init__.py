@@ -1,4 +1,4 @@
-"""Data sources: `data=<name>` -> the loader its module registers (runner/registry.py), which
+"""Data sources: `data=<name>` -> the loader its module registers (runner/config/registry.py), which
 reads the dataset into train/validation/test splits.
 
 Each module here declares a dataset's schema beside its loader: `load(cfg, ctx) -> Splits`.
@@ -52,15 +52,26 @@ def load(data_cfg: Any, ctx: LoadContext) -> Splits:
         return loader(data_cfg, ctx)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, tarfile.TarError,
-            pickle.UnpicklingError) as error:  # fmt: skip
-        files = [ctx.data_dir / data_cfg.name / Path(spec.name).name
-                 for spec in (OmegaConf.select(data_cfg, "files") or {}).values()]  # fmt: skip
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        pickle.UnpicklingError,
+    ) as error:
+        files = [
+            ctx.data_dir / data_cfg.name / Path(spec.name).name
+            for spec in (OmegaConf.select(data_cfg, "files") or {}).values()
+        ]
         if not files:
             raise
-        which = f"The cached file {files[0]} is" if len(files) == 1 else (
-            "One of the cached files " + ", ".join(map(str, files)) + " is"
-        )  # fmt: skip
+        which = (
+            f"The cached file {files[0]} is"
+            if len(files) == 1
+            else ("One of the cached files " + ", ".join(map(str, files)) + " is")
+        )
         # The library's own words (and advice) go to the job's log with the traceback.
         raise DataError(
             f"{which} unreadable (damaged or incomplete): delete it to download it again, "

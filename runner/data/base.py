@@ -26,8 +26,8 @@ class DataInfo:
     input_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     task: Task = "multiclass"
-    # Normalization layers fitted on the training split (runner/normalize.py), with the fixed
-    # weights to load once built; models apply them right after rescaling.
+    # Normalization layers fitted on the training split (runner/augmentation/normalize.py),
+    # with the fixed weights to load once built; models apply them right after rescaling.
     preprocessing: tuple = field(default=(), compare=False, repr=False)
 
     @property

@@ -15,9 +15,17 @@ from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 IDX_LABELS_MAGIC = 2049  # then one big-endian count, then uint8 labels (offset 8)
 IDX_IMAGES_MAGIC = 2051  # then count, rows, cols, then uint8 pixels (offset 16)

@@ -32,10 +32,27 @@ from runner.data.images import Skipped
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 class VocSplit(Enum):
@@ -83,14 +100,18 @@ def find_year_folder(path: Path, year: str) -> Path:
     for candidate in (path, path / "VOCdevkit"):
         if (candidate / "Annotations").is_dir():
             return candidate
-        years = sorted(d for d in candidate.glob("VOC20*") if (d / "Annotations").is_dir()) if (
-            candidate.is_dir()) else []  # fmt: skip
+        years = (
+            sorted(d for d in candidate.glob("VOC20*") if (d / "Annotations").is_dir())
+            if (candidate.is_dir())
+            else []
+        )
         wanted = candidate / f"VOC{year}"
         if wanted in years:
             return wanted
         if len(years) == 1:
-            log.warning("data.year=%s, but %s holds only %s: reading it", year, candidate,
-                        years[0].name)  # fmt: skip
+            log.warning(
+                "data.year=%s, but %s holds only %s: reading it", year, candidate, years[0].name
+            )
             return years[0]
         if years:
             raise DataError(
@@ -193,14 +214,21 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
         # classification split: left out as the official lists say, not unusable files.
         unlisted = len(set(annotations) - listed)
         if unlisted:
-            log.info("VOC%s: %d annotation(s) are in no ImageSets/Main list (other VOC tasks); "
-                     "left out, as data.split=imagesets says", cfg.year, unlisted)  # fmt: skip
+            log.info(
+                "VOC%s: %d annotation(s) are in no ImageSets/Main list (other VOC tasks); "
+                "left out, as data.split=imagesets says",
+                cfg.year,
+                unlisted,
+            )
         skipped += [
             Skipped(str(root / "Annotations" / f"{i}.xml"), "in ImageSets/Main, no annotation")
             for i in sorted(listed - set(annotations))
         ]
-        targets = {i: read_annotation(annotations[i], difficult) for i in sorted(listed)
-                   if i in annotations}  # fmt: skip
+        targets = {
+            i: read_annotation(annotations[i], difficult)
+            for i in sorted(listed)
+            if i in annotations
+        }
         train_ids = [i for i in train_ids if i in targets]
         test_ids = [i for i in test_ids if i in targets]
         order = rng.permutation(len(train_ids))

@@ -90,8 +90,10 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
             title=f"{model_uri} on {info.name}",
         )
     shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
-    print(f"\n[runner.evaluate] {len(chosen)} images of data={info.name} ({split}): {shown}\n"
-          f"[runner.evaluate] MLflow run {run_log.run_id} (source run {source_run})")  # fmt: skip
+    print(
+        f"\n[runner.evaluate] {len(chosen)} images of data={info.name} ({split}): {shown}\n"
+        f"[runner.evaluate] MLflow run {run_log.run_id} (source run {source_run})"
+    )
 
 
 def sized_for(cfg: DictConfig, input_shape: tuple[int, int, int]) -> DictConfig:

@@ -60,17 +60,23 @@ def scored(model: keras.Model, y_true: np.ndarray, probabilities: np.ndarray) ->
     from predictions already made: the test set is read and predicted once, not twice."""
     model.reset_metrics()
     loss = model.compute_loss(y=y_true, y_pred=probabilities, training=False)
-    results = {name: float(value) for name, value in
-               model.compute_metrics(None, y_true, probabilities, None).items()}  # fmt: skip
+    results = {
+        name: float(value)
+        for name, value in model.compute_metrics(None, y_true, probabilities, None).items()
+    }
     model.reset_metrics()
     return {**results, "loss": float(loss)}
 
 
 def _log_prediction_grid(
     run_log: RunLog,
-    splits: Splits, y_pred: np.ndarray, probabilities: np.ndarray, names: list[str], title: str,
+    splits: Splits,
+    y_pred: np.ndarray,
+    probabilities: np.ndarray,
+    names: list[str],
+    title: str,
     count: int = 18,
-) -> None:  # fmt: skip
+) -> None:
     """Test images with predicted vs true label, as the tutorials show them."""
     count = min(count, len(splits.test))
     if probabilities.shape[1] == 1:  # binary: probability of the predicted class

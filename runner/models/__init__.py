@@ -1,4 +1,4 @@
-"""Models: `model=<name>` -> the builder its module registers (runner/registry.py).
+"""Models: `model=<name>` -> the builder its module registers (runner/config/registry.py).
 
 Each module here declares a model's schema beside its builder: `build(info, cfg) -> keras.Model`.
 Input shape and number of classes always come from the data (`DataInfo`), never from the user.

@@ -54,8 +54,14 @@ class BackboneSpec:
     top: WeightsFile
 
 
-def _keras_file(folder: str, stem: str, notop_md5: str | None, top_md5: str | None,
-                notop_suffix: str = "_notop.h5", top_suffix: str = ".h5") -> dict:  # fmt: skip
+def _keras_file(
+    folder: str,
+    stem: str,
+    notop_md5: str | None,
+    top_md5: str | None,
+    notop_suffix: str = "_notop.h5",
+    top_suffix: str = ".h5",
+) -> dict:
     base = f"{KERAS_APPLICATIONS}/{folder}/{stem}"
     return {
         "notop": WeightsFile(base + notop_suffix, notop_md5),
@@ -65,40 +71,127 @@ def _keras_file(folder: str, stem: str, notop_md5: str | None, top_md5: str | No
 
 _KERNELS = "weights_tf_dim_ordering_tf_kernels"
 BACKBONES: dict[str, BackboneSpec] = {
-    "vgg16": BackboneSpec("VGG16", "vgg16", "caffe", 224, 32, **_keras_file(
-        "vgg16", f"vgg16_{_KERNELS}",
-        "6d6bbae143d832006294945121d1f1fc", "64373286793e3c8b2b4e3219cbf3544b")),
-    "vgg19": BackboneSpec("VGG19", "vgg19", "caffe", 224, 32, **_keras_file(
-        "vgg19", f"vgg19_{_KERNELS}",
-        "253f8cb515780f3b799900260a226db6", "cbe5617147190e668d6c5d5026f83318")),
-    "resnet50": BackboneSpec("ResNet50", "resnet50", "caffe", 224, 32, **_keras_file(
-        "resnet", f"resnet50_{_KERNELS}",
-        "4d473c1dd8becc155b73f8504c6f6626", "2cb95161c43110f7111970584f804107")),
-    "inception_v3": BackboneSpec("InceptionV3", "inception_v3", "tf", 299, 75, **_keras_file(
-        "inception_v3", f"inception_v3_{_KERNELS}",
-        "bcbd6486424b2319ff4ef7d526e38f63", "9a0d58056eeedaa3f26cb7ebd46da564")),
+    "vgg16": BackboneSpec(
+        "VGG16",
+        "vgg16",
+        "caffe",
+        224,
+        32,
+        **_keras_file(
+            "vgg16",
+            f"vgg16_{_KERNELS}",
+            "6d6bbae143d832006294945121d1f1fc",
+            "64373286793e3c8b2b4e3219cbf3544b",
+        ),
+    ),
+    "vgg19": BackboneSpec(
+        "VGG19",
+        "vgg19",
+        "caffe",
+        224,
+        32,
+        **_keras_file(
+            "vgg19",
+            f"vgg19_{_KERNELS}",
+            "253f8cb515780f3b799900260a226db6",
+            "cbe5617147190e668d6c5d5026f83318",
+        ),
+    ),
+    "resnet50": BackboneSpec(
+        "ResNet50",
+        "resnet50",
+        "caffe",
+        224,
+        32,
+        **_keras_file(
+            "resnet",
+            f"resnet50_{_KERNELS}",
+            "4d473c1dd8becc155b73f8504c6f6626",
+            "2cb95161c43110f7111970584f804107",
+        ),
+    ),
+    "inception_v3": BackboneSpec(
+        "InceptionV3",
+        "inception_v3",
+        "tf",
+        299,
+        75,
+        **_keras_file(
+            "inception_v3",
+            f"inception_v3_{_KERNELS}",
+            "bcbd6486424b2319ff4ef7d526e38f63",
+            "9a0d58056eeedaa3f26cb7ebd46da564",
+        ),
+    ),
     "inception_resnet_v2": BackboneSpec(
-        "InceptionResNetV2", "inception_resnet_v2", "tf", 299, 75, **_keras_file(
-            "inception_resnet_v2", f"inception_resnet_v2_{_KERNELS}",
-            "d19885ff4a710c122648d3b5c3b684e4", "e693bd0210a403b3192acc6073ad2e96")),
-    "xception": BackboneSpec("Xception", "xception", "tf", 299, 71, **_keras_file(
-        "xception", f"xception_{_KERNELS}",
-        "b0042744bf5b25fce3cb969f33bebb97", "0a58e3b7378bc2990ea3b43d5981f1f6")),
+        "InceptionResNetV2",
+        "inception_resnet_v2",
+        "tf",
+        299,
+        75,
+        **_keras_file(
+            "inception_resnet_v2",
+            f"inception_resnet_v2_{_KERNELS}",
+            "d19885ff4a710c122648d3b5c3b684e4",
+            "e693bd0210a403b3192acc6073ad2e96",
+        ),
+    ),
+    "xception": BackboneSpec(
+        "Xception",
+        "xception",
+        "tf",
+        299,
+        71,
+        **_keras_file(
+            "xception",
+            f"xception_{_KERNELS}",
+            "b0042744bf5b25fce3cb969f33bebb97",
+            "0a58e3b7378bc2990ea3b43d5981f1f6",
+        ),
+    ),
     # MobileNets: Keras picks the file by input size; the convolution weights do not depend on
     # it, so the 224 files serve every size.
-    "mobilenet": BackboneSpec("MobileNet", "mobilenet", "tf", 224, 32, **_keras_file(
-        "mobilenet", "mobilenet_1_0_224", None, None,
-        notop_suffix="_tf_no_top.h5", top_suffix="_tf.h5")),
-    "mobilenet_v2": BackboneSpec("MobileNetV2", "mobilenet_v2", "tf", 224, 32, **_keras_file(
-        "mobilenet_v2", f"mobilenet_v2_{_KERNELS}_1.0_224", None, None,
-        notop_suffix="_no_top.h5")),
+    "mobilenet": BackboneSpec(
+        "MobileNet",
+        "mobilenet",
+        "tf",
+        224,
+        32,
+        **_keras_file(
+            "mobilenet",
+            "mobilenet_1_0_224",
+            None,
+            None,
+            notop_suffix="_tf_no_top.h5",
+            top_suffix="_tf.h5",
+        ),
+    ),
+    "mobilenet_v2": BackboneSpec(
+        "MobileNetV2",
+        "mobilenet_v2",
+        "tf",
+        224,
+        32,
+        **_keras_file(
+            "mobilenet_v2",
+            f"mobilenet_v2_{_KERNELS}_1.0_224",
+            None,
+            None,
+            notop_suffix="_no_top.h5",
+        ),
+    ),
     "efficientnet_b0": BackboneSpec(
-        "EfficientNetB0", "efficientnet", "none", 224, 32,
-        notop=WeightsFile("keras-applications/efficientnetb0_notop.h5",
-                          "50bc09e76180e00e4465e1a485ddc09d"),
-        top=WeightsFile("keras-applications/efficientnetb0.h5",
-                        "902e53a9f72be733fc0bcb005b3ebbac")),
-}  # fmt: skip
+        "EfficientNetB0",
+        "efficientnet",
+        "none",
+        224,
+        32,
+        notop=WeightsFile(
+            "keras-applications/efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d"
+        ),
+        top=WeightsFile("keras-applications/efficientnetb0.h5", "902e53a9f72be733fc0bcb005b3ebbac"),
+    ),
+}
 
 # ImageNet's mean in BGR order, as `preprocess_input(mode="caffe")` subtracts it.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -149,8 +242,9 @@ def fetch_weights(
     backbone: str, *, top: bool, mirror: str, data_dir: Path, file_hash: str | None = None
 ) -> Path:
     spec = spec_of(backbone)
-    return fetch_file((spec.top if top else spec.notop).spec(file_hash), mirror=mirror,
-                      data_dir=data_dir)  # fmt: skip
+    return fetch_file(
+        (spec.top if top else spec.notop).spec(file_hash), mirror=mirror, data_dir=data_dir
+    )
 
 
 def build_backbone(backbone: str, input_shape: tuple[int, int, int], *, top: bool = False):

@@ -30,9 +30,12 @@ def build(info: DataInfo, cfg: LeNetConfig) -> keras.Model:
     inputs, x = image_input(info)
     for block, filters in enumerate(cfg.filters, start=1):
         x = keras.layers.Conv2D(
-            filters, cfg.kernel_size, padding="same", activation=cfg.activation,
+            filters,
+            cfg.kernel_size,
+            padding="same",
+            activation=cfg.activation,
             name=f"block{block}_conv",
-        )(x)  # fmt: skip
+        )(x)
         x = keras.layers.MaxPooling2D(pool_size=2, strides=2, name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     if cfg.dropout > 0:

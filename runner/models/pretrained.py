@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.config.registry import MODELS
+from runner.config.rules import at_least, in_range
 from runner.config.schema import ModelConfig
 from runner.core.errors import RunnerError
 from runner.core.lazy import keras
@@ -96,6 +97,25 @@ class PretrainedConfig(ModelConfig):
     cache_features: bool = True
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
+    def check(self, at: str) -> None:
+        backbones.check_input_size(backbone_name(self), input_size(self))
+        in_range(f"{at}.dropout", self.dropout, 0, 1)
+        at_least(f"{at}.dense_units", self.dense_units, 0)
+        if Transfer(self.transfer) is Transfer.fine_tune:
+            tune = self.fine_tune
+            if tune.epochs < 1 or tune.unfreeze_layers < 1 or not tune.lr > 0:
+                raise RunnerError(
+                    f"{at}.fine_tune needs epochs >= 1, unfreeze_layers >= 1 and lr > 0. "
+                    f"Received: epochs={tune.epochs}, unfreeze_layers={tune.unfreeze_layers}, "
+                    f"lr={tune.lr}"
+                )
+        weights = self.weights
+        if weights not in (None, "imagenet") and not Path(weights).expanduser().is_file():
+            raise RunnerError(
+                f"{at}.weights should be imagenet, null or a weights file. "
+                f"Received: {weights!r}, which is not a file."
+            )
+
 
 def backbone_name(cfg: Any) -> str:
     return Backbone(cfg.backbone).value
@@ -109,29 +129,10 @@ def input_size(cfg: Any) -> tuple[int, int]:
 
 
 def validate(cfg: Any, *, normalizing: bool = False) -> None:
-    """Checks that need no data and no TensorFlow work: run before anything is loaded."""
-    name = backbone_name(cfg)
-    backbones.check_input_size(name, input_size(cfg))
+    """What the model's keys alone cannot tell (PretrainedConfig.check has those): a backbone
+    brings its own input normalization."""
     if normalizing:
-        raise RunnerError(NORMALIZATION_CONFLICT.format(name=name))
-    if cfg.dropout < 0 or cfg.dropout >= 1:
-        raise RunnerError(f"model.dropout should be in [0, 1). Received: {cfg.dropout}")
-    if cfg.dense_units < 0:
-        raise RunnerError(f"model.dense_units should be >= 0. Received: {cfg.dense_units}")
-    if Transfer(cfg.transfer) is Transfer.fine_tune:
-        tune = cfg.fine_tune
-        if tune.epochs < 1 or tune.unfreeze_layers < 1 or not tune.lr > 0:
-            raise RunnerError(
-                "model.fine_tune needs epochs >= 1, unfreeze_layers >= 1 and lr > 0. "
-                f"Received: epochs={tune.epochs}, unfreeze_layers={tune.unfreeze_layers}, "
-                f"lr={tune.lr}"
-            )
-    weights = cfg.weights
-    if weights not in (None, "imagenet") and not Path(weights).expanduser().is_file():
-        raise RunnerError(
-            f"model.weights should be imagenet, null or a weights file. Received: {weights!r}, "
-            "which is not a file."
-        )
+        raise RunnerError(NORMALIZATION_CONFLICT.format(name=backbone_name(cfg)))
 
 
 def weights_file(cfg: Any, data_dir: Path) -> Path | None:

@@ -1,5 +1,5 @@
 """Optimizers: `optimizer=<name>` -> the Keras optimizer its module registers
-(runner/registry.py), with the learning-rate schedule every optimizer shares.
+(runner/config/registry.py), with the learning-rate schedule every optimizer shares.
 
 Each module here declares an optimizer's schema beside its builder: `build(cfg, lr)`.
 """
@@ -26,7 +26,7 @@ def learning_rate(
 
 
 def build(cfg: Any, *, epochs: int) -> keras.optimizers.Optimizer:
-    # (optimizer.lr and the ranges of the other keys are checked in runner/checks.py.)
+    # (Each optimizer schema checks its keys: its `check` method, run before TensorFlow starts.)
     return OPTIMIZERS[cfg.name].build(cfg, learning_rate(cfg, epochs=epochs))
 
 

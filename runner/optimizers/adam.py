@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.config.registry import OPTIMIZERS
+from runner.config.rules import in_range, positive
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
 
@@ -17,9 +18,19 @@ class AdamConfig(OptimizerConfig):
     beta_2: float = 0.999
     epsilon: float = 1e-7
 
+    def check(self, at: str) -> None:
+        super().check(at)
+        in_range(f"{at}.beta_1", self.beta_1, 0, 1)
+        in_range(f"{at}.beta_2", self.beta_2, 0, 1)
+        positive(f"{at}.epsilon", self.epsilon)
+
 
 @OPTIMIZERS.register("adam", AdamConfig)
 def build(cfg: AdamConfig, lr: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(
-        learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon
+        learning_rate=lr,
+        beta_1=cfg.beta_1,
+        beta_2=cfg.beta_2,
+        epsilon=cfg.epsilon,
+        weight_decay=cfg.weight_decay,
     )

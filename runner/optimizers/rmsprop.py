@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.config.registry import OPTIMIZERS
+from runner.config.rules import in_range, positive
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
 
@@ -17,9 +18,19 @@ class RMSpropConfig(OptimizerConfig):
     momentum: float = 0.0
     epsilon: float = 1e-7
 
+    def check(self, at: str) -> None:
+        super().check(at)
+        in_range(f"{at}.rho", self.rho, 0, 1)
+        in_range(f"{at}.momentum", self.momentum, 0, 1)
+        positive(f"{at}.epsilon", self.epsilon)
+
 
 @OPTIMIZERS.register("rmsprop", RMSpropConfig)
 def build(cfg: RMSpropConfig, lr: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.RMSprop(
-        learning_rate=lr, rho=cfg.rho, momentum=cfg.momentum, epsilon=cfg.epsilon
+        learning_rate=lr,
+        rho=cfg.rho,
+        momentum=cfg.momentum,
+        epsilon=cfg.epsilon,
+        weight_decay=cfg.weight_decay,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.config.registry import OPTIMIZERS
+from runner.config.rules import in_range
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
 
@@ -15,7 +16,16 @@ class SGDConfig(OptimizerConfig):
     momentum: float = 0.0
     nesterov: bool = False
 
+    def check(self, at: str) -> None:
+        super().check(at)
+        in_range(f"{at}.momentum", self.momentum, 0, 1)
+
 
 @OPTIMIZERS.register("sgd", SGDConfig)
 def build(cfg: SGDConfig, lr: Any) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return keras.optimizers.SGD(
+        learning_rate=lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )

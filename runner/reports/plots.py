@@ -115,8 +115,9 @@ def prediction_grid(
         ok = true[index] == predicted[index]
         axis.set_title(
             f"{predicted[index]} {scores[index]:.0%}\n(true: {true[index]})",
-            fontsize=7, color="black" if ok else "red",
-        )  # fmt: skip
+            fontsize=7,
+            color="black" if ok else "red",
+        )
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure

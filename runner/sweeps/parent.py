@@ -134,8 +134,11 @@ class MlflowSweepCallback(Callback):
             "val_accuracy",
         )
         key = f"best_{metric}"
-        scored = [c for c in children if c.info.status == "FINISHED" and key in c.data.metrics
-                  and c not in pruned]  # fmt: skip
+        scored = [
+            c
+            for c in children
+            if c.info.status == "FINISHED" and key in c.data.metrics and c not in pruned
+        ]
         if scored:
             pick = max if Mode(config.objective.mode) is Mode.max else min
             best = pick(scored, key=lambda child: child.data.metrics[key])
@@ -186,8 +189,11 @@ class MlflowSweepCallback(Callback):
         ) or mlflow.register_model(models[0].model_uri, name)
         self.client.set_registered_model_alias(name, "champion", version.version)
         self.client.set_tag(self.parent_id, "champion", f"models:/{name}@champion")
-        print(f"[runner] models:/{name}@champion is version {version.version} (run "
-              f"{best.info.run_id})", flush=True)  # fmt: skip
+        print(
+            f"[runner] models:/{name}@champion is version {version.version} (run "
+            f"{best.info.run_id})",
+            flush=True,
+        )
 
     def _log_optuna_result(self, path: Path) -> None:
         """The study's best trial on the parent: tags `best.<param>` (tags, not params: a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from omegaconf import DictConfig
 
 from runner import optimizers
 from runner.augmentation import transforms as augment
-from runner.config.schema import Evaluate, Keep
+from runner.config.callbacks import Keep
+from runner.config.schema import Evaluate
 from runner.core.errors import RunnerError
 from runner.core.joblog import to_log_file
 from runner.tracking.run_log import RunLog
@@ -93,6 +95,29 @@ class SaveLast(keras.callbacks.Callback):
         augment.unwrap_model(self._saved).save(self.path)
 
 
+def tensorboard(keys: Any, output_dir: Path) -> keras.callbacks.Callback:
+    return keras.callbacks.TensorBoard(
+        log_dir=str(output_dir / "tensorboard"),
+        histogram_freq=keys.histogram_freq,
+        profile_batch=keys.profile_batch,
+    )
+
+
+def csv_logger(keys: Any, output_dir: Path) -> keras.callbacks.Callback:
+    # append: a resumed run adds its epochs under the ones already written.
+    return keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True)
+
+
+# `callbacks.<name>` (its schema in runner/config/callbacks.py, with `enabled`) -> the callback
+# built from its keys and the job folder. A new callback is a schema field and a line here.
+# (Early stopping, the checkpoints and ReduceLROnPlateau have state a resumed run restores:
+# they are built below, in their own slots.)
+OPTIONAL_CALLBACKS: dict[str, Callable[[Any, Path], keras.callbacks.Callback]] = {
+    "tensorboard": tensorboard,
+    "csv_logger": csv_logger,
+}
+
+
 @dataclass
 class RunCallbacks:
     """The callbacks of one run, built once; runner/training/fit.py puts them in order for each
@@ -129,9 +154,12 @@ def build(
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         monitor = checkpoint_monitor(cfg, objective_metric)
         checkpoint = CheckpointOf(
-            model, checkpoint_dir / "best.keras", monitor=monitor, mode=mode_of(monitor),
+            model,
+            checkpoint_dir / "best.keras",
+            monitor=monitor,
+            mode=mode_of(monitor),
             save_best_only=True,
-        )  # fmt: skip
+        )
     keeps_last = Keep(callbacks.model_checkpoint.keep) is Keep.best_and_last
     last = None
     if keeps_last or Evaluate(cfg.trainer.evaluate) is Evaluate.last:
@@ -141,20 +169,17 @@ def build(
     if callbacks.reduce_lr_on_plateau.enabled:
         keys = callbacks.reduce_lr_on_plateau
         plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=keys.monitor, mode=mode_of(keys.monitor), factor=keys.factor,
-            patience=keys.patience, min_delta=keys.min_delta, min_lr=keys.min_lr, verbose=1,
-        )  # fmt: skip
-    if callbacks.tensorboard.enabled:
-        extra.append(
-            keras.callbacks.TensorBoard(
-                log_dir=str(output_dir / "tensorboard"),
-                histogram_freq=callbacks.tensorboard.histogram_freq,
-                profile_batch=callbacks.tensorboard.profile_batch,
-            )
+            monitor=keys.monitor,
+            mode=mode_of(keys.monitor),
+            factor=keys.factor,
+            patience=keys.patience,
+            min_delta=keys.min_delta,
+            min_lr=keys.min_lr,
+            verbose=1,
         )
-    if callbacks.csv_logger.enabled:
-        # append: a resumed run adds its epochs under the ones already written.
-        extra.append(keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True))
+    for name, make in OPTIONAL_CALLBACKS.items():
+        if callbacks[name].enabled:
+            extra.append(make(callbacks[name], output_dir))
     return RunCallbacks(checkpoint, last, plateau, extra)
 
 

@@ -12,6 +12,7 @@ so `mirrored` can be tried (and tested) on a machine without GPUs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -45,17 +46,34 @@ def split_cpu(count: int) -> None:
             ) from None
 
 
+def one_device(strategy_cfg: Any) -> tf.distribute.Strategy:
+    return tf.distribute.get_strategy()
+
+
+def mirrored(strategy_cfg: Any) -> tf.distribute.Strategy:
+    devices = list(strategy_cfg.devices or [])
+    if not devices and not tf.config.list_physical_devices("GPU"):
+        devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices=devices or None)
+    log.info(
+        "strategy=mirrored: %d replicas (%s)",
+        strategy.num_replicas_in_sync,
+        ", ".join(strategy.extended.worker_devices),
+    )
+    return strategy
+
+
+# `strategy=<name>` (conf/strategy/<name>.yaml) -> its tf.distribute strategy. A new strategy
+# is a YAML file and a line here.
+STRATEGIES: dict[str, Callable[[Any], tf.distribute.Strategy]] = {
+    "default": one_device,
+    "mirrored": mirrored,
+}
+
+
 def build(cfg: Any) -> tf.distribute.Strategy:
     """The job's strategy; `prepare_devices(cfg)` ran first."""
     name = cfg.strategy.name
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = list(cfg.strategy.devices or [])
-        if not devices and not tf.config.list_physical_devices("GPU"):
-            devices = [device.name for device in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices=devices or None)
-        log.info("strategy=mirrored: %d replicas (%s)", strategy.num_replicas_in_sync,
-                 ", ".join(strategy.extended.worker_devices))  # fmt: skip
-        return strategy
-    raise RunnerError(f"strategy.name should be default or mirrored. Received: {name}")
+    if name not in STRATEGIES:
+        raise RunnerError(f"strategy.name should be one of {sorted(STRATEGIES)}. Received: {name}")
+    return STRATEGIES[name](cfg.strategy)

@@ -81,8 +81,10 @@ class EpochState(keras.callbacks.Callback):
         if self.checkpoint is not None and self.checkpoint.best is not None:
             progress.checkpoint_best = float(self.checkpoint.best)
         if self.plateau is not None:  # (the learning rate itself is in the optimizer's weights)
-            progress.plateau = {key: float(getattr(self.plateau, key))
-                                for key in ("wait", "best", "cooldown_counter")}  # fmt: skip
+            progress.plateau = {
+                key: float(getattr(self.plateau, key))
+                for key in ("wait", "best", "cooldown_counter")
+            }
         write_json(self.folder / STATE_FILE, asdict(progress))
         keep = {progress.weights, progress.best_weights, STATE_FILE}
         for path in self.folder.glob("*"):
