@@ -12,6 +12,7 @@ from runner.models.cifar_cnn import CifarCNNConfig
 from runner.models.convnet_small import ConvNetSmallConfig
 from runner.models.lenet import LeNetConfig
 from runner.models.mlp import MLPConfig
+from runner.models.resnet import ResNetConfig
 from runner.models.smallvggnet import SmallVGGNetConfig
 from runner.models.vgg16 import VGG16Config
 
@@ -76,6 +77,25 @@ def test_cats_vs_dogs_convnet_parameter_count_matches_spec():
 def test_vgg16_parameter_count_matches_the_paper():
     info = DataInfo("imagenet", (224, 224, 3), tuple(str(i) for i in range(1000)))
     assert models.build(VGG16Config(name="vgg16"), info).count_params() == 138_357_544
+
+
+def test_resnet20_matches_the_paper_and_refuses_a_depth_that_is_not_6n_plus_2():
+    def conv_bn(c_in: int, c_out: int, k: int = 3) -> int:
+        return k * k * c_in * c_out + 4 * c_out  # no bias; BN's gamma, beta, mean, variance
+
+    def block(c_in: int, c_out: int) -> int:
+        shortcut = conv_bn(c_in, c_out, k=1) if c_in != c_out else 0
+        return conv_bn(c_in, c_out) + conv_bn(c_out, c_out) + shortcut
+
+    widths = [16, 16, 16, 16, 32, 32, 32, 64, 64, 64]  # the stem, then three blocks per stage
+    expected = conv_bn(3, 16) + sum(map(block, widths, widths[1:])) + dense(64, 10)
+    info = DataInfo("cifar10", (32, 32, 3), DIGITS)
+    model = models.build(ResNetConfig(name="resnet"), info)
+    assert model.count_params() == expected == 274_042
+    assert model.get_layer("pool").output.shape[1:] == (64,)
+    assert model.get_layer("stage3_block3_out").output.shape[1:3] == (8, 8)  # two stride-2 stages
+    with pytest.raises(RunnerError, match=r"model.depth should be 6n \+ 2"):
+        ResNetConfig(name="resnet", depth=21).check("model")
 
 
 def test_smallvggnet_and_simple_nn_build_for_the_animals_data():
