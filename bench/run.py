@@ -131,26 +131,43 @@ def write_mnist_cache(work: Path, samples: int) -> tuple[Path, Path]:
     return cache, npz
 
 
-def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
-    cache, npz = write_mnist_cache(work, samples)
+# Switched off for a timed job: no early stop, no checkpoint writes, one evaluation at the end.
+UNTIMED_WORK = (
+    "callbacks.early_stopping.enabled=false",
+    "callbacks.model_checkpoint.enabled=false",
+    "trainer.evaluate=last",
+)
+
+
+def runner_job(work: Path, experiment: str, *overrides: str) -> tuple[list[str], str]:
+    """The command line of one `python -m runner` job logging to its own experiment in the
+    bench's store, and that store's URI."""
     uri = f"sqlite:///{work}/mlruns/mlflow.db"
-    runner_args = [
+    command = [
         sys.executable,
         "-m",
         "runner",
+        *overrides,
+        "trainer.verbose=2",
+        f"logger.tracking_uri={uri}",
+        f"logger.experiment={experiment}",
+    ]
+    return command, uri
+
+
+def bench_overhead(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+    cache, npz = write_mnist_cache(work, samples)
+    runner_args, uri = runner_job(
+        work,
+        "bench",
         "data=mnist",
         "model=lenet",
         "data.verify_checksum=false",
         f"trainer.epochs={epochs}",
         "trainer.batch_size=128",
         "trainer.validation_split=0.1",
-        "callbacks.early_stopping.enabled=false",
-        "callbacks.model_checkpoint.enabled=false",
-        "trainer.evaluate=last",
-        "trainer.verbose=2",
-        f"logger.tracking_uri={uri}",
-        "logger.experiment=bench",
-    ]
+        *UNTIMED_WORK,
+    )
     bare_args = [
         sys.executable,
         str(ROOT / "bench" / "bare_keras_lenet.py"),
@@ -194,24 +211,17 @@ def bench_precision(work: Path, rounds: int, epochs: int, samples: int) -> dict:
         mixed: [f"trainer.precision={mixed}", "trainer.jit_compile=false"],
         f"{mixed}+xla": [f"trainer.precision={mixed}", "trainer.jit_compile=true"],
     }
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
-    base = [
-        sys.executable,
-        "-m",
-        "runner",
+    base, uri = runner_job(
+        work,
+        "bench_precision",
         "data=mnist",
         "model=lenet",
         "data.verify_checksum=false",
         f"trainer.epochs={epochs}",
         "trainer.batch_size=256",
-        "callbacks.early_stopping.enabled=false",
-        "callbacks.model_checkpoint.enabled=false",
-        "trainer.evaluate=last",
-        "trainer.verbose=2",
+        *UNTIMED_WORK,
         "logger.log_model=false",
-        f"logger.tracking_uri={uri}",
-        "logger.experiment=bench_precision",
-    ]
+    )
     env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
 
     def run_one(name: str) -> tuple[list[float], float, float]:
@@ -326,18 +336,13 @@ def bench_pipeline(work: Path, rounds: int, count: int, batches: int) -> dict:
 def bench_accuracy(work: Path, target: float = 0.9) -> dict:
     import mlflow
 
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
-    args = [
-        sys.executable,
-        "-m",
-        "runner",
+    args, uri = runner_job(
+        work,
+        "bench_accuracy",
         "experiment=digits_lenet",
-        "trainer.verbose=2",
         "callbacks.early_stopping.enabled=false",
-        f"logger.tracking_uri={uri}",
-        "logger.experiment=bench_accuracy",
         "logger.log_model=false",
-    ]
+    )
     _, wall, rss = run_process(args, work)
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("bench_accuracy").experiment_id
@@ -367,11 +372,9 @@ def bench_transfer(
     folder = work / "transfer_images"
     if not folder.exists():
         write_jpeg_folder(folder, count)
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
-    args = [
-        sys.executable,
-        "-m",
-        "runner",
+    args, uri = runner_job(
+        work,
+        "bench_transfer",
         "data=image_folder",
         f"data.path={folder}",
         "model=pretrained",
@@ -380,14 +383,9 @@ def bench_transfer(
         f"model.input_size=[{size},{size}]",
         f"trainer.epochs={epochs}",
         "trainer.batch_size=32",
-        "callbacks.early_stopping.enabled=false",
-        "callbacks.model_checkpoint.enabled=false",
-        "trainer.evaluate=last",
-        "trainer.verbose=2",
+        *UNTIMED_WORK,
         "logger.log_model=false",
-        f"logger.tracking_uri={uri}",
-        "logger.experiment=bench_transfer",
-    ]
+    )
 
     def run_one(name: str) -> tuple[list[float], float, float]:
         cache = "true" if name == "cached" else "false"
