@@ -82,6 +82,16 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     assert run_id in runs.stdout and "dead" in runs.stdout and "marked KILLED" in runs.stdout
     assert f"trainer.resume={run_id}" in runs.stdout
     assert client.get_run(run_id).info.status == "KILLED"
+    listed = subprocess.run(  # --all: the unfinished runs that ended, too
+        [sys.executable, "-m", "runner.runs", "--all"],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert f"{run_id}  KILLED" in listed.stdout and f"trainer.resume={run_id}" in listed.stdout
 
     # Another config is refused, with the differing key named (in process: the lookup the CLI
     # makes before TensorFlow; its one-line exit is checked for the finished run below).
@@ -101,6 +111,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     assert f"resuming run {run_id}" in resumed.stdout + resumed.stderr
     run = only_run(client)
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert "error" not in run.data.tags  # the old ending is history, not its state
+    assert run.data.tags["resumed_after"].startswith("killed")
     for metric in ("loss", "val_loss", "val_accuracy"):
         assert steps(client, run_id, metric) == [0, 1, 2, 3], metric
     assert not (killed_dir / "resume").exists()  # state removed once finished

@@ -24,14 +24,17 @@ from runner.core.errors import RunnerError
 register_configs()
 log = logging.getLogger("runner.evaluate")
 OPTIONS: dict[str, str] = {"--model": "", "--split": "all"}
+FLAGS: dict[str, bool] = {"--trust-model": False}  # runner/evaluation/model_files.py
 
 
 def take_options(argv: list[str]) -> list[str]:
-    """`--model X` and `--split S` are ours; everything else is Hydra's."""
+    """`--model X`, `--split S` and `--trust-model` are ours; everything else is Hydra's."""
     rest, index = [], 0
     while index < len(argv):
         key, _, value = argv[index].partition("=")
-        if key in OPTIONS:
+        if key in FLAGS and not value:
+            FLAGS[key] = True
+        elif key in OPTIONS:
             if not value:
                 index += 1
                 value = argv[index] if index < len(argv) else ""
@@ -47,7 +50,7 @@ def main(cfg: DictConfig) -> None:
     from runner.evaluation.scoring import score  # heavy: MLflow, TensorFlow
 
     try:
-        score(cfg, OPTIONS["--model"], OPTIONS["--split"])
+        score(cfg, OPTIONS["--model"], OPTIONS["--split"], trust=FLAGS["--trust-model"])
     except RunnerError as error:
         stop(f"error: {error}", error)
 

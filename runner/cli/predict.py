@@ -39,6 +39,7 @@ from runner.evaluation.classifiers import (
     label_probabilities,
     logged_classifier,
 )
+from runner.evaluation.model_files import TRUST_HELP
 
 
 @dataclass
@@ -123,6 +124,17 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
+def positive_int(text: str) -> int:
+    """argparse's type for counts: a whole number of at least 1, or a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"should be a whole number >= 1. Received: {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.predict",
@@ -156,13 +168,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="(--pretrained) accept cached or mirrored files whose md5 differs from Keras' own",
     )
+    parser.add_argument("--trust-model", action="store_true", help=f"(--model) {TRUST_HELP}")
     parser.add_argument(
         "--tracking-uri",
         default=None,
         help="default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db under $RUNNER_ROOT or here",
     )
     parser.add_argument(
-        "--top", type=int, default=None, help="labels to print per image (3; 5 with --pretrained)"
+        "--top",
+        type=positive_int,
+        default=None,
+        help="labels to print per image (3; 5 with --pretrained)",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"))
     return parser.parse_args(argv)
@@ -185,7 +201,7 @@ def run(args: argparse.Namespace) -> None:
             verify=not args.no_verify,
         )
     else:
-        classifier = logged_classifier(args.model, args.tracking_uri)
+        classifier = logged_classifier(args.model, args.tracking_uri, trust=args.trust_model)
     top = args.top or (5 if args.pretrained else 3)
     height, width, channels = classifier.input_shape
     images, kept, undecodable = decode_files(inputs.files, size=(height, width), channels=channels)

@@ -53,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(tracking_uri=args.tracking_uri or default_tracking_uri())
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     statuses = ["RUNNING", "FAILED", "KILLED"] if args.all else ["RUNNING"]
-    query = " or ".join(f"attributes.status = '{s}'" for s in statuses)
-    runs = client.search_runs(list(experiments), filter_string=query, max_results=5000)
-    runs = [r for r in runs if r.data.tags.get("sweep") != "parent"]
+    # One search per status: MLflow's filters have no OR.
+    runs = [
+        run
+        for status in statuses
+        for run in client.search_runs(
+            list(experiments), filter_string=f"attributes.status = '{status}'", max_results=5000
+        )
+        if run.data.tags.get("sweep") != "parent"
+    ]
     if not runs:
         print("No unfinished runs." if args.all else "No RUNNING runs.")
         return 0

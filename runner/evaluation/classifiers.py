@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from runner.core.errors import RunnerError
+from runner.evaluation.model_files import load_keras_file, load_mlflow_model
 from runner.tracking.store import default_tracking_uri, sqlite_file
 
 CLASSES_FILE = "classes.json"  # beside a checkpoint: class names, task, threshold
@@ -47,10 +48,17 @@ def answers(scores: np.ndarray, classifier: Classifier, top: int) -> list[tuple[
     return [(names[i], float(scores[i])) for i in chosen]
 
 
-def logged_classifier(uri: str, tracking_uri: str | None) -> Classifier:
-    """A model the runner logged to MLflow (any model URI), or a `.keras` file it saved."""
+def logged_classifier(uri: str, tracking_uri: str | None, *, trust: bool = False) -> Classifier:
+    """A model the runner logged to MLflow (any model URI), or a `.keras` file it saved.
+    Nothing in the model runs as it loads unless `trust` (see runner/evaluation/model_files.py)."""
     if uri.endswith(".keras") or Path(uri).is_file():
-        return keras_file_classifier(Path(uri))
+        return keras_file_classifier(Path(uri), trust=trust)
+    folder = Path(uri) if Path(uri).is_dir() else downloaded_model(uri, tracking_uri)
+    return _classifier(*load_mlflow_model(folder, uri, trust=trust))
+
+
+def downloaded_model(uri: str, tracking_uri: str | None) -> Path:
+    """The local folder of a model URI (runs:/, models:/, ...) of the tracking store."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -63,20 +71,16 @@ def logged_classifier(uri: str, tracking_uri: str | None) -> Classifier:
         )
     mlflow.set_tracking_uri(store)
     try:
-        metadata = mlflow.models.get_model_info(uri).metadata or {}
-        model = mlflow.keras.load_model(uri)  # Keras safe mode underneath
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as error:
         raise RunnerError(
             f"Cannot load the model {uri} from {store}: {str(error).splitlines()[0][:200]}. "
             "`python -m runner.runs --all` and the MLflow UI list runs; models are "
             "runs:/<run id>/model or models:/<name>@<alias>."
         ) from None
-    if "class_names" not in metadata:
-        raise RunnerError(f"The model {uri} was not logged by the runner (no class names).")
-    return _classifier(model, metadata)
 
 
-def keras_file_classifier(path: Path) -> Classifier:
+def keras_file_classifier(path: Path, *, trust: bool = False) -> Classifier:
     if not path.is_file():  # before Keras: a mistyped path is told at once
         raise RunnerError(f"No model file {path}.")
     info_path = path.parent / CLASSES_FILE
@@ -85,24 +89,37 @@ def keras_file_classifier(path: Path) -> Classifier:
             f"{path} has no {CLASSES_FILE} beside it (the class names): use a checkpoint from a "
             "runner job folder, or the run's MLflow model (runs:/<run id>/model)."
         )
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:
-        raise RunnerError(f"Cannot load {path}: {str(error).splitlines()[0][:200]}") from None
-    return _classifier(model, json.loads(info_path.read_text()))
+    return _classifier(load_keras_file(path, trust=trust), read_classes(info_path))
 
 
 def _classifier(model: Any, metadata: dict[str, Any]) -> Classifier:
+    names = metadata.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise RunnerError(f"The model's {CLASSES_FILE} has no list of class names: {names!r:.200}")
+    outputs = model.output_shape[-1]
+    if outputs != len(names) and not (outputs == 1 and len(names) == 2):
+        raise RunnerError(
+            f"The model has {outputs} outputs but its {CLASSES_FILE} names {len(names)} classes: "
+            "the two come from different runs."
+        )
     return Classifier(
         classify=lambda images: model.predict(images, verbose=0),
-        class_names=list(metadata["class_names"]),
+        class_names=names,
         input_shape=tuple(model.input_shape[1:]),
-        task=metadata.get("task", "multiclass"),
+        task=str(metadata.get("task", "multiclass")),
         threshold=float(metadata.get("threshold", 0.5)),
         model=model,
     )
+
+
+def read_classes(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunnerError(f"{path} cannot be read as JSON ({error}).") from None
+    if not isinstance(info, dict):
+        raise RunnerError(f"{path} should hold a JSON object with class_names.")
+    return info
 
 
 def imagenet_classifier(

@@ -16,7 +16,7 @@ from runner.config.checks import check_config
 from runner.core.errors import RunnerError
 
 
-def score(cfg: DictConfig, model_uri: str, split: str) -> None:
+def score(cfg: DictConfig, model_uri: str, split: str, *, trust: bool = False) -> None:
     if not model_uri:
         raise RunnerError("--model is required: runs:/<run id>/model, models:/<name>@<alias>, ...")
     if split not in ("all", "test"):
@@ -34,7 +34,7 @@ def score(cfg: DictConfig, model_uri: str, split: str) -> None:
     from runner.tracking.params import config_params
     from runner.tracking.run import open_run
 
-    classifier = logged_classifier(model_uri, cfg.logger.tracking_uri)
+    classifier = logged_classifier(model_uri, cfg.logger.tracking_uri, trust=trust)
     model_info = None if model_uri.endswith(".keras") else mlflow.models.get_model_info(model_uri)
     cfg = sized_for(cfg, classifier.input_shape)
     splits = data_sources.load(cfg.data, load_context(cfg, lambda: models.input_size(cfg.model)))

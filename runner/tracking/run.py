@@ -68,6 +68,10 @@ def open_run(
     else:
         run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         mlflow.set_tags(dict(tags))
+        stale = run.data.tags.get("error")
+        if stale:  # why it ended last time: history now, not the run's state
+            mlflow.set_tag("resumed_after", stale)
+            mlflow.MlflowClient().delete_tag(run.info.run_id, "error")
     outbox = None
     if is_remote(logger.tracking_uri):
         outbox = Outbox(output_dir)
