@@ -52,9 +52,27 @@ def test_unknown_key_is_rejected(workspace):
     assert statuses(workspace) == []
 
 
+def test_a_preset_that_does_not_exist_is_one_line_listing_the_presets(workspace):
+    for override, listed in (
+        ("experiment=cifar10_cnnn", "cifar10_cnn, digits_lenet"),
+        ("hparams_search=digits_lenett", "digits_lenet, fashion_mnist_lenet"),
+    ):
+        result = workspace.run(override, *FAST)
+        assert result.returncode == 2, result.stderr[-2000:]
+        group, name = override.split("=")
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {group}={name} is not a preset. Presets (conf/{group}/):")
+        assert listed in line
+    assert statuses(workspace) == []
+
+
 RANGE_ERRORS = [
     ("trainer.batch_size=0", "trainer.batch_size should be >= 1. Received: 0"),
     ("trainer.epochs=0", "trainer.epochs should be >= 1. Received: 0"),
+    ("trainer.seed=-1", "trainer.seed should be in [0, 4294967296). Received: -1"),
+    ("data.split_seed=4294967296", "data.split_seed should be in [0, 4294967296)"),
+    ("+foo=1", "foo is not a config key (added with +?): nothing reads it"),
+    ("+trainer.epoch=3", "trainer.epoch is not a config key (added with +?)"),
     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
     ("optimizer.lr=-1", "optimizer.lr should be a positive number"),
     ("optimizer=adam optimizer.weight_decay=-1", "optimizer.weight_decay should be >= 0 or null"),

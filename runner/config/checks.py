@@ -10,6 +10,8 @@ here are the rules between groups, which no one schema can see.
 
 from __future__ import annotations
 
+import dataclasses
+
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config.callbacks import CallbacksConfig
@@ -18,10 +20,55 @@ from runner.core.errors import RunnerError
 
 
 def check_config(cfg: DictConfig) -> None:
+    check_known_keys(cfg)
+    check_presets()
     for key in cfg:
         check_group(cfg, str(key))
     check_strategy(cfg)
     check_callbacks(cfg)
+
+
+def check_known_keys(node: DictConfig, at: str = "") -> None:
+    """Every key is one of its schema's fields: Hydra's `+key=value` adds keys past the schema
+    (it opens the config to do so), and a key nothing reads would be trained with silently."""
+    schema = OmegaConf.get_type(node)
+    fields = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
+    for key in node:
+        where = f"{at}.{key}" if at else str(key)
+        if where == "hydra":  # Hydra's own node, which Hydra checks
+            continue
+        if fields is not None and key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise RunnerError(
+                f"{where} is not a config key (added with +?): nothing reads it. "
+                f"Keys of {at or 'the config'}: {known}."
+            )
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, where)
+
+
+def check_presets() -> None:
+    """`experiment=` and `hparams_search=` are optional groups, so Hydra composes nothing for
+    an option that does not exist: a typo would train the default experiment."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return  # composed outside a Hydra app (the compose API): no choices to check
+    choices = HydraConfig.get().runtime.choices
+    loader = GlobalHydra.instance().config_loader()
+    for group in ("experiment", "hparams_search"):
+        chosen = choices.get(group)
+        if chosen in (None, "null"):
+            continue
+        options = loader.get_group_options(group)
+        if chosen not in options:
+            raise RunnerError(
+                f"{group}={chosen} is not a preset. Presets (conf/{group}/): {', '.join(options)}."
+            )
 
 
 def check_group(cfg: DictConfig, key: str) -> None:

@@ -23,8 +23,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from runner.config.callbacks import CallbacksConfig
-from runner.config.rules import at_least, between, one_of, optional_at_least, positive
+from runner.config.rules import at_least, between, in_range, one_of, optional_at_least, positive
 from runner.core.errors import RunnerError
+
+SEEDS = 2**32  # NumPy's and TensorFlow's seeds are unsigned 32-bit integers
 
 # --------------------------------------------------------------------------------------- data
 
@@ -44,6 +46,9 @@ class DataConfig:
     # Decides the train/validation/test splits; trainer.seed does not, so runs with different
     # training seeds are compared on one test set.
     split_seed: int = 42
+
+    def check(self, at: str) -> None:
+        in_range(f"{at}.split_seed", self.split_seed, 0, SEEDS)
 
 
 @dataclass
@@ -205,6 +210,7 @@ class TrainerConfig:
             "steps_per_execution": 1,
         }.items():
             at_least(f"{at}.{key}", getattr(self, key), minimum)
+        in_range(f"{at}.seed", self.seed, 0, SEEDS)
         one_of(f"{at}.jit_compile", str(self.jit_compile).lower(), ("auto", "true", "false"))
         between(f"{at}.validation_split", self.validation_split, 0, 1)
 
