@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 
 from runner.core.errors import DataError
 from runner.data import LoadContext, load
+from runner.data.archives import Limits, extract_once
 from runner.data.cats_vs_dogs import CatsVsDogsDataConfig
 from runner.data.folders import FolderDataConfig
 from runner.data.images import decode_files
@@ -117,6 +121,69 @@ def test_kaggle_zip_is_split_in_file_number_order_and_bad_files_replaced(tmp_pat
     assert (tmp_path / "cache" / "cats_vs_dogs" / "train" / ".extracted").exists()
 
 
+def zip_bomb(path: Path, megabytes: int) -> Path:
+    """A real deflated zip whose one member is `megabytes` of zeros (~1000x smaller packed)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        with zipped.open("train/cat.0.jpg", "w", force_zip64=True) as member:
+            for _ in range(megabytes):
+                member.write(bytes(1024 * 1024))
+    return path
+
+
+def tar_gz_bomb(path: Path, megabytes: int) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        member = tarfile.TarInfo("VOCdevkit/VOC2012/JPEGImages/a.jpg")
+        member.size = megabytes * 1024 * 1024
+        tar.addfile(member, io.BytesIO(bytes(member.size)))
+    return path
+
+
+def test_archive_bombs_and_oversized_archives_stop_before_writing_and_leave_nothing(tmp_path):
+    cache = tmp_path / "cache" / "cats_vs_dogs"
+    bomb = zip_bomb(tmp_path / "bomb.zip", 64)
+    assert bomb.stat().st_size < 1024 * 1024
+    with pytest.raises(DataError, match=r"bomb.zip declares 64 MB from 0.1 MB .*over data.max_"):
+        load(cats_vs_dogs(bomb), context(tmp_path))
+    # An honest archive over the configured total is refused too.
+    train = fx.write_kaggle_train(tmp_path / "kaggle", per_class=10)
+    archive = fx.zip_folder(train, tmp_path / "train.zip")
+    small = dataclasses.replace(cats_vs_dogs(archive), max_extract_mb=0.01)
+    with pytest.raises(DataError, match=r"would extract more than data.max_extract_mb=0.01 MB"):
+        load(small, context(tmp_path))
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == []
+    # A tar.gz (VOC's path) is checked member by member as it streams.
+    limits = Limits(max_bytes=10_000 * 1024 * 1024, max_ratio=100)
+    voc = tmp_path / "cache" / "voc" / "VOC2012"
+    with pytest.raises(DataError, match="over data.max_extract_ratio=100"):
+        extract_once([tar_gz_bomb(tmp_path / "bomb.tar.gz", 64)], voc, limits)
+    assert not voc.exists() and not list(voc.parent.glob(".VOC2012.partial"))
+
+
+def test_extraction_caches_follow_the_archive_not_its_name(tmp_path):
+    """A/train.zip then B/train.zip: B's run trains on B's images; a broken tar is no cache."""
+    first = fx.write_kaggle_train(tmp_path / "a", per_class=20, bad_numbers=(3,))
+    second = fx.write_kaggle_train(tmp_path / "b", per_class=20, bad_numbers=(5,))
+    (tmp_path / "A").mkdir(), (tmp_path / "B").mkdir()
+    a = fx.zip_folder(first, tmp_path / "A" / "train.zip")
+    b = fx.zip_folder(second, tmp_path / "B" / "train.zip")
+    bad = lambda splits: [Path(i.path).name for i in splits.skipped if "cat." in i.path]  # noqa: E731
+    assert bad(load(cats_vs_dogs(a), context(tmp_path))) == ["cat.3.jpg"]
+    assert bad(load(cats_vs_dogs(b), context(tmp_path))) == ["cat.5.jpg"]
+    assert bad(load(cats_vs_dogs(a), context(tmp_path))) == ["cat.3.jpg"]
+
+    limits = Limits(max_bytes=100 * 1024 * 1024, max_ratio=100)
+    voc = tmp_path / "cache" / "voc" / "VOC2012"
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(
+        fx.tar_folder(fx.write_voc(tmp_path / "v1"), tmp_path / "t.tar").read_bytes()[:3000]
+    )
+    with pytest.raises(DataError, match="Cannot extract"):
+        extract_once([broken], voc, limits)
+    good = fx.tar_folder(fx.write_voc(tmp_path / "v2"), tmp_path / "good.tar")
+    extract_once([good], voc, limits)
+    assert list(voc.rglob("Annotations/*.xml"))
+
+
 def test_kaggle_folder_needs_enough_images(tmp_path):
     fx.write_kaggle_train(tmp_path / "kaggle", per_class=10)
     with pytest.raises(DataError, match=r"Only 9 usable cat images .* needs 16"):
@@ -190,13 +257,13 @@ def test_voc_tar_is_downloaded_checked_and_extracted(tmp_path, mirror):
     import hashlib
 
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    from runner.config.schema import FileSpec
+    from runner.data.voc import VocFileSpec
 
     cfg = VocDataConfig(
         name="voc",
         path=None,
         mirror=mirror.url,
-        files={"trainval": FileSpec(name="VOCtrainval_fixture.tar", md5=md5)},
+        files={"trainval": VocFileSpec(name="VOCtrainval_fixture.tar", md5=md5)},
     )
     splits = load(cfg, context(tmp_path))
     assert splits.sizes()["test"] == len(fx.VOC_VAL)
@@ -220,6 +287,20 @@ def test_voc_fetches_the_official_tar_of_its_year(tmp_path, mirror):
     resolved = download_config(VocDataConfig(name="voc", year="2009"))
     assert resolved.mirror == "http://host.robots.ox.ac.uk/pascal/VOC/voc2009"
     assert dict(resolved.files.trainval) == {"name": official, "sha256": None, "md5": md5}
+
+
+def test_the_voc_tar_is_named_by_plain_overrides_and_the_old_plus_spelling_still_works():
+    from runner.config.migrate import migrate_override
+    from runner.data.voc import download_config
+    from tests.conftest import compose_config
+
+    overrides = ["data.files.trainval.name=mine.tar", "data.files.trainval.md5=abc"]
+    resolved = download_config(compose_config(["data=voc", *overrides]).data)
+    assert dict(resolved.files.trainval) == {"name": "mine.tar", "sha256": None, "md5": "abc"}
+    old, note = migrate_override("+data.files={trainval:{name:mine.tar,md5:abc}}")
+    assert note is None
+    resolved = download_config(compose_config(["data=voc", old]).data)
+    assert dict(resolved.files.trainval) == {"name": "mine.tar", "sha256": None, "md5": "abc"}
 
 
 def test_data_larger_than_the_memory_limit_streams_from_disk(tmp_path):

@@ -29,6 +29,8 @@ def migrate_override(override: str) -> tuple[str | None, str | None]:
             None,
             "trainer.checkpoint.save_best_only is gone: best.keras always holds the best epoch",
         )
+    if sign == "+" and key == "data.files":  # once the only way to name VOC's tar: it exists now
+        return f"{key}={value}", None
     if key in RENAMED_KEYS:
         return f"{sign}{RENAMED_KEYS[key]}={value}", f"{key} is now {RENAMED_KEYS[key]}"
     for old, new in MOVED_KEYS.items():

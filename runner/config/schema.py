@@ -61,6 +61,21 @@ class DownloadedDataConfig(DataConfig):
     timeout: float = 60.0  # seconds without a byte from the mirror before a download fails
 
 
+@dataclass
+class ExtractedDataConfig(DataConfig):
+    """A dataset read from an archive extracted into the cache (runner/data/archives.py)."""
+
+    # What an extraction may write, checked against the sizes the archive declares before any
+    # byte is written: MB in all, and MB per MB of archive (a bomb declares 1000x).
+    max_extract_mb: float = 20_000
+    max_extract_ratio: float = 100
+
+    def check(self, at: str) -> None:
+        super().check(at)
+        positive(f"{at}.max_extract_mb", self.max_extract_mb)
+        positive(f"{at}.max_extract_ratio", self.max_extract_ratio)
+
+
 class ColorMode(Enum):
     rgb = "rgb"
     grayscale = "grayscale"

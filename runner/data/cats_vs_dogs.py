@@ -9,7 +9,6 @@ skipped and reported, and the next files of that class take their place.
 from __future__ import annotations
 
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from runner.config.registry import DATASETS
-from runner.config.schema import ImageDataConfig
+from runner.config.schema import ExtractedDataConfig, ImageDataConfig
 from runner.core.errors import DataError
-from runner.core.locks import file_lock
+from runner.data.archives import Limits, extract_once
 from runner.data.base import (
     DataInfo,
     LoadContext,
@@ -38,7 +37,7 @@ KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
 
 
 @dataclass
-class CatsVsDogsDataConfig(ImageDataConfig):
+class CatsVsDogsDataConfig(ImageDataConfig, ExtractedDataConfig):
     """Kaggle's train/ (cat.N.jpg, dog.N.jpg), its zip, or Microsoft's PetImages/Cat|Dog/N.jpg.
     Ordered by N: the first `train_per_class` of each class train, the next ones validation,
     then test."""
@@ -46,33 +45,6 @@ class CatsVsDogsDataConfig(ImageDataConfig):
     train_per_class: int = 1000
     val_per_class: int = 500
     test_per_class: int = 500
-
-
-def extract_zip(archive: Path, destination: Path) -> Path:
-    """Extract once into `destination`, refusing members that would land outside it. Parallel
-    jobs wait for the one extracting (a lock); `.extracted` marks a complete extraction."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(destination.parent / f".{destination.name}.lock"):
-        return _extract_zip(archive, destination)
-
-
-def _extract_zip(archive: Path, destination: Path) -> Path:
-    done = destination / ".extracted"
-    if done.exists():
-        return destination
-    destination.mkdir(parents=True, exist_ok=True)
-    root = destination.resolve()
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            for member in zipped.infolist():
-                target = (root / member.filename).resolve()
-                if not target.is_relative_to(root):
-                    raise DataError(f"{archive}: member {member.filename!r} escapes the folder.")
-            zipped.extractall(root)
-    except zipfile.BadZipFile as error:
-        raise DataError(f"{archive} is not a readable zip file ({error}).") from None
-    done.touch()
-    return destination
 
 
 def numbered_files(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
@@ -123,7 +95,7 @@ def first_good(
 def load(cfg: Any, ctx: LoadContext) -> Splits:
     root = require_folder(cfg.path, cfg.name)
     if root.is_file():
-        root = extract_zip(root, ctx.data_dir / "cats_vs_dogs" / root.stem)
+        root = extract_once([root], ctx.data_dir / "cats_vs_dogs" / root.stem, Limits.of(cfg))
     by_class, skipped = numbered_files(root)
     sizes = (cfg.train_per_class, cfg.val_per_class, cfg.test_per_class)
     in_memory = ctx.fits_in_memory(len(CLASS_NAMES) * sum(sizes))

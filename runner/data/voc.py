@@ -10,9 +10,8 @@ annotation files (`data.split=random`, the tutorial's 70/20/10).
 from __future__ import annotations
 
 import logging
-import tarfile
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,14 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from runner.config.registry import DATASETS
-from runner.config.schema import DownloadedDataConfig, ImageDataConfig
+from runner.config.schema import (
+    DownloadedDataConfig,
+    ExtractedDataConfig,
+    FileSpec,
+    ImageDataConfig,
+)
 from runner.core.errors import DataError
-from runner.core.locks import file_lock
+from runner.data.archives import Limits, extract_once
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all
 from runner.data.folders import require_folder
@@ -66,13 +70,19 @@ class Difficult(Enum):
 
 
 @dataclass
-class VocDataConfig(ImageDataConfig, DownloadedDataConfig):
+class VocFileSpec(FileSpec):
+    name: str | None = None  # null: the official trainval tar of data.year (and its md5)
+
+
+@dataclass
+class VocDataConfig(ImageDataConfig, DownloadedDataConfig, ExtractedDataConfig):
     """Pascal VOC, multi-label over the 20 classes, from VOCdevkit/VOC20XX (`path`) or fetched
     like the other downloaded datasets (mirror, files, verify_checksum)."""
 
     # Which VOC20XX: the folder read under `path`, and the tar fetched when `files` is empty
     # (the official trainval tar of that year, from `mirror` or the official host).
     year: str = "2012"
+    files: dict[str, VocFileSpec] = field(default_factory=lambda: {"trainval": VocFileSpec()})
     mirror: str | None = None  # null: http://host.robots.ox.ac.uk/pascal/VOC/voc<year>
     split: VocSplit = VocSplit.imagesets
     # For split=random: fractions of the annotation files (the tutorial's 70/20/10).
@@ -124,26 +134,6 @@ def find_year_folder(path: Path, year: str) -> Path:
     )
 
 
-def extract_tar(archive: Path, destination: Path) -> Path:
-    """Extract once (a lock makes parallel jobs wait for it); `.extracted` marks it complete."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(destination.parent / f".{destination.name}.lock"):
-        return _extract_tar(archive, destination)
-
-
-def _extract_tar(archive: Path, destination: Path) -> Path:
-    done = destination / ".extracted"
-    if not done.exists():
-        destination.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(destination, filter="data")  # refuses paths outside, links out
-        except (tarfile.TarError, OSError) as error:
-            raise DataError(f"Cannot extract {archive} ({error}).") from None
-        done.touch()
-    return destination
-
-
 def read_annotation(path: Path, difficult: Difficult) -> np.ndarray:
     try:
         root = ElementTree.parse(path).getroot()
@@ -174,17 +164,24 @@ def download_config(cfg: Any) -> Any:
     """`cfg` with the tar to fetch: its own `files` and `mirror` when set, else the official
     trainval tar of `data.year` from the official host."""
     year = str(cfg.year)
-    if not cfg.files and year not in TRAINVAL_TARS:
+    files = {
+        role: VocFileSpec(name=spec.name, sha256=spec.sha256, md5=spec.md5)
+        for role, spec in cfg.files.items()
+        if spec.name
+    }
+    if not files and year not in TRAINVAL_TARS:
         raise DataError(
             f"data.year={year} has no known trainval tar (known: {sorted(TRAINVAL_TARS)}): set "
             "data.path to your VOCdevkit, or data.files.trainval.{name,md5} and data.mirror."
         )
-    files = cfg.files
     if not files:
         name, md5 = TRAINVAL_TARS[year]
-        files = {"trainval": {"name": name, "md5": md5}}
+        trainval = cfg.files.get("trainval")
+        files = {"trainval": VocFileSpec(name=name, md5=(trainval and trainval.md5) or md5)}
     mirror = cfg.mirror or OFFICIAL_HOST.format(year=year)
-    return OmegaConf.merge(cfg, {"files": files, "mirror": mirror})
+    fetched = OmegaConf.merge(cfg, {"mirror": mirror})
+    fetched.files = files  # these only: the roles left unnamed are not fetched
+    return fetched
 
 
 def voc_root(cfg: Any, ctx: LoadContext) -> Path:
@@ -192,8 +189,7 @@ def voc_root(cfg: Any, ctx: LoadContext) -> Path:
         return find_year_folder(require_folder(cfg.path, cfg.name), str(cfg.year))
     files = fetch_all(download_config(cfg), ctx.data_dir)
     extracted = ctx.data_dir / cfg.name / f"VOC{cfg.year}"
-    for archive in files.values():
-        extract_tar(archive, extracted)
+    extract_once(list(files.values()), extracted, Limits.of(cfg))
     return find_year_folder(extracted, str(cfg.year))
 
 
