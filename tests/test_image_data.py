@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import struct
 import tarfile
 import zipfile
 from pathlib import Path
@@ -45,13 +46,34 @@ def test_unusual_valid_images_are_kept_and_bad_files_skipped(tmp_path):
     assert set(skipped) == set(fx.BAD)
     assert skipped["empty.jpg"] == "empty file"
     assert skipped["notes.txt"].startswith("not an image")
-    assert "cannot be decoded" in skipped["truncated.jpg"]
+    assert "header cannot be read (Truncated File Read)" in skipped["truncated.jpg"]
     # 25% stratified test split, then 20% of the rest for validation.
     assert splits.sizes()["test"] == math.ceil(0.25 * total)  # scikit-learn rounds up
     per_class = [counts["cats"], counts["dogs"], counts["panda"]]
     expected = 0.25 * np.asarray(per_class)
     assert np.abs(np.bincount(splits.test.y) - expected).max() <= 1  # stratified
     assert splits.train.x.shape[1:] == (32, 32, 3) and splits.train.x.dtype == np.uint8
+
+
+def test_a_pixel_bomb_with_a_bad_checksum_is_skipped_before_decoding(tmp_path):
+    """PIL refuses a PNG whose ancillary chunk has a bad CRC; TensorFlow would decode it: the
+    size limit must not depend on PIL accepting the file."""
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("1", (14000, 14000)).save(encoded, format="PNG", optimize=True)
+    png = encoded.getvalue()
+    after_ihdr = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, data and CRC
+    text = b"comment\x00hello"
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + b"\x00\x00\x00\x00"  # bad CRC
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png[:after_ihdr] + chunk + png[after_ihdr:])
+    good = tmp_path / "good.png"
+    fx.picture(0, seed=1).save(good)
+    images, kept, skipped = decode_files([bomb, good], size=(32, 32), channels=3)
+    assert list(kept) == [1] and images.shape == (1, 32, 32, 3)
+    assert [s.path for s in skipped] == [str(bomb)]
+    assert "header cannot be read" in skipped[0].reason
 
 
 def test_decoding_converts_every_form_to_the_requested_channels(tmp_path):

@@ -38,8 +38,11 @@ def too_large(path: Path, max_pixels: int) -> str | None:
     try:
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
-    except Exception:  # not readable by PIL: TensorFlow decides below
-        return None
+    except Exception as error:
+        # Fail closed: TensorFlow decodes some files PIL refuses (a PNG with one bad checksum
+        # in an ancillary chunk), and its decoder would then see the size we could not check.
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        return f"its header cannot be read ({reason}): corrupt, truncated or not an image"
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if width * height > max_pixels:
@@ -101,9 +104,11 @@ def decode_files(
         # instead of being optimized away, and drop the rest.
         return index, image if keep_pixels else image[0, 0]
 
-    names = [os.fsencode(paths[i]) for i in candidates]
+    names = np.asarray([os.fsencode(paths[i]) for i in candidates], dtype=object)
     dataset = (
-        tf.data.Dataset.from_tensor_slices((np.asarray(candidates, dtype=np.int64), names))
+        tf.data.Dataset.from_tensor_slices(
+            (np.asarray(candidates, dtype=np.int64), tf.constant(names, dtype=tf.string))
+        )
         .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         .ignore_errors()
         .batch(batch_size)
