@@ -4,7 +4,9 @@ is one line and exit code 2."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import os
 import signal
@@ -33,6 +35,29 @@ def predict(workspace, *args: str, cwd=None) -> subprocess.CompletedProcess:
         text=True,
         timeout=180,
     )
+
+
+def files_body(*files: bytes) -> dict:
+    """A serving request with encoded image files."""
+    data = [[base64.b64encode(f).decode()] for f in files]
+    return {"dataframe_split": {"columns": ["image"], "data": data}}
+
+
+def refused(port: int, body: dict) -> tuple[int, dict]:
+    """(status, JSON answer) of a request the serving model should refuse."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_path):
@@ -313,10 +338,7 @@ def test_evaluate_decodes_the_data_to_the_models_input(data, expected):
 
 def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
     """A real `mlflow models serve` on loopback: raw uint8 pixels and base64-encoded files get
-    the probabilities `runner.predict` prints."""
-    import base64
-    import os
-    import signal
+    the probabilities `runner.predict` prints, and bad requests a one-line 400."""
     import time
     import urllib.request
 
@@ -384,6 +406,23 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
         encoded = base64.b64encode(photo.read_bytes()).decode()
         [from_file] = ask({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
         [from_pixels] = ask({"inputs": pixels.tolist()})
+        # Bad requests: 400 with what is wrong, no stack; the server still answers after them.
+        bomb = io.BytesIO()
+        Image.new("1", (16000, 16000)).save(bomb, format="PNG", optimize=True)
+        nan = pixels.astype(float)
+        nan[0, 0, 0, 0] = float("nan")
+        huge = pixels.astype(float) * 1e30
+        for body, message in (
+            (files_body(bomb.getvalue()), "image 0 declares 16000x16000 pixels, over the limit"),
+            ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}}, "not base64"),
+            ({"inputs": nan.tolist()}, "pixel values from 0 to 255 (no NaN, no inf)"),
+            ({"inputs": huge.tolist()}, "pixel values from 0 to 255"),
+            ({"inputs": pixels[:, :8].tolist()}, "the model takes N x 32 x 32 x 3"),
+        ):
+            status, answer = refused(port, body)
+            assert status == 400 and message in answer["message"], answer
+            assert "stack_trace" not in answer and "Traceback" not in json.dumps(answer)
+        assert ask({"inputs": pixels.tolist()}) == [from_pixels]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

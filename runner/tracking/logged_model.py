@@ -40,6 +40,7 @@ def _log_serving(keras_file: Path, classes: Path) -> Any:
             f"keras=={keras.__version__}",
             "pandas",
             "numpy",
+            "pillow",
         ],
     )
 
