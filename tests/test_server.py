@@ -76,31 +76,70 @@ class TeamServer:
         output, _ = self.process.communicate(timeout=60)
         return output
 
-    def metric_rows(self, run_id: str, key: str) -> int:
-        rows = subprocess.run(
+    @property
+    def pgpass(self) -> Path:
+        return self.folder / "secrets" / "pgpass"
+
+    def psql(self, sql: str, role: str = "mlflow", **env: str) -> subprocess.CompletedProcess:
+        """psql over TCP as `role`; the password from the server's PGPASSFILE unless given."""
+        return subprocess.run(
             [
                 str(postgres_bin() / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.pg_port),
-                "-U",
-                "mlflow",
-                "-d",
-                "mlflow",
-                "-At",
-                "-c",
-                f"select count(*) from metrics where run_uuid = '{run_id}' and key = '{key}'",
+                *("-h", "127.0.0.1", "-p", str(self.pg_port), "-U", role, "-d", "mlflow"),
+                *("-w", "-At", "-c", sql),  # -w: never prompt
             ],
             capture_output=True,
             text=True,
-            check=True,
+            env={**os.environ, "PGPASSFILE": str(self.pgpass), **env},
         )
+
+    def metric_rows(self, run_id: str, key: str) -> int:
+        rows = self.psql(
+            f"select count(*) from metrics where run_uuid = '{run_id}' and key = '{key}'"
+        )
+        assert rows.returncode == 0, rows.stderr
         return int(rows.stdout.strip())
 
 
+def test_the_team_database_wants_a_password_and_mlflow_is_no_superuser():
+    """PostgreSQL asks every connection for its password (a wrong or missing one is refused),
+    the passwords are the owner's alone, and MLflow's role cannot run shell commands."""
+    server = TeamServer()
+    server.start()
+    try:
+        assert server.psql("select 1").stdout.strip() == "1"  # the right password, from pgpass
+        wrong = server.psql("select 1", PGPASSFILE="/dev/null", PGPASSWORD="guess")
+        assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+        missing = server.psql("select 1", PGPASSFILE="/dev/null")
+        assert missing.returncode != 0 and "no password supplied" in missing.stderr
+        admin = server.psql("select 1", role="runner_admin", PGPASSFILE="/dev/null")
+        assert admin.returncode != 0  # the superuser too
+        assert server.psql("select rolsuper from pg_roles where rolname = 'mlflow'").stdout == "f\n"
+        shell = server.psql("create temp table t (x text); copy t from program 'id'")
+        assert shell.returncode != 0 and "must be superuser" in shell.stderr
+        for secret in (server.folder / "secrets").iterdir():
+            assert secret.stat().st_mode & 0o077 == 0, secret  # no one else can read it
+        assert (server.folder / "secrets").stat().st_mode & 0o077 == 0
+        sockets = server.folder / "postgres" / "run"
+        assert sockets.stat().st_mode & 0o077 == 0
+        if os.geteuid() == 0:  # run as postgres: its own group, not root's
+            [postmaster] = [
+                pid
+                for pid, (parent, _, command) in processes().items()
+                if parent == server.process.pid and command.split()[0].endswith("/postgres")
+            ]
+            status = dict(
+                line.split(":", 1)
+                for line in Path(f"/proc/{postmaster}/status").read_text().splitlines()
+            )
+            assert "0" not in status["Gid"].split() and status["Groups"].split() == []
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
 @pytest.mark.fresh_store  # the client must make no store of its own
-def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
+def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace, monkeypatch):
     """A job logs to the team server (PostgreSQL + proxied artifacts); the server goes away at
     epoch 2 of 4: the job trains to the end, and once the server is back `runner.sync` sends
     what it missed, each epoch once, and the final status. Everything is then read back through
@@ -159,6 +198,7 @@ def test_a_team_server_keeps_everything_even_when_it_dies_mid_run(workspace):
         import optuna
 
         storage = f"postgresql://mlflow@127.0.0.1:{server.pg_port}/optuna"
+        monkeypatch.setenv("PGPASSFILE", str(server.pgpass))  # as the server's banner says
         optuna.create_study(study_name="team", storage=storage).optimize(lambda t: 1.0, 1)
         assert len(optuna.load_study(study_name="team", storage=storage).trials) == 1
         models = client.search_logged_models([run.info.experiment_id])

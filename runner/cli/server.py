@@ -10,14 +10,21 @@ client never needs the server's disk.
 Point jobs at it with `MLFLOW_TRACKING_URI=http://HOST:PORT`. Ctrl-C (or SIGTERM) stops the
 MLflow server, then PostgreSQL; the data stays for the next start.
 
-Nothing here is home-made: PostgreSQL's `initdb`/`postgres`/`createdb`, and `mlflow server`.
-PostgreSQL refuses to run as root; as root, its processes run as the `postgres` user.
+Locked: PostgreSQL asks every connection for a password (scram-sha-256), its Unix socket is in
+a private folder, and MLflow connects as `mlflow`, a role that is not a superuser (a superuser
+can run shell commands through `COPY ... FROM PROGRAM`). The passwords are generated at the
+first start and kept in `<folder>/secrets/` (0600): `pgpass` is libpq's password file, which
+MLflow, psql and Optuna read through `PGPASSFILE`, so no password is on a command line.
+
+Nothing here is home-made: PostgreSQL's `initdb`/`postgres`/`psql`, and `mlflow server`.
+PostgreSQL refuses to run as root; as root, its processes run as the `postgres` user and group.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,7 +39,8 @@ from runner.cli.app import run_command
 from runner.core.errors import RunnerError
 
 DATABASE = "mlflow"
-DB_USER = "mlflow"
+DB_USER = "mlflow"  # MLflow's and Optuna's role: owns their databases, no superuser
+DB_ADMIN = "runner_admin"  # the cluster's superuser, for creating roles and databases only
 OPTUNA_DATABASE = "optuna"  # shared Optuna studies: hydra.sweeper.storage=<Postgres.url(...)>
 # MLflow 3 starts a job runner with its server (huey consumer processes for its GenAI jobs):
 # about 15 CPU-seconds and several processes at every start, for features runner does not use.
@@ -79,38 +87,78 @@ class Postgres:
     def __init__(self, folder: Path, port: int) -> None:
         self.folder, self.port = folder, port
         self.data, self.sockets = folder / "data", folder / "run"
+        self.secrets = folder.parent / "secrets"
+        self.pgpass = self.secrets / "pgpass"
         self.bin = postgres_bin()
-        # PostgreSQL refuses root; the system's `postgres` user runs it then.
+        # PostgreSQL refuses root; the system's `postgres` user (and group) runs it then.
         self.user = "postgres" if os.geteuid() == 0 else None
         self.process: subprocess.Popen | None = None
 
-    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess:
+    def _as_postgres(self) -> dict[str, Any]:
+        """Popen's arguments that run a program as PostgreSQL's user: uid, gid and no other
+        groups (root's group 0 would otherwise stay with it)."""
+        if not self.user:
+            return {}
+        return {"user": self.user, "group": self.user, "extra_groups": []}
+
+    def _run(self, program: str, *args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(self.bin / program), *args], user=self.user, capture_output=True, text=True
+            [str(self.bin / program), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            **self._as_postgres(),
         )
 
     def _own(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
         if self.user:
             shutil.chown(path, self.user, self.user)
 
+    def password(self, role: str) -> str:
+        return (self.secrets / f"{role}.password").read_text().strip()
+
+    def _new_secrets(self) -> None:
+        """A password per role, readable by this user only, and libpq's password file."""
+        self.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.secrets.chmod(0o700)
+        for role in (DB_ADMIN, DB_USER):
+            write_private(self.secrets / f"{role}.password", secrets.token_urlsafe(32) + "\n")
+        lines = [f"127.0.0.1:*:*:{role}:{self.password(role)}\n" for role in (DB_ADMIN, DB_USER)]
+        write_private(self.pgpass, "".join(lines))
+
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
+            if not self.pgpass.exists():
+                raise ServerError(
+                    f"{self.data} was made by an older runner.server, without passwords: start "
+                    "a new folder (--folder), or keep using that one with the older version."
+                )
             return
         self._own(self.folder)
         self._own(self.data)
-        # Local connections only (listen_addresses below), trusted: no password to manage.
-        done = self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            DB_USER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-instructions",
-        )
+        self._new_secrets()
+        # initdb reads the superuser's password from a file PostgreSQL's user can read.
+        pwfile = self.folder / ".pwfile"
+        write_private(pwfile, self.password(DB_ADMIN) + "\n")
+        if self.user:
+            shutil.chown(pwfile, self.user, self.user)
+        try:
+            done = self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                DB_ADMIN,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",  # every connection, socket or TCP, gives a password
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise ServerError(f"initdb failed in {self.data}: {done.stderr.strip()[-300:]}")
 
@@ -128,10 +176,12 @@ class Postgres:
                 "listen_addresses=127.0.0.1",
                 "-k",
                 str(self.sockets),
+                "-c",
+                "unix_socket_permissions=0700",
             ],
-            user=self.user,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
+            **self._as_postgres(),
         )
         deadline = time.monotonic() + 60
         while self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port)).returncode != 0:
@@ -140,19 +190,40 @@ class Postgres:
                     f"PostgreSQL did not start on port {self.port}: see {self.folder}/postgres.log"
                 )
             time.sleep(0.2)
-        for database in (DATABASE, OPTUNA_DATABASE):
-            made = self._run(
-                "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, database
+        self._create_role_and_databases()
+
+    def sql(self, statement: str, role: str = DB_ADMIN, database: str = "postgres") -> str:
+        done = self._run(
+            "psql",
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", role, "-d", database),
+            *("-v", "ON_ERROR_STOP=1", "-At", "-c", statement),
+            PGPASSWORD=self.password(role),
+        )
+        if done.returncode != 0:
+            raise ServerError(f"PostgreSQL refused {statement.split()[0]}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _create_role_and_databases(self) -> None:
+        exists = self.sql(f"select 1 from pg_roles where rolname = '{DB_USER}'")
+        if not exists:
+            self.sql(
+                f"create role {DB_USER} login nosuperuser nocreatedb nocreaterole "
+                f"password '{self.password(DB_USER)}'"
             )
-            if made.returncode != 0 and "already exists" not in made.stderr:
-                raise ServerError(f"createdb {database} failed: {made.stderr.strip()}")
+        for database in (DATABASE, OPTUNA_DATABASE):
+            if not self.sql(f"select 1 from pg_database where datname = '{database}'"):
+                self.sql(f"create database {database} owner {DB_USER}")
 
     def url(self, database: str = DATABASE) -> str:
+        """No password in it: libpq reads it from PGPASSFILE (`client_env`)."""
         return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{database}"
 
     @property
     def uri(self) -> str:
         return self.url(DATABASE)
+
+    def client_env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.pgpass)}
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -161,6 +232,14 @@ class Postgres:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner can read, created so (never world-readable, even briefly)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -224,7 +303,7 @@ def serve(folder: Path, host: str, port: int, pg_port: int, workers: int | None 
                 str(folder / "artifacts"),
                 *(["--workers", str(workers)] if workers else []),
             ],
-            env=mlflow_server_env(),
+            env={**mlflow_server_env(), **postgres.client_env()},
             start_new_session=True,
         )
         url = f"http://{host}:{port}"
@@ -233,8 +312,8 @@ def serve(folder: Path, host: str, port: int, pg_port: int, workers: int | None 
             f"[runner.server] MLflow server on {url} (PostgreSQL database in {postgres.folder}, "
             f"artifacts in {folder / 'artifacts'})\n"
             f"[runner.server] log to it: MLFLOW_TRACKING_URI={url} python -m runner ...\n"
-            f"[runner.server] share Optuna studies on this machine: "
-            f"hydra.sweeper.storage={postgres.url(OPTUNA_DATABASE)}\n"
+            f"[runner.server] share Optuna studies on this machine: PGPASSFILE={postgres.pgpass} "
+            f"python -m runner ... hydra.sweeper.storage={postgres.url(OPTUNA_DATABASE)}\n"
             "[runner.server] Ctrl-C stops it; the data stays.",
             flush=True,
         )
