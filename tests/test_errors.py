@@ -72,6 +72,12 @@ RANGE_ERRORS = [
     ("trainer.seed=-1", "trainer.seed should be in [0, 4294967296). Received: -1"),
     ("data.split_seed=4294967296", "data.split_seed should be in [0, 4294967296)"),
     ("+foo=1", "foo is not a config key (added with +?): nothing reads it"),
+    (
+        "logger.run_name=${oc.env:RUNNER_TEST_UNSET}",
+        "logger.run_name cannot be resolved: KeyError raised while resolving interpolation: "
+        "\"Environment variable 'RUNNER_TEST_UNSET' not found\"",
+    ),
+    ("trainer.epochs=${trainer.nope}", "trainer.epochs cannot be resolved: Interpolation key"),
     ("+trainer.epoch=3", "trainer.epoch is not a config key (added with +?)"),
     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
     ("optimizer.lr=-1", "optimizer.lr should be a positive number"),

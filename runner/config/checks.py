@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.config.callbacks import CallbacksConfig
 from runner.config.schema import Evaluate, Schedule
@@ -20,12 +21,29 @@ from runner.core.errors import RunnerError
 
 
 def check_config(cfg: DictConfig) -> None:
+    check_resolves(cfg)
     check_known_keys(cfg)
     check_presets()
     for key in cfg:
         check_group(cfg, str(key))
     check_strategy(cfg)
     check_callbacks(cfg)
+
+
+def check_resolves(node: DictConfig | ListConfig, at: str = "") -> None:
+    """Every `${...}` resolves now, not deep inside a run (`${oc.env:UNSET}`, a typo'd key)."""
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node)
+    for key in keys:
+        where = f"{at}[{key}]" if isinstance(key, int) else (f"{at}.{key}" if at else str(key))
+        if where == "hydra":  # Hydra's own node, which Hydra resolves
+            continue
+        try:
+            value = node[key]
+        except OmegaConfBaseException as error:
+            reason = " ".join(str(error).splitlines()[0].split())
+            raise RunnerError(f"{where} cannot be resolved: {reason}") from None
+        if isinstance(value, DictConfig | ListConfig):
+            check_resolves(value, where)
 
 
 def check_known_keys(node: DictConfig, at: str = "") -> None:
