@@ -78,6 +78,8 @@ RANGE_ERRORS = [
         "\"Environment variable 'RUNNER_TEST_UNSET' not found\"",
     ),
     ("trainer.epochs=${trainer.nope}", "trainer.epochs cannot be resolved: Interpolation key"),
+    ("logger.run_name=" + "x" * 251, "logger.run_name is 251 characters long; at most 250"),
+    ("notes=" + "x" * 6001, "notes is 6,001 characters long; MLflow keeps at most 6,000"),
     ("+trainer.epoch=3", "trainer.epoch is not a config key (added with +?)"),
     ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
     ("optimizer.lr=-1", "optimizer.lr should be a positive number"),

@@ -144,13 +144,15 @@ def test_files_folders_globs_and_a_keras_file_match_model_predict(trained, tmp_p
             "No MLflow store at",
         ),
         (["--model", "best.keras", "--top", "0"], "--top: should be a whole number >= 1"),
+        (["--pretrained", "vgg16", "--out", "/proc/no/such"], "--out /proc/no/such cannot be"),
         (["--model", "best.keras", "--top", "-1"], "Received: '-1'"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, args, message):
     image = tmp_path / "a.png"
     fx.picture(0, seed=1).save(image)
-    result = predict(workspace, *args, str(image), "--out", str(tmp_path / "out"))
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    result = predict(workspace, *args, str(image), *out)
     assert result.returncode == 2
     lines = [x for x in result.stderr.splitlines() if "error:" in x]  # ours, or argparse's
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]

@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunnerError(
+            f"--out {args.out} cannot be created ({error.strerror}): pick a folder you can write."
+        ) from None
     inputs = collect_inputs(args.images)
     if not inputs.files:
         reasons = "; ".join(f"{p}: {r}" for p, r in inputs.skipped[:3])
@@ -214,7 +220,6 @@ def run(args: argparse.Namespace) -> None:
     probabilities = label_probabilities(
         np.asarray(classifier.classify(images)), classifier.class_names
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
     for index, scores in zip(kept, probabilities, strict=True):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.config.callbacks import CallbacksConfig
-from runner.config.schema import Evaluate, Schedule
+from runner.config.schema import MAX_PARAM_LENGTH, Evaluate, Schedule
 from runner.core.errors import RunnerError
 
 
@@ -28,6 +28,30 @@ def check_config(cfg: DictConfig) -> None:
         check_group(cfg, str(key))
     check_strategy(cfg)
     check_callbacks(cfg)
+    check_param_lengths(cfg)
+
+
+def check_param_lengths(cfg: DictConfig) -> None:
+    """MLflow keeps MAX_PARAM_LENGTH characters of a param: a longer value would be logged cut,
+    and the run could not be told from one with another value."""
+
+    def walk(node: object, at: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{at}.{key}" if at else str(key))
+        elif len(str(node)) > MAX_PARAM_LENGTH:
+            raise RunnerError(
+                f"{at} is {len(str(node)):,} characters long; MLflow keeps at most "
+                f"{MAX_PARAM_LENGTH:,} of a param. Shorten it (a long text belongs in a file)."
+            )
+
+    for key in cfg:
+        if key == "hydra":  # Hydra's own node: not logged
+            continue
+        node = cfg[key]
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+        walk(node, str(key))
 
 
 def check_resolves(node: DictConfig | ListConfig, at: str = "") -> None:

@@ -27,6 +27,8 @@ from runner.config.rules import at_least, between, in_range, one_of, optional_at
 from runner.core.errors import RunnerError
 
 SEEDS = 2**32  # NumPy's and TensorFlow's seeds are unsigned 32-bit integers
+MAX_RUN_NAME = 250  # MLflow's limit for keys and names
+MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param's value
 
 # --------------------------------------------------------------------------------------- data
 
@@ -262,6 +264,13 @@ class LoggerConfig:
     # Register the logged model under this name (a new version per run); at the end of a sweep
     # the best job's model is registered and gets the alias `champion`.
     register_model: str | None = None
+
+    def check(self, at: str) -> None:
+        if self.run_name is not None and len(self.run_name) > MAX_RUN_NAME:
+            raise RunnerError(
+                f"{at}.run_name is {len(self.run_name):,} characters long; at most {MAX_RUN_NAME} "
+                "(MLflow shows and searches names, not essays): put the rest in `notes`."
+            )
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-MAX_PARAM_LENGTH = 6000  # MLflow cuts longer param values
+from runner.config.schema import MAX_PARAM_LENGTH
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
