@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests import image_fixtures as fx
+from tests.conftest import FAST
 from tests.test_e2e import artifact_paths, only_run
 
 COMMON = ["logger.experiment=tests", "trainer.batch_size=16"]
@@ -183,3 +184,47 @@ def test_voc_multilabel_end_to_end(workspace, tmp_path):
     assert predictions.shape == (2, 20)
     keras_model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_allclose(predictions, keras_model.predict(images, verbose=0), rtol=1e-5)
+
+
+def test_names_that_are_not_utf8_are_written_escaped_everywhere(workspace, tmp_path):
+    """A class folder, a skipped file and an image to predict whose names are not UTF-8 (bytes
+    0xE9, 0xFF: another system's encoding): read, then logged, printed and written escaped."""
+    import csv
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pets"
+    fx.write_class_tree(folder, ("caf\udce9", "dogs"), per_class=10, unusual_in=None, bad_in=None)
+    (folder / "dogs" / "notes \udcff.txt").write_text("not an image")
+    job = workspace.root / "outputs" / "job"
+    result = workspace.run(
+        "data=image_folder", f"data.path={folder}", "model=mlp", *FAST, f"hydra.run.dir={job}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
+    run = only_run(workspace.client())
+    assert run.info.status == "FINISHED"
+    assert load_json(run, "class_names.json") == ["caf\\xe9", "dogs"]
+    [skipped] = load_json(run, "data/skipped_files.json")
+    assert skipped["path"].endswith("dogs/notes \\xff.txt")
+    assert "notes \\xff.txt" in (job / "runner.log").read_text(encoding="utf-8")
+
+    new = tmp_path / "new"
+    new.mkdir()
+    fx.picture(0, seed=5).save(new / "\udcff photo.jpg")
+    out = tmp_path / "out"
+    predicted = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "--model", str(job / "checkpoints" / "best.keras")]
+        + [str(new), "--out", str(out)],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    with (out / "predictions.csv").open(encoding="utf-8", newline="") as stream:
+        [row] = list(csv.DictReader(stream))
+    assert row["path"].endswith("\\xff photo.jpg") and row["image"] == "\\xff photo.png"
+    assert (out / row["image"]).is_file()
+    assert row["labels"].split(";")[0] in ("caf\\xe9", "dogs")

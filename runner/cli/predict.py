@@ -98,10 +98,11 @@ def annotate(path: Path, lines: list[str], out: Path) -> None:
 
 def unique_name(path: Path, taken: set[str]) -> str:
     """`name.png`; `name-2.png`, ... when another input has the same stem (Cat/1, Dog/1)."""
-    name, count = f"{path.stem}.png", 1
+    stem = display(path.stem)  # written in predictions.csv/json as UTF-8
+    name, count = f"{stem}.png", 1
     while name in taken:
         count += 1
-        name = f"{path.stem}-{count}.png"
+        name = f"{stem}-{count}.png"
     taken.add(name)
     return name
 

@@ -30,7 +30,7 @@ from runner.data.base import (
     task_for,
 )
 from runner.data.folders import require_folder
-from runner.data.images import Skipped, is_image_name
+from runner.data.images import Skipped, display, is_image_name
 
 CLASS_NAMES = ("cat", "dog")
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
@@ -58,7 +58,7 @@ def numbered_files(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
                 if is_image_name(path) and path.stem.isdigit():
                     by_class[name].append((int(path.stem), path))
                 else:
-                    skipped.append(Skipped(str(path), "not a numbered image file"))
+                    skipped.append(Skipped(display(path), "not a numbered image file"))
     else:  # Kaggle: train/cat.N.jpg
         folder = root / "train" if (root / "train").is_dir() else root
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -66,7 +66,7 @@ def numbered_files(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
             if match and is_image_name(path):
                 by_class[match.group(1).lower()].append((int(match.group(2)), path))
             else:
-                skipped.append(Skipped(str(path), "name is not cat.N.<ext> or dog.N.<ext>"))
+                skipped.append(Skipped(display(path), "name is not cat.N.<ext> or dog.N.<ext>"))
     for name, files in by_class.items():
         if not files:
             raise DataError(

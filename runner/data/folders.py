@@ -28,7 +28,7 @@ from runner.data.base import (
     stratified_split,
     task_for,
 )
-from runner.data.images import Skipped, is_image_name
+from runner.data.images import Skipped, display, is_image_name
 
 
 @dataclass
@@ -53,7 +53,7 @@ def scan_class_folders(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, .
     if not root.is_dir():
         raise DataError(f"data.path={root} is not a folder of class sub-folders.")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_names = tuple(d.name for d in class_dirs)
+    class_names = tuple(display(d.name) for d in class_dirs)  # labels: logged, written as UTF-8
     check_classes(class_names, f"data.path={root}")
     paths: list[Path] = []
     labels: list[int] = []
@@ -64,7 +64,7 @@ def scan_class_folders(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, .
                 paths.append(path)
                 labels.append(label)
             else:
-                skipped.append(Skipped(str(path), "not an image file (extension)"))
+                skipped.append(Skipped(display(path), "not an image file (extension)"))
     return paths, np.asarray(labels, dtype=np.int64), class_names, skipped
 
 

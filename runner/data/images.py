@@ -26,8 +26,9 @@ class Skipped:
 
 
 def display(path: Any) -> str:
-    """A path as text that can always be printed (undecodable bytes shown as U+FFFD)."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    """A path (or name) as text that can always be printed, logged and written as UTF-8: bytes
+    that are not UTF-8 (a name from another system's encoding) are shown escaped, `caf\\xe9`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def too_large(path: Path, max_pixels: int) -> str | None:

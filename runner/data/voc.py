@@ -31,7 +31,7 @@ from runner.data.archives import Limits, extract_once
 from runner.data.base import DataInfo, LoadContext, Splits, image_shape, read_split
 from runner.data.download import fetch_all
 from runner.data.folders import require_folder
-from runner.data.images import Skipped
+from runner.data.images import Skipped, display
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
                 unlisted,
             )
         skipped += [
-            Skipped(str(root / "Annotations" / f"{i}.xml"), "in ImageSets/Main, no annotation")
+            Skipped(display(root / "Annotations" / f"{i}.xml"), "in ImageSets/Main, no annotation")
             for i in sorted(listed - set(annotations))
         ]
         targets = {
@@ -251,7 +251,7 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
         if not split_ids:
             raise DataError(f"The VOC {split} split is empty: check ImageSets or the fractions.")
         paths = [root / "JPEGImages" / f"{i}.jpg" for i in split_ids]
-        skipped += [Skipped(str(p), "image file missing") for p in paths if not p.exists()]
+        skipped += [Skipped(display(p), "image file missing") for p in paths if not p.exists()]
         present = [p for p in paths if p.exists()]
         labels = np.stack([targets[p.stem] for p in present])
         splits[split], bad = read_split(present, labels, ctx, in_memory=in_memory)
