@@ -3,6 +3,7 @@ unique job folders; splits that do not move with the training seed."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -249,3 +250,41 @@ def test_a_seed_sweep_on_an_image_folder_shares_one_test_split(trained):
     assert len({r.data.tags["data.train_digest"] for r in children}) == 1
     losses = {round(r.data.metrics["val_loss"], 6) for r in children}
     assert len(losses) == 2  # the seeds still change initialisation and order
+
+
+def test_a_damaged_weights_file_resumes_from_the_state_before_it(workspace):
+    """A killed run whose last weights file was cut (a disk, a copy) stays resumable: it goes
+    on from the epoch before, says so, and finishes."""
+    job = workspace.root / "outputs" / "damaged"
+    process = workspace.start(*DIGITS, f"hydra.run.dir={job}", merge_output=True)
+    wait_until(lambda: epochs_done(job) >= 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = job / "resume"
+    latest = json.loads((state / "state.json").read_text())
+    previous = json.loads((state / "previous-state.json").read_text())
+    assert previous["epochs_done"] == latest["epochs_done"] - 1
+    weights = state / latest["weights"]
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    resumed = workspace.run(*DIGITS, f"trainer.resume={job}")
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-3000:]
+    assert "the last saved state is damaged" in output
+    assert f"after epoch {previous['epochs_done']}" in output
+    assert f"at epoch {previous['epochs_done'] + 1}" in output  # the resume line
+    assert only_run(workspace.client()).info.status == "FINISHED"
+
+
+def test_a_resume_state_with_no_good_generation_is_one_line(tmp_path):
+    from runner.training.resume import load_progress
+
+    state = tmp_path / "resume"
+    state.mkdir()
+    (state / "epoch-0002.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut short")
+    (state / "state.json").write_text(
+        json.dumps({"run_id": "r", "epochs_done": 2, "weights": "epoch-0002.weights.h5"})
+    )
+    (state / "previous-state.json").write_text('{"run_id": "r", "epochs_done": ')
+    with pytest.raises(RunnerError, match=r"resume state in .* is damaged \(state.json: .*; previ"):
+        load_progress(tmp_path)

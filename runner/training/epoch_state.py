@@ -7,6 +7,7 @@ the state but not yet in MLflow is sent on resume, so none is logged twice or lo
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from runner.training.resume import STATE_FILE, Progress, state_dir, write_json
+from runner.training.resume import (
+    PREVIOUS_STATE_FILE,
+    STATE_FILE,
+    Progress,
+    state_dir,
+    write_json,
+)
 
 
 class EpochState(keras.callbacks.Callback):
@@ -85,8 +92,15 @@ class EpochState(keras.callbacks.Callback):
                 key: float(getattr(self.plateau, key))
                 for key in ("wait", "best", "cooldown_counter")
             }
-        write_json(self.folder / STATE_FILE, asdict(progress))
-        keep = {progress.weights, progress.best_weights, STATE_FILE}
+        # The state before this one stays, with its files: resuming falls back to it if one of
+        # this epoch's files turns out damaged.
+        keep = {progress.weights, progress.best_weights, STATE_FILE, PREVIOUS_STATE_FILE}
+        latest = self.folder / STATE_FILE
+        if latest.exists():
+            before = json.loads(latest.read_text())
+            write_json(self.folder / PREVIOUS_STATE_FILE, before)
+            keep |= {before.get("weights"), before.get("best_weights")}
+        write_json(latest, asdict(progress))
         for path in self.folder.glob("*"):
             if path.name.startswith(("epoch-", "best-")) and path.name not in keep:
                 path.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from runner.core.errors import RunnerError
 
 STATE_DIR = "resume"
 STATE_FILE = "state.json"
+PREVIOUS_STATE_FILE = "previous-state.json"  # the epoch before: a fallback if files are damaged
 CONFIG_FILE = "config.json"
 # Keys that may differ between a run and its resumption.
 IGNORED_KEYS = ("trainer.resume", "paths.output_dir", "trainer.verbose", "logger.run_name")
@@ -102,16 +103,48 @@ def save_config(output_dir: Path, config: dict[str, Any], run_id: str) -> None:
 
 
 def load_progress(output_dir: Path) -> Progress | None:
-    path = state_dir(output_dir) / STATE_FILE
-    if not path.exists():
+    """The last state whose files all read back; the one before it when the last is damaged
+    (a disk or a copy that cut a file), said in one line. None: no state, a run not started."""
+    folder = state_dir(output_dir)
+    latest, previous = folder / STATE_FILE, folder / PREVIOUS_STATE_FILE
+    if not latest.exists() and not previous.exists():
         return None
-    try:
-        return Progress(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as error:
-        raise RunnerError(
-            f"The resume state {path} is unreadable ({error}). Delete {path.parent} to start "
-            "the run's training over, or resume another run."
-        ) from None
+    problems = []
+    for path in (latest, previous):
+        if not path.exists():
+            continue
+        try:
+            progress = Progress(**json.loads(path.read_text()))
+            check_state_files(folder, progress)
+        except (ValueError, TypeError, OSError) as error:
+            problems.append(f"{path.name}: {' '.join(str(error).split())[:200]}")
+            continue
+        if problems:
+            log.warning(
+                "resume: the last saved state is damaged (%s); resuming from the one before, "
+                "after epoch %d (the epochs after it are trained again, and logged again)",
+                "; ".join(problems),
+                progress.epochs_done,
+            )
+        return progress
+    raise RunnerError(
+        f"The resume state in {folder} is damaged ({'; '.join(problems)}). Delete {folder} to "
+        "start the run's training over, or resume another run."
+    )
+
+
+def check_state_files(folder: Path, progress: Progress) -> None:
+    """Every array of the state's weight files reads back (a cut HDF5 or npz file does not)."""
+    import h5py
+    import numpy as np
+
+    if progress.weights:
+        with h5py.File(folder / progress.weights, "r") as weights:
+            weights.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    if progress.best_weights:
+        with np.load(folder / progress.best_weights, allow_pickle=False) as arrays:
+            for name in arrays.files:
+                arrays[name]
 
 
 def saved_config(output_dir: Path) -> dict[str, Any] | None:
