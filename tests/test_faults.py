@@ -4,9 +4,12 @@ MLflow, and nothing lost."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -247,3 +250,73 @@ def test_a_diverged_job_logs_no_nan_checkpoint(tmp_path, store_template):
     assert run.info.status == "FAILED"
     assert client.list_artifacts(run.info.run_id, "checkpoints") == []
     assert "not finite" in run.data.tags["checkpoint"]
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str, *, read_only: bool = False):
+    """A real file system of `size` (tmpfs) at `folder`, read-only if asked: what a full or
+    read-only disk does to a job, without filling the machine's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def one_line_failure(result, *expected: str) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+DIGITS_JOB = ["experiment=digits_lenet", *FAST, "trainer.epochs=2"]
+
+
+def test_a_read_only_artifact_store_and_a_full_outputs_disk_are_one_line_and_failed(
+    workspace, tmp_path
+):
+    with small_disk(tmp_path / "readonly", "1m", read_only=True) as readonly:
+        result = workspace.run(*DIGITS_JOB, f"logger.artifact_location=file://{readonly}/artifacts")
+        one_line_failure(result, f"cannot write {readonly}/artifacts", "read-only")
+    [run] = workspace.client().search_runs(
+        [workspace.client().get_experiment_by_name("tests").experiment_id]
+    )
+    assert run.info.status == "FAILED" and "Read-only file system" in run.data.tags["error"]
+
+    with small_disk(tmp_path / "full", "1m") as full:  # a LeNet checkpoint is 5 MB
+        result = workspace.run(*DIGITS_JOB, "logger.experiment=full", f"hydra.run.dir={full}/job")
+        one_line_failure(result, "no space left on its disk", "hydra.run.dir")
+    run = only_run(workspace.client(), "full")
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
+
+
+def test_a_full_disk_under_outputs_and_the_store_says_how_to_mark_the_run(workspace, tmp_path):
+    """The store cannot record the failure either: the line says so and how to mark it later,
+    which works once there is space."""
+    with small_disk(tmp_path / "full", "2m") as full:
+        store = f"sqlite:///{full}/mlflow.db"
+        result = workspace.run(
+            *DIGITS_JOB, f"hydra.run.dir={full}/job", f"logger.tracking_uri={store}"
+        )
+        line = one_line_failure(result, "no space left on its disk", "could not be marked FAILED")
+        assert result.stderr.count("Traceback") == 0
+        run_id = line.split("Run ")[1].split()[0]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(full)], check=True)  # space again
+        marked = subprocess.run(
+            [sys.executable, "-m", "runner.runs", "--mark-killed", "--tracking-uri", store],
+            cwd=workspace.root,
+            env=workspace.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert marked.returncode == 0 and "marked KILLED" in marked.stdout, marked.stderr
+        from mlflow import MlflowClient
+
+        assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "KILLED"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from runner.cli.quick_exit import skip_final_collection
-from runner.core.errors import RunnerError
+from runner.core.errors import RunnerError, environment_problem
 from runner.core.joblog import to_log_file
 
 USER_ERROR = 2
@@ -43,4 +43,9 @@ def run_command(main: Callable[[], int | None]) -> NoReturn:
         code = main()
     except RunnerError as error:
         stop(f"error: {error}", error)
+    except Exception as error:
+        problem = environment_problem(error)  # a full disk, a read-only folder: one line too
+        if problem is None:
+            raise
+        stop(f"error: {problem}", error)
     sys.exit(code or 0)

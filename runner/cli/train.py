@@ -23,7 +23,7 @@ from runner.cli.quick_exit import skip_final_collection
 from runner.config.checks import check_config
 from runner.config.migrate import migrate_argv
 from runner.config.schema import Mode, register_configs
-from runner.core.errors import Interrupted, RunnerError
+from runner.core.errors import Interrupted, RunnerError, environment_problem
 from runner.core.interrupts import Terminated, install_sigterm
 from runner.core.joblog import to_log_file
 from runner.tracking.experiments import check_tracking_server
@@ -61,10 +61,24 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if in_sweep:
             return _failed_job(cfg, error)
+        problem = environment_problem(error)
+        if problem is not None:
+            stop(f"error: {problem}{unmarked_note(error)}", error, USER_ERROR)
         if not isinstance(error, RunnerError):
             raise
         stop(f"error: {error}", error, USER_ERROR)
     return None
+
+
+def unmarked_note(error: BaseException) -> str:
+    """What the line adds when the run's end could not be recorded (a full store disk)."""
+    run_id = getattr(error, "run_unmarked", None)
+    if run_id is None:
+        return ""
+    return (
+        f" Run {run_id} could not be marked FAILED and shows RUNNING: once the store can be "
+        "written, `python -m runner.runs --mark-killed` marks it."
+    )
 
 
 def quiet_libraries() -> None:
@@ -73,6 +87,9 @@ def quiet_libraries() -> None:
     for noisy in ("alembic", "mlflow", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the runner reports them
+    # MLflow logs a store's database error with its traceback, then raises it: the runner
+    # reports what it raises, in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def _failed_job(cfg: DictConfig, error: Exception) -> float:

@@ -86,9 +86,11 @@ def open_run(
         _end(run_log, "KILLED", f"interrupted by {signal_name(interrupt)}", checkpoint_dir)
         raise
     except BaseException as error:
-        _end(run_log, "FAILED", f"{type(error).__name__}: {error}", checkpoint_dir)
+        recorded = _end(run_log, "FAILED", f"{type(error).__name__}: {error}", checkpoint_dir)
         try:
             error.run_logged = True  # type: ignore[attr-defined] - read by a sweep's handler
+            if not recorded:  # read by the one line the command prints
+                error.run_unmarked = run_log.run_id  # type: ignore[attr-defined]
         except AttributeError:
             pass
         raise
@@ -100,22 +102,36 @@ def open_run(
         run_log.delivery.close(logger.tracking_uri)
 
 
-def _end(run_log: RunLog, status: str, reason: str, checkpoint_dir: Path | None) -> None:
+def _end(run_log: RunLog, status: str, reason: str, checkpoint_dir: Path | None) -> bool:
     """Status first, then the uploads: a second signal during a long upload cannot leave the
-    run RUNNING. Only checkpoints that load and hold finite weights are uploaded."""
+    run RUNNING. Only checkpoints that load and hold finite weights are uploaded. False when
+    the status could not be recorded (the store's disk is full, say)."""
+    recorded = True
     with signals_ignored():
         try:
             run_log.set_tag("error", reason)
             run_log.delivery.end(status)
-        except Exception:  # the original error matters more than a failed log
-            log.exception("Could not record the end of the run in MLflow")
+        except Exception as error:  # the original error matters more than a failed log
+            recorded = False
+            log.error("could not mark the run %s in MLflow: %s", status, one_line(error))
+            log.debug("the store's error", exc_info=True)
             mlflow.tracking.fluent._active_run_stack.get().clear()
-        if checkpoint_dir is None:
-            return
-        try:
-            run_log.upload_checkpoints(checkpoint_dir)
-        except Exception:
-            log.exception("Could not upload the checkpoints of run %s", run_log.run_id)
+        if checkpoint_dir is not None:
+            try:
+                run_log.upload_checkpoints(checkpoint_dir)
+            except Exception as error:
+                log.error(
+                    "could not upload the checkpoints of run %s: %s",
+                    run_log.run_id,
+                    one_line(error),
+                )
+                log.debug("the store's error", exc_info=True)
+    return recorded
+
+
+def one_line(error: BaseException) -> str:
+    """The error's first line (SQLAlchemy's go on with the statement and its parameters)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def record_failed_job(cfg: DictConfig, error: BaseException) -> None:
