@@ -320,3 +320,19 @@ def test_a_full_disk_under_outputs_and_the_store_says_how_to_mark_the_run(worksp
         from mlflow import MlflowClient
 
         assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "KILLED"
+
+
+def test_an_interrupt_after_training_says_so_not_a_next_epoch(tmp_path):
+    from runner.training.resume import Progress
+    from runner.training.summary import interrupted
+
+    def line(**progress) -> str:
+        state = Progress(run_id="r", **progress)
+        stop = interrupted(
+            KeyboardInterrupt(), run_id=None, progress=state, total_epochs=20, output_dir=tmp_path
+        )
+        return stop.message
+
+    assert "after training ended (epoch 20/20)" in line(epochs_done=20, phase_complete=True)
+    assert "after training ended (epoch 7/20)" in line(epochs_done=7, phase_complete=True)
+    assert "at epoch 8/20" in line(epochs_done=7)  # mid-training: the epoch it was in

@@ -130,6 +130,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
             run_id=run_id,
             progress=progress,
             total_epochs=sum(phase.epochs for phase in phases),
+            last_phase=len(phases),
             output_dir=output_dir,
         ) from interrupt
     resume.remove_state(output_dir)  # FINISHED: nothing left to resume

@@ -54,13 +54,19 @@ def interrupted(
     progress: resume.Progress | None,
     total_epochs: int,
     output_dir: Path,
+    last_phase: int = 1,
 ) -> Interrupted:
     """The one line a user reads after Ctrl-C or SIGTERM: where it stopped, what was kept, and
     the command that continues it."""
     name = signal_name(interrupt)
     at = ""
-    if progress and progress.epochs_done >= total_epochs:  # while evaluating and logging
-        at = f" after the last epoch ({total_epochs}/{total_epochs})"
+    trained = progress is not None and (
+        progress.epochs_done >= total_epochs
+        or (progress.phase_complete and progress.phase >= last_phase)  # stopped early
+    )
+    if progress and trained:  # while choosing weights, evaluating and logging
+        done = min(progress.epochs_done, total_epochs)
+        at = f" after training ended (epoch {done}/{total_epochs})"
     elif progress:
         at = f" at epoch {progress.epochs_done + 1}/{total_epochs}"
     best = output_dir / "checkpoints" / "best.keras"
