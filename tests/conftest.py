@@ -102,6 +102,17 @@ class Workspace:
             timeout=timeout,
         )
 
+    def module(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Another of the runner's commands (`python -m runner.runs ...`) in this workspace."""
+        return subprocess.run(
+            [sys.executable, "-m", name, *args],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def start(self, *args: str, merge_output: bool = False, **env: str) -> subprocess.Popen:
         """The CLI in the background, for tests that signal, kill or watch it; stderr apart
         unless `merge_output`. Ctrl-C acts as in a terminal (a shell starts background jobs,
@@ -370,3 +381,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from runner.cli.quick_exit import skip_final_collection
 
     skip_final_collection()
+
+
+def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
+    """A command that failed as a user error: exit 2, no traceback, its last line saying it."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    for text in expected:
+        assert text in line, line
+    return line

@@ -9,7 +9,6 @@ import functools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,15 @@ import pytest
 from runner.config.schema import FileSpec
 from runner.core.errors import RunnerError
 from tests import fixtures
-from tests.conftest import FAST, epochs_done, new_workspace, sha256, train_in_process, wait_until
+from tests.conftest import (
+    FAST,
+    epochs_done,
+    new_workspace,
+    one_line_error,
+    sha256,
+    train_in_process,
+    wait_until,
+)
 from tests.test_e2e import only_run
 
 LONG = [
@@ -266,15 +273,6 @@ def small_disk(folder: Path, size: str, *, read_only: bool = False):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def one_line_failure(result, *expected: str) -> str:
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    line = result.stderr.strip().splitlines()[-1]
-    for text in expected:
-        assert text in line, line
-    return line
-
-
 DIGITS_JOB = ["experiment=digits_lenet", *FAST, "trainer.epochs=2"]
 
 
@@ -283,7 +281,7 @@ def test_a_read_only_artifact_store_and_a_full_outputs_disk_are_one_line_and_fai
 ):
     with small_disk(tmp_path / "readonly", "1m", read_only=True) as readonly:
         result = workspace.run(*DIGITS_JOB, f"logger.artifact_location=file://{readonly}/artifacts")
-        one_line_failure(result, f"cannot write {readonly}/artifacts", "read-only")
+        one_line_error(result, f"cannot write {readonly}/artifacts", "read-only")
     [run] = workspace.client().search_runs(
         [workspace.client().get_experiment_by_name("tests").experiment_id]
     )
@@ -291,7 +289,7 @@ def test_a_read_only_artifact_store_and_a_full_outputs_disk_are_one_line_and_fai
 
     with small_disk(tmp_path / "full", "1m") as full:  # a LeNet checkpoint is 5 MB
         result = workspace.run(*DIGITS_JOB, "logger.experiment=full", f"hydra.run.dir={full}/job")
-        one_line_failure(result, "no space left on its disk", "hydra.run.dir")
+        one_line_error(result, "no space left on its disk", "hydra.run.dir")
     run = only_run(workspace.client(), "full")
     assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
 
@@ -304,18 +302,11 @@ def test_a_full_disk_under_outputs_and_the_store_says_how_to_mark_the_run(worksp
         result = workspace.run(
             *DIGITS_JOB, f"hydra.run.dir={full}/job", f"logger.tracking_uri={store}"
         )
-        line = one_line_failure(result, "no space left on its disk", "could not be marked FAILED")
+        line = one_line_error(result, "no space left on its disk", "could not be marked FAILED")
         assert result.stderr.count("Traceback") == 0
         run_id = line.split("Run ")[1].split()[0]
         subprocess.run(["mount", "-o", "remount,size=64m", str(full)], check=True)  # space again
-        marked = subprocess.run(
-            [sys.executable, "-m", "runner.runs", "--mark-killed", "--tracking-uri", store],
-            cwd=workspace.root,
-            env=workspace.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        marked = workspace.module("runner.runs", "--mark-killed", "--tracking-uri", store)
         assert marked.returncode == 0 and "marked KILLED" in marked.stdout, marked.stderr
         from mlflow import MlflowClient
 

@@ -19,6 +19,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests.conftest import one_line_error
+
 CLASSES = ["cat", "dog"]
 
 
@@ -75,15 +77,6 @@ def command(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         timeout=180,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    line = result.stderr.strip().splitlines()[-1]
-    for text in expected:
-        assert text in line, line
-    return line
 
 
 @pytest.fixture

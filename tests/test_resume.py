@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -71,26 +69,12 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(workspace):
     assert run.info.status == "RUNNING"  # SIGKILL: nobody could mark it
 
     # The dead run is recognised, listed with its resume command, and marked KILLED.
-    runs = subprocess.run(
-        [sys.executable, "-m", "runner.runs", "--mark-killed"],
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    runs = workspace.module("runner.runs", "--mark-killed")
     assert runs.returncode == 0, runs.stderr
     assert run_id in runs.stdout and "dead" in runs.stdout and "marked KILLED" in runs.stdout
     assert f"trainer.resume={run_id}" in runs.stdout
     assert client.get_run(run_id).info.status == "KILLED"
-    listed = subprocess.run(  # --all: the unfinished runs that ended, too
-        [sys.executable, "-m", "runner.runs", "--all"],
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    listed = workspace.module("runner.runs", "--all")  # the unfinished runs that ended, too
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert f"{run_id}  KILLED" in listed.stdout and f"trainer.resume={run_id}" in listed.stdout
 
