@@ -29,8 +29,8 @@ def random_splits(n: int = 64) -> Splits:
 
 def input_pipelines(cfg, splits: Splits, epochs: range = range(1)):
     """The batches `fit` trains and validates on (runner/training/fit.py), for `epochs`."""
-    train, _ = fit.image_batches(cfg, splits.train, cfg.trainer.batch_size)(epochs)
-    return train, fit.validation_batches(splits.val, cfg.trainer.batch_size)
+    train, _ = fit.image_batches(cfg, splits.train, splits.info, cfg.trainer.batch_size)(epochs)
+    return train, fit.validation_batches(cfg, splits.val, splits.info, cfg.trainer.batch_size)
 
 
 def batches(dataset) -> list[np.ndarray]:

@@ -87,7 +87,7 @@ def test_schema_rejects_wrong_types_and_unknown_keys(hydra_conf):
     with pytest.raises(ConfigCompositionException, match="Could not override 'model.depth'"):
         compose("config", overrides=["model.depth=3"])
     with pytest.raises(ConfigCompositionException):
-        compose("config", overrides=["optimizer.schedule=cosine"])  # not a Schedule
+        compose("config", overrides=["optimizer.schedule=exponential"])  # not a Schedule
 
 
 def test_model_keys_belong_to_their_model(hydra_conf):

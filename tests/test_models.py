@@ -155,18 +155,19 @@ def test_inverse_time_schedule_is_the_tutorials_sgd_decay():
     from omegaconf import OmegaConf
 
     from runner import optimizers
+    from runner.optimizers.schedules import learning_rate
     from runner.optimizers.sgd import SGDConfig
 
     cfg = OmegaConf.merge(
         OmegaConf.structured(SGDConfig), {"name": "sgd", "lr": 0.01, "schedule": "inverse_time"}
     )
-    schedule = optimizers.learning_rate(cfg, epochs=75)
+    schedule = learning_rate(cfg, epochs=75, steps_per_epoch=10)
     for step in (0, 1, 100, 5000):
         expected = 0.01 / (1 + (0.01 / 75) * step)
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
     fixed = OmegaConf.merge(cfg, {"decay_rate": 0.5})
-    assert float(optimizers.learning_rate(fixed, epochs=75)(4)) == pytest.approx(0.01 / 3)
-    optimizer = optimizers.build(cfg, epochs=75)
+    assert float(learning_rate(fixed, epochs=75, steps_per_epoch=10)(4)) == pytest.approx(0.01 / 3)
+    optimizer = optimizers.build(cfg, epochs=75, steps_per_epoch=10)
     # The optimizer reports the rate of its next step: what runs log as `learning_rate`.
     assert optimizers.current_learning_rate(optimizer) == pytest.approx(0.01)
 
@@ -229,7 +230,9 @@ def test_the_trainer_settings_reach_keras_compile_and_training_runs_with_them():
     )
     info = DataInfo("digits", (4, 4, 1), DIGITS)
     model = models.build(cfg.model, info)
-    compile_for_training(model, cfg.optimizer, info, epochs=1, trainer=cfg.trainer)
+    compile_for_training(
+        model, cfg.optimizer, info, epochs=1, steps_per_epoch=10, trainer=cfg.trainer
+    )
     assert model.steps_per_execution == 3 and model.jit_compile is False
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (40, 4, 4, 1)).astype("uint8"), np.arange(40) % 10

@@ -4,8 +4,10 @@ Rotation, shifts, shear, zoom and flips are composed into one random affine matr
 applied to the whole batch by one XLA-compiled bilinear resampling (runner/augmentation/
 resample.py, the output of TensorFlow's `ImageProjectiveTransformV3`) inside the `tf.data`
 pipeline (parallel, prefetched), instead of a chain of layers each resampling the image.
-Brightness and contrast follow as cheap per-image arithmetic. Only training batches pass through
-here; validation and test batches never do.
+Brightness and contrast follow as cheap per-image arithmetic, and today's recipes after them:
+the padded random crop and random erasing (regions.py), RandAugment and AugMix
+(randaugment.py). MixUp and CutMix (mixing.py) blend labels too, so they run after this, in the
+input pipeline. Only training batches pass through here; validation and test batches never do.
 
 The matrices follow `ImageDataGenerator.apply_transform`: they map each output pixel back to the
 input pixel it samples, composed as rotation @ shift @ shear @ zoom around the image center.
@@ -13,6 +15,7 @@ input pixel it samples, composed as rotation @ shift @ shear @ zoom around the i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from types import SimpleNamespace
@@ -21,8 +24,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from runner.augmentation import resample
-from runner.config.schema import Placement
+from runner.augmentation import randaugment, regions, resample
+from runner.config.schema import AugmentationConfig, Placement
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,16 @@ def is_geometric(cfg: Any) -> bool:
 
 
 def is_active(cfg: Any) -> bool:
-    return bool(is_geometric(cfg) or cfg.brightness or cfg.contrast)
+    """Whether training images are transformed (MixUp/CutMix, which also blend labels, are
+    mixing.is_active)."""
+    return bool(
+        is_geometric(cfg)
+        or cfg.brightness
+        or cfg.contrast
+        or cfg.random_crop
+        or cfg.random_erasing
+        or randaugment.is_active(cfg)
+    )
 
 
 # Datasets whose classes change or vanish when mirrored (a mirrored 2 or 7 is no digit).
@@ -111,6 +123,13 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
         out = resample.project(images, matrices, str(cfg.fill_mode), float(cfg.fill_value))
     else:
         out = tf.cast(images, tf.float32)
+    if cfg.random_crop:
+        out = regions.random_crop(out, seed, int(cfg.random_crop), cfg.fill_mode == "reflect")
+    if cfg.randaugment:
+        magnitude = float(cfg.randaugment_magnitude)
+        out = randaugment.randaugment(out, seed, int(cfg.randaugment), magnitude)
+    if cfg.augmix:
+        out = randaugment.augmix(out, seed, float(cfg.augmix_severity))
     if cfg.brightness:  # add up to +-brightness of the full range
         delta = _uniform(seed, n, cfg.brightness * 255.0, 8)
         out = out + delta[:, None, None, None]
@@ -118,6 +137,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
         factor = 1.0 + _uniform(seed, n, cfg.contrast, 9)
         mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
         out = (out - mean) * factor[:, None, None, None] + mean
+    if cfg.random_erasing:
+        out = regions.random_erasing(out, seed, float(cfg.random_erasing))
     out = tf.clip_by_value(out, 0.0, 255.0)
     return tf.cast(tf.round(out), tf.uint8) if as_uint8 else out
 
@@ -138,6 +159,12 @@ RANDOM_KEYS = (
     "fill_value",
     "brightness",
     "contrast",
+    "random_crop",
+    "randaugment",
+    "randaugment_magnitude",
+    "augmix",
+    "augmix_severity",
+    "random_erasing",
 )
 
 
@@ -159,7 +186,9 @@ class RandomAugmentation(keras.layers.Layer):
         if not training:
             return images
         seed = tf.cast(self.seed_generator.next(), tf.int64)
-        return augment_batch(images, seed, SimpleNamespace(**self.settings), as_uint8=False)
+        # Defaults first: a checkpoint saved before a key existed still loads and trains on.
+        settings = {**dataclasses.asdict(AugmentationConfig()), **self.settings}
+        return augment_batch(images, seed, SimpleNamespace(**settings), as_uint8=False)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

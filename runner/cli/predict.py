@@ -40,6 +40,7 @@ from runner.evaluation.classifiers import (
     logged_classifier,
 )
 from runner.evaluation.model_files import TRUST_HELP
+from runner.evaluation.tta import flip_mean
 
 
 @dataclass
@@ -181,6 +182,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="labels to print per image (3; 5 with --pretrained)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=["none", "flip"],
+        default="none",
+        help="test-time augmentation: flip averages each image's probabilities with its "
+        "mirror's (for mirror-symmetric classes)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"))
     return parser.parse_args(argv)
 
@@ -218,9 +226,11 @@ def run(args: argparse.Namespace) -> None:
             f"None of the {len(inputs.files)} input file(s) could be decoded as an image "
             f"(e.g. {skipped[0][0]}: {skipped[0][1]})."
         )
-    probabilities = label_probabilities(
-        np.asarray(classifier.classify(images)), classifier.class_names
-    )
+    if args.tta == "flip":
+        raw = flip_mean(classifier.classify, images)
+    else:
+        raw = np.asarray(classifier.classify(images))
+    probabilities = label_probabilities(raw, classifier.class_names)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
     for index, scores in zip(kept, probabilities, strict=True):

@@ -45,6 +45,12 @@ def in_range(key: str, value: Any, low: float, high: float) -> None:
         raise RunnerError(f"{key} should be in [{low}, {high}). Received: {value}")
 
 
+def within(key: str, value: Any, low: float, high: float) -> None:
+    """low <= value <= high."""
+    if not (finite(value) and low <= value <= high):
+        raise RunnerError(f"{key} should be in [{low}, {high}]. Received: {value}")
+
+
 def between(key: str, value: Any, low: float, high: float) -> None:
     """low < value < high."""
     if not (finite(value) and low < value < high):

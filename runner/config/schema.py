@@ -23,7 +23,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from runner.config.callbacks import CallbacksConfig
-from runner.config.rules import at_least, between, in_range, one_of, optional_at_least, positive
+from runner.config.rules import (
+    at_least,
+    between,
+    in_range,
+    one_of,
+    optional_at_least,
+    positive,
+    within,
+)
 from runner.core.errors import RunnerError
 
 SEEDS = 2**32  # NumPy's and TensorFlow's seeds are unsigned 32-bit integers
@@ -113,25 +121,103 @@ class ModelConfig:
 
 
 class Schedule(Enum):
+    """How the learning rate moves over training (runner/optimizers/schedules.py); every
+    schedule steps per batch and spans the phase's epochs."""
+
     constant = "constant"
     # lr / (1 + decay_rate * step): the tutorials' legacy `SGD(decay=...)`.
     inverse_time = "inverse_time"
+    # Linear warmup over warmup_epochs from 0 to lr, then a half cosine down to min_lr.
+    cosine = "cosine"
+    # Up from lr / 25 to lr over warmup_epochs (default 30% of the epochs), then a half cosine
+    # down to min_lr (Smith's one-cycle policy, PyTorch's OneCycleLR shape).
+    onecycle = "onecycle"
+    # lr, multiplied by gamma at each epoch of `milestones` (PyTorch's MultiStepLR).
+    step = "step"
+    # lr until the first milestone, then values[i] from milestones[i] on.
+    piecewise = "piecewise"
+
+
+WARMUP_SCHEDULES = (Schedule.cosine, Schedule.onecycle)
 
 
 @dataclass
 class OptimizerConfig:
+    """Keys every optimizer has: the learning rate and its schedule, decay, clipping, an
+    exponential moving average of the weights and gradient accumulation."""
+
     name: str = MISSING
     lr: float = 0.01
     schedule: Schedule = Schedule.constant
     # Per-step decay of the inverse-time schedule; null means the tutorials' rule lr / epochs.
     decay_rate: float | None = None
-    # Decoupled weight decay (Keras' `weight_decay`, every optimizer); null: none.
+    # cosine / onecycle: epochs of linear warmup (fractions allowed; onecycle: null = 30%).
+    warmup_epochs: float | None = None
+    # cosine / onecycle: the rate the schedule ends at.
+    min_lr: float = 0.0
+    # step / piecewise: the epochs where the rate changes, ascending.
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1  # step: the factor at each milestone
+    values: list[float] = field(default_factory=list)  # piecewise: the rate from each milestone
+    # Decoupled weight decay (Keras' `weight_decay`, applied as w -= lr * decay * w on every
+    # optimizer); null: the optimizer's own default (none, AdamW/Lion/Lamb/Muon: their own).
     weight_decay: float | None = None
+    clipnorm: float | None = None  # clip each gradient to this L2 norm; null: no clipping
+    # Keep an exponential moving average of the weights (optimizer `use_ema`): validation,
+    # checkpoints and the final model use the averaged weights.
+    ema: bool = False
+    ema_momentum: float = 0.99
+    # Sum gradients over this many batches before one update (a larger effective batch).
+    gradient_accumulation_steps: int | None = None
 
     def check(self, at: str) -> None:
         positive(f"{at}.lr", self.lr)
         optional_at_least(f"{at}.decay_rate", self.decay_rate, 0)
         optional_at_least(f"{at}.weight_decay", self.weight_decay, 0)
+        optional_at_least(f"{at}.warmup_epochs", self.warmup_epochs, 0)
+        at_least(f"{at}.min_lr", self.min_lr, 0)
+        if self.clipnorm is not None:
+            positive(f"{at}.clipnorm", self.clipnorm)
+        in_range(f"{at}.ema_momentum", self.ema_momentum, 0, 1)
+        if self.gradient_accumulation_steps is not None:
+            at_least(f"{at}.gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        self.check_schedule(at)
+
+    def check_schedule(self, at: str) -> None:
+        schedule = Schedule(self.schedule)
+        if self.warmup_epochs and schedule not in WARMUP_SCHEDULES:
+            raise RunnerError(
+                f"{at}.warmup_epochs={self.warmup_epochs} needs {at}.schedule=cosine or "
+                f"onecycle; {at}.schedule={schedule.value} has no warmup."
+            )
+        if schedule in WARMUP_SCHEDULES and self.min_lr >= self.lr:
+            raise RunnerError(
+                f"{at}.min_lr={self.min_lr} should be below {at}.lr={self.lr}: the "
+                f"{schedule.value} schedule decays from lr down to min_lr."
+            )
+        milestones = list(self.milestones)
+        if schedule in (Schedule.step, Schedule.piecewise):
+            if not milestones:
+                raise RunnerError(
+                    f"{at}.schedule={schedule.value} needs {at}.milestones: the epochs where the "
+                    f"rate changes, e.g. {at}.milestones=[30,60]"
+                )
+            for milestone in milestones:
+                positive(f"{at}.milestones", milestone)
+            if milestones != sorted(set(milestones)):
+                raise RunnerError(
+                    f"{at}.milestones should be ascending and distinct. Received: {milestones}"
+                )
+        if schedule is Schedule.step:
+            between(f"{at}.gamma", self.gamma, 0, 1)
+        if schedule is Schedule.piecewise:
+            if len(self.values) != len(milestones):
+                raise RunnerError(
+                    f"{at}.values needs one rate per milestone ({len(milestones)}); received "
+                    f"{len(self.values)}: {list(self.values)}"
+                )
+            for value in self.values:
+                positive(f"{at}.values", value)
 
 
 # ------------------------------------------------------------------------------- augmentation
@@ -162,6 +248,24 @@ class AugmentationConfig:
     fill_value: float = 0.0  # for fill_mode=constant
     brightness: float = 0.0  # add uniform [-b, b] x 255
     contrast: float = 0.0  # scale around the image mean by uniform [1 - c, 1 + c]
+    # The recipes of today's small-image records (runner/augmentation/regions.py,
+    # randaugment.py, mixing.py): pad by this many pixels and crop back at a random offset
+    # (CIFAR: 4; zeros, or the mirrored edge with fill_mode=reflect) ...
+    random_crop: int = 0
+    # ... RandAugment: this many random ops per image (0: off; 2 is the paper's) at a
+    # magnitude on its 0-10 scale ...
+    randaugment: int = 0
+    randaugment_magnitude: float = 9.0
+    # ... AugMix: three chains of 1-3 ops blended with the image, op strength up to severity/10 ...
+    augmix: bool = False
+    augmix_severity: float = 3.0
+    # ... random erasing: this share of the images gets a rectangle of noise ...
+    random_erasing: float = 0.0
+    # ... MixUp / CutMix: Beta(alpha, alpha) blends of the batch with itself reversed, labels
+    # blended alike (0: off; 1.0 is timm's CutMix, 0.2-0.8 its MixUp); always in the input
+    # pipeline, since they change the labels.
+    mixup: float = 0.0
+    cutmix: float = 0.0
     # Normalization, fitted on the training split and built into the model (all splits and
     # predictions go through it): per-channel mean / std, per-image mean and std, ZCA.
     featurewise_center: bool = False
@@ -178,6 +282,16 @@ class AugmentationConfig:
             at_least(f"{at}.{key}", getattr(self, key), 0)
         if self.zoom >= 1:
             raise RunnerError(f"{at}.zoom should be below 1. Received: {self.zoom}")
+        for key in ("random_crop", "randaugment", "mixup", "cutmix"):
+            at_least(f"{at}.{key}", getattr(self, key), 0)
+        within(f"{at}.randaugment_magnitude", self.randaugment_magnitude, 0, 10)
+        within(f"{at}.augmix_severity", self.augmix_severity, 0, 10)
+        within(f"{at}.random_erasing", self.random_erasing, 0, 1)
+        if self.randaugment and self.augmix:
+            raise RunnerError(
+                f"{at}.randaugment and {at}.augmix are two ways to do one thing (random ops "
+                "per image); choose one."
+            )
         positive(f"{at}.zca_epsilon", self.zca_epsilon)
 
 
@@ -217,6 +331,9 @@ class TrainerConfig:
     # auto (Keras decides: XLA where the model supports it) | true | false
     jit_compile: str = "auto"
     steps_per_execution: int = 1
+    # Train towards (1 - s) on the true class and s spread over all classes (Szegedy et al.);
+    # the test split is still scored with plain cross-entropy.
+    label_smoothing: float = 0.0
 
     def check(self, at: str) -> None:
         for key, minimum in {
@@ -230,6 +347,7 @@ class TrainerConfig:
         in_range(f"{at}.seed", self.seed, 0, SEEDS)
         one_of(f"{at}.jit_compile", str(self.jit_compile).lower(), ("auto", "true", "false"))
         between(f"{at}.validation_split", self.validation_split, 0, 1)
+        in_range(f"{at}.label_smoothing", self.label_smoothing, 0, 1)
 
 
 @dataclass
@@ -296,6 +414,19 @@ class ObjectiveConfig:
     mode: Mode = Mode.max
 
 
+class TTA(Enum):
+    none = "none"
+    flip = "flip"  # the mean of the probabilities of each image and its left-right mirror
+
+
+@dataclass
+class EvaluateConfig:
+    """How the test split is scored, beyond the plain predictions every run reports."""
+
+    # Test-time augmentation: also score the test split with it, as test_tta_<metric>.
+    tta: TTA = TTA.none
+
+
 @dataclass
 class Config:
     data: DataConfig = MISSING
@@ -308,6 +439,7 @@ class Config:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     # Free-form: an `experiment=` preset may record what it reproduces here.
     notes: Any = None
 

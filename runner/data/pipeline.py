@@ -39,17 +39,19 @@ def training_batches(
     batch_size: int,
     seed: int,
     epochs: range,
-    transform: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    transform: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+    | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """The training batches of every epoch in `epochs`, one stream; returns it and the steps
     per epoch (fit with `steps_per_epoch`, so Keras keeps one iterator across epochs).
 
     Each epoch's order is a permutation drawn from (seed, epoch) alone, and `transform` (the
-    augmentation) gets a per-batch seed made of (seed, epoch, step): a run resumed at epoch k
-    sees exactly the batches an uninterrupted run sees from epoch k on.
+    augmentation: images, labels, seed -> images, labels) gets a per-batch seed made of (seed,
+    epoch, step): a run resumed at epoch k sees exactly the batches an uninterrupted run sees
+    from epoch k on.
     """
     count = len(split)
-    steps = -(-count // batch_size)
+    steps = -(-count // batch_size)  # the last batch may be smaller
     orders = np.stack([np.random.default_rng([seed, epoch]).permutation(count) for epoch in epochs])
     labels = tf.constant(split.y)
     if isinstance(split, FileSplit):
@@ -83,9 +85,8 @@ def training_batches(
         if transform is None:
             return batches
         return batches.enumerate().map(
-            lambda step, batch: (
-                transform(batch[0], tf.stack([seed * 100_003 + epoch, step])),
-                batch[1],
+            lambda step, batch: transform(
+                batch[0], batch[1], tf.stack([seed * 100_003 + epoch, step])
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )

@@ -88,6 +88,7 @@ def score(cfg: DictConfig, model_uri: str, split: str, *, trust: bool = False) -
             batch_size=cfg.trainer.batch_size,
             threshold=classifier.threshold,
             title=f"{model_uri} on {info.name}",
+            tta=cfg.evaluate.tta,
         )
     shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
     print(

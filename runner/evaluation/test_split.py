@@ -10,6 +10,8 @@ per-class report (true/false positives and negatives per class) instead of a con
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 from sklearn.metrics import (
@@ -19,10 +21,15 @@ from sklearn.metrics import (
     multilabel_confusion_matrix,
 )
 
+from runner.augmentation.transforms import MIRROR_SENSITIVE
+from runner.config.schema import TTA
 from runner.data.base import DataInfo, Splits, spread_indices
 from runner.data.pipeline import to_dataset
+from runner.evaluation.tta import mirrored
 from runner.reports import plots
 from runner.tracking.run_log import RunLog
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -33,14 +40,29 @@ def evaluate(
     batch_size: int,
     threshold: float,
     title: str,
+    tta: TTA = TTA.none,
 ) -> dict[str, float]:
-    """Score `model` on `splits.test`; log the metrics, reports and figures to `run_log`."""
+    """Score `model` on `splits.test`; log the metrics, reports and figures to `run_log`.
+    With `tta=flip`, also `test_tta_<metric>`: the scores of the predictions averaged with
+    those of the mirrored images (the reports stay those of the plain predictions)."""
     info = splits.info
     y_true = splits.test.y
-    probabilities = model.predict(to_dataset(splits.test, batch_size=batch_size), verbose=0)
+    batches = to_dataset(splits.test, batch_size=batch_size)
+    probabilities = model.predict(batches, verbose=0)
     metrics = {
         f"test_{name}": value for name, value in scored(model, y_true, probabilities).items()
     }
+    if TTA(tta) is TTA.flip:
+        if info.name in MIRROR_SENSITIVE:
+            log.warning(
+                "evaluate.tta=flip averages each test image with its mirror, but the classes "
+                "of data=%s are not mirror-symmetric: expect test_tta_* below test_*",
+                info.name,
+            )
+        averaged = (probabilities + model.predict(mirrored(batches), verbose=0)) / 2.0
+        metrics.update(
+            {f"test_tta_{name}": value for name, value in scored(model, y_true, averaged).items()}
+        )
     y_pred = predicted_labels(probabilities, info, threshold)
     names = list(info.class_names)
     _log_classification_report(run_log, y_true, y_pred, names)

@@ -36,10 +36,19 @@ def classifier_head(x: keras.KerasTensor, info: DataInfo) -> keras.KerasTensor:
     return keras.layers.Dense(units, activation=activation, name="predictions", dtype="float32")(x)
 
 
-def loss_and_metrics(info: DataInfo) -> tuple[str, list]:
+def loss_and_metrics(
+    info: DataInfo, *, label_smoothing: float = 0.0, one_hot: bool = False
+) -> tuple[str | keras.losses.Loss, list]:
+    """The loss and metrics for the task; with one-hot labels (smoothed or mixed), categorical
+    cross-entropy with `label_smoothing`, and `accuracy` compares top classes."""
     if info.task == "multiclass":
+        if one_hot:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            return loss, ["accuracy"]
         return "sparse_categorical_crossentropy", ["accuracy"]
     if info.task == "binary":
+        if label_smoothing:
+            return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing), ["accuracy"]
         return "binary_crossentropy", ["accuracy"]
     # Multi-label: accuracy per (image, label) is mostly absent labels predicted absent, so it is
     # named for what it is; the ranking metric (PR-AUC, averaged over labels) is the objective.

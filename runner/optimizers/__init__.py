@@ -1,7 +1,9 @@
 """Optimizers: `optimizer=<name>` -> the Keras optimizer its module registers
-(runner/config/registry.py), with the learning-rate schedule every optimizer shares.
+(runner/config/registry.py), with the learning-rate schedule (schedules.py) and the keys
+(common.py) every optimizer shares.
 
-Each module here declares an optimizer's schema beside its builder: `build(cfg, lr)`.
+Each module here declares an optimizer's schema beside its builder:
+`build(cfg, lr, steps_per_epoch)`.
 """
 
 from __future__ import annotations
@@ -9,25 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from runner.config.registry import OPTIMIZERS
-from runner.config.schema import Schedule
 from runner.core.lazy import keras
+from runner.optimizers.schedules import learning_rate
 
 
-def learning_rate(
-    cfg: Any, *, epochs: int
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    if Schedule(cfg.schedule) is Schedule.constant:
-        return cfg.lr
-    # Keras 2's `SGD(decay=d)`: lr / (1 + d * iteration), an InverseTimeDecay stepping per batch.
-    decay_rate = cfg.decay_rate if cfg.decay_rate is not None else cfg.lr / epochs
-    return keras.optimizers.schedules.InverseTimeDecay(
-        initial_learning_rate=cfg.lr, decay_steps=1, decay_rate=decay_rate
-    )
-
-
-def build(cfg: Any, *, epochs: int) -> keras.optimizers.Optimizer:
+def build(cfg: Any, *, epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     # (Each optimizer schema checks its keys: its `check` method, run before TensorFlow starts.)
-    return OPTIMIZERS[cfg.name].build(cfg, learning_rate(cfg, epochs=epochs))
+    lr = learning_rate(cfg, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    return OPTIMIZERS[cfg.name].build(cfg, lr, steps_per_epoch)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

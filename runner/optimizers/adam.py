@@ -9,6 +9,7 @@ from runner.config.registry import OPTIMIZERS
 from runner.config.rules import in_range, positive
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
+from runner.optimizers.common import keyword_args
 
 
 @dataclass
@@ -26,11 +27,11 @@ class AdamConfig(OptimizerConfig):
 
 
 @OPTIMIZERS.register("adam", AdamConfig)
-def build(cfg: AdamConfig, lr: Any) -> keras.optimizers.Optimizer:
+def build(cfg: AdamConfig, lr: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(
         learning_rate=lr,
         beta_1=cfg.beta_1,
         beta_2=cfg.beta_2,
         epsilon=cfg.epsilon,
-        weight_decay=cfg.weight_decay,
+        **keyword_args(cfg),
     )

@@ -9,6 +9,7 @@ from runner.config.registry import OPTIMIZERS
 from runner.config.rules import in_range, positive
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
+from runner.optimizers.common import keyword_args
 
 
 @dataclass
@@ -26,11 +27,11 @@ class RMSpropConfig(OptimizerConfig):
 
 
 @OPTIMIZERS.register("rmsprop", RMSpropConfig)
-def build(cfg: RMSpropConfig, lr: Any) -> keras.optimizers.Optimizer:
+def build(cfg: RMSpropConfig, lr: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.RMSprop(
         learning_rate=lr,
         rho=cfg.rho,
         momentum=cfg.momentum,
         epsilon=cfg.epsilon,
-        weight_decay=cfg.weight_decay,
+        **keyword_args(cfg),
     )

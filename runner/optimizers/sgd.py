@@ -9,6 +9,7 @@ from runner.config.registry import OPTIMIZERS
 from runner.config.rules import in_range
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
+from runner.optimizers.common import keyword_args
 
 
 @dataclass
@@ -22,10 +23,10 @@ class SGDConfig(OptimizerConfig):
 
 
 @OPTIMIZERS.register("sgd", SGDConfig)
-def build(cfg: SGDConfig, lr: Any) -> keras.optimizers.Optimizer:
+def build(cfg: SGDConfig, lr: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(
         learning_rate=lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
+        **keyword_args(cfg),
     )

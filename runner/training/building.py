@@ -17,7 +17,7 @@ from runner.data.base import DataInfo
 from runner.evaluation.classifiers import CLASSES_FILE
 from runner.models import heads
 from runner.tracking.run_log import RunLog
-from runner.training import callbacks
+from runner.training import callbacks, labels
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,18 @@ class BuiltModel:
 
 
 def build(
-    cfg: DictConfig, info: DataInfo, weights: Path | None, checkpoint_dir: Path, run_log: RunLog
+    cfg: DictConfig,
+    info: DataInfo,
+    weights: Path | None,
+    checkpoint_dir: Path,
+    run_log: RunLog,
+    *,
+    steps_per_epoch: int,
 ) -> BuiltModel:
     """The model for `info`, compiled; `classes.json` beside its checkpoints (for predict on a
     `.keras` file). Call inside the strategy's scope: the model, its optimizer and metrics
     live on every replica."""
+    labels.check(cfg, info)
     model = models.build(cfg.model, info, weights)
     metadata = model_metadata(cfg, info)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +53,15 @@ def build(
     run_log.log_text(summary_text(model), "model_summary.txt")
     if augment.in_model(cfg.augmentation):
         model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)
-    compile_for_training(model, cfg.optimizer, info, epochs=cfg.trainer.epochs, trainer=cfg.trainer)
+    compile_for_training(
+        model,
+        cfg.optimizer,
+        info,
+        epochs=cfg.trainer.epochs,
+        steps_per_epoch=steps_per_epoch,
+        trainer=cfg.trainer,
+        one_hot=labels.one_hot(cfg, info),
+    )
     return BuiltModel(model, objective_metric, metadata)
 
 
@@ -61,14 +76,19 @@ def compile_for_training(
     info: DataInfo,
     *,
     epochs: int,
+    steps_per_epoch: int,
     trainer: DictConfig,
+    one_hot: bool = False,
 ) -> None:
     """Compile for training, with fresh metric objects; the optimizer is built now, so a saved
-    model holds all of its variables and loads back without warnings."""
-    loss, metrics = heads.loss_and_metrics(info)
+    model holds all of its variables and loads back without warnings. The learning-rate
+    schedule spans `epochs` of `steps_per_epoch` batches."""
+    loss, metrics = heads.loss_and_metrics(
+        info, label_smoothing=trainer.label_smoothing, one_hot=one_hot
+    )
     jit = str(trainer.jit_compile).lower()
     model.compile(
-        optimizer=optimizers.build(optimizer_cfg, epochs=epochs),
+        optimizer=optimizers.build(optimizer_cfg, epochs=epochs, steps_per_epoch=steps_per_epoch),
         loss=loss,
         metrics=metrics,
         jit_compile="auto" if jit == "auto" else jit == "true",

@@ -56,7 +56,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics["epoch_seconds"] = time.perf_counter() - self.started
         training = self.trained or metrics["epoch_seconds"]
         metrics["images_per_second"] = self.train_examples / max(training, 1e-9)
-        metrics["learning_rate"] = optimizers.current_learning_rate(self.model.optimizer)
+        # `lr` whatever the schedule (or ReduceLROnPlateau) set; `learning_rate`, its older
+        # name, stays for runs compared with earlier ones.
+        rate = optimizers.current_learning_rate(self.model.optimizer)
+        metrics["lr"] = metrics["learning_rate"] = rate
         self.run_log.log_epoch(metrics, epoch)
         # The job's log file holds the run too (Keras prints its progress to the console only).
         line = "  ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
@@ -116,6 +119,35 @@ OPTIONAL_CALLBACKS: dict[str, Callable[[Any, Path], keras.callbacks.Callback]] =
     "tensorboard": tensorboard,
     "csv_logger": csv_logger,
 }
+
+
+class _Hook(keras.callbacks.Callback):
+    def __init__(self, on_epoch_end: Callable[[], None]) -> None:
+        super().__init__()
+        self.hook = on_epoch_end
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.hook()
+
+
+@dataclass(frozen=True)
+class EmaWeights:
+    """`optimizer.ema`: validation, checkpoints and early stopping's best weights see the
+    moving average of the weights; the resume state keeps the raw ones (and the average in the
+    optimizer), so a resumed run trains on from exactly where it stopped.
+
+    Keras' SwapEMAWeights swaps the average in for validation; `swap_in` (first at the end of
+    an epoch) and `swap_out` (just before the resume state) hold it in while the checkpoints
+    are written. At the end of `fit`, Keras puts the average into the model for good."""
+
+    swap: keras.callbacks.SwapEMAWeights
+    swap_in: keras.callbacks.Callback
+    swap_out: keras.callbacks.Callback
+
+    @classmethod
+    def create(cls) -> EmaWeights:
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=False)
+        return cls(swap, _Hook(lambda: swap.on_test_begin()), _Hook(lambda: swap.on_test_end()))
 
 
 @dataclass

@@ -16,13 +16,12 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from runner.augmentation import transforms as augment
 from runner.core.errors import RunnerError
-from runner.data.base import ArraySplit, Split, Splits
+from runner.data.base import ArraySplit, DataInfo, Split, Splits
 from runner.data.pipeline import to_dataset, training_batches
 from runner.models.phases import Phase
 from runner.tracking.run_log import RunLog
-from runner.training import callbacks, epoch_state, resume
+from runner.training import callbacks, epoch_state, labels, resume
 from runner.training.building import compile_for_training
 
 log = logging.getLogger(__name__)
@@ -80,13 +79,19 @@ def fit(
             if number > 1 or phase.lr is not None:  # else: as the model stage compiled it
                 optimizer = OmegaConf.merge(cfg.optimizer, {"lr": lr})
                 compile_for_training(
-                    model, optimizer, splits.info, epochs=phase.epochs, trainer=cfg.trainer
+                    model,
+                    optimizer,
+                    splits.info,
+                    epochs=phase.epochs,
+                    steps_per_epoch=steps_per_epoch(len(splits.train), batch_size),
+                    trainer=cfg.trainer,
+                    one_hot=labels.one_hot(cfg, splits.info),
                 )
             ready = _Fit(
                 number,
                 model,
-                image_batches(cfg, splits.train, batch_size),
-                validation_batches(splits.val, batch_size),
+                image_batches(cfg, splits.train, splits.info, batch_size),
+                validation_batches(cfg, splits.val, splits.info, batch_size),
                 start,
                 end,
                 len(splits.train),
@@ -102,22 +107,27 @@ def fit(
     return history
 
 
-def image_batches(cfg: DictConfig, train: Split, batch_size: int) -> Batches:
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return -(-examples // batch_size)
+
+
+def image_batches(cfg: DictConfig, train: Split, info: DataInfo, batch_size: int) -> Batches:
     """Training batches over some epochs, shuffled and (outside the model) augmented per
     (trainer.seed, epoch)."""
-    transform = None
-    if augment.is_active(cfg.augmentation) and not augment.in_model(cfg.augmentation):
-
-        def transform(images: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
-            return augment.augment_batch(images, batch_seed, cfg.augmentation)
-
+    transform = labels.training_transform(cfg, info)
     return lambda epochs: training_batches(
         train, batch_size=batch_size, seed=cfg.trainer.seed, epochs=epochs, transform=transform
     )
 
 
-def validation_batches(val: Split, batch_size: int) -> tf.data.Dataset:
-    return to_dataset(val, batch_size=batch_size)
+def validation_batches(
+    cfg: DictConfig, val: Split, info: DataInfo, batch_size: int
+) -> tf.data.Dataset:
+    batches = to_dataset(val, batch_size=batch_size)
+    if labels.one_hot(cfg, info):  # compared by the same (categorical) loss as training
+        encode = labels.encoder(info)
+        batches = batches.map(lambda images, y: (images, encode(y)))
+    return batches
 
 
 def _run_phase(
@@ -153,8 +163,12 @@ def _run_phase(
     # the callbacks whose bests it records; MLflow after the state (see epoch_state.py).
     first = (run_callbacks.last, stopping, run_callbacks.checkpoint, run_callbacks.plateau)
     in_order = [callback for callback in first if callback is not None]
+    ema = callbacks.EmaWeights.create() if cfg.optimizer.ema else None
+    if ema is not None:  # the averaged weights for validation and checkpoints
+        in_order = [ema.swap, ema.swap_in, *in_order]
     in_order += [
         *run_callbacks.extra,
+        *([ema.swap_out] if ema is not None else []),
         state,
         callbacks.MlflowEpochLogger(run_log, phase.examples),
         keras.callbacks.TerminateOnNaN(),
@@ -205,12 +219,26 @@ def _head_on_cached_features(
     optimizer = (
         cfg.optimizer if phase.lr is None else OmegaConf.merge(cfg.optimizer, {"lr": phase.lr})
     )
-    compile_for_training(head, optimizer, splits.info, epochs=phase.epochs, trainer=cfg.trainer)
+    compile_for_training(
+        head,
+        optimizer,
+        splits.info,
+        epochs=phase.epochs,
+        steps_per_epoch=steps_per_epoch(len(features["train"]), batch_size),
+        trainer=cfg.trainer,
+        one_hot=labels.one_hot(cfg, splits.info),
+    )
+    # Features are no images: only the labels' encoding applies.
+    transform = labels.training_transform(cfg, splits.info, augmenting=False)
 
     def batches(epochs: range) -> tuple[tf.data.Dataset, int]:
         return training_batches(
-            features["train"], batch_size=batch_size, seed=cfg.trainer.seed, epochs=epochs
+            features["train"],
+            batch_size=batch_size,
+            seed=cfg.trainer.seed,
+            epochs=epochs,
+            transform=transform,
         )
 
-    validation = to_dataset(features["val"], batch_size=batch_size)
+    validation = validation_batches(cfg, features["val"], splits.info, batch_size)
     return _Fit(number, head, batches, validation, start, end, len(features["train"]))

@@ -79,7 +79,12 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
 
             with job_runtime.strategy.scope():  # the model lives on every replica
                 built = building.build(  # 3. model
-                    cfg, splits.info, initial_weights, checkpoint_dir, run_log
+                    cfg,
+                    splits.info,
+                    initial_weights,
+                    checkpoint_dir,
+                    run_log,
+                    steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
                 )
                 run_callbacks = callbacks.build(
                     cfg, built.model, output_dir, built.objective_metric
@@ -113,6 +118,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
                 batch_size=batch_size,
                 threshold=built.metadata["threshold"],
                 title=f"{cfg.model.name} on {splits.info.name}",
+                tta=cfg.evaluate.tta,
             )
 
             results.log_learning_curves(run_log, history, cfg, splits.info.name)  # 7. log

@@ -1,0 +1,21 @@
+"""Test-time augmentation: predictions averaged over each image and its left-right mirror, the
+cheapest TTA of the CIFAR records (airbench's "flip" TTA). Off by default; a mirrored digit is
+no digit, so it only helps where classes are mirror-symmetric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from runner.core.lazy import tf
+
+
+def mirrored(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """The same (images, labels) batches with each image mirrored left-right (NHWC)."""
+    return batches.map(lambda images, labels: (tf.reverse(images, [2]), labels))
+
+
+def flip_mean(classify: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Mean of the probabilities for `images` (N, H, W, C) and for their mirrors."""
+    return (np.asarray(classify(images)) + np.asarray(classify(images[:, :, ::-1]))) / 2.0
