@@ -134,7 +134,7 @@ class Schedule(Enum):
     onecycle = "onecycle"
     # lr, multiplied by gamma at each epoch of `milestones` (PyTorch's MultiStepLR).
     step = "step"
-    # lr until the first milestone, then values[i] from milestones[i] on.
+    # lr until the first milestone, then rates[i] from milestones[i] on.
     piecewise = "piecewise"
 
 
@@ -158,7 +158,7 @@ class OptimizerConfig:
     # step / piecewise: the epochs where the rate changes, ascending.
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1  # step: the factor at each milestone
-    values: list[float] = field(default_factory=list)  # piecewise: the rate from each milestone
+    rates: list[float] = field(default_factory=list)  # piecewise: the rate from each milestone
     # Decoupled weight decay (Keras' `weight_decay`, applied as w -= lr * decay * w on every
     # optimizer); null: the optimizer's own default (none, AdamW/Lion/Lamb/Muon: their own).
     weight_decay: float | None = None
@@ -211,13 +211,13 @@ class OptimizerConfig:
         if schedule is Schedule.step:
             between(f"{at}.gamma", self.gamma, 0, 1)
         if schedule is Schedule.piecewise:
-            if len(self.values) != len(milestones):
+            if len(self.rates) != len(milestones):
                 raise RunnerError(
-                    f"{at}.values needs one rate per milestone ({len(milestones)}); received "
-                    f"{len(self.values)}: {list(self.values)}"
+                    f"{at}.rates needs one rate per milestone ({len(milestones)}); received "
+                    f"{len(self.rates)}: {list(self.rates)}"
                 )
-            for value in self.values:
-                positive(f"{at}.values", value)
+            for rate in self.rates:
+                positive(f"{at}.rates", rate)
 
 
 # ------------------------------------------------------------------------------- augmentation

@@ -49,11 +49,13 @@ def learning_rate(cfg: Any, *, epochs: int, steps_per_epoch: int) -> Any:
         warmup = min(total - 1, max(1, round(warmup_epochs * steps_per_epoch)))
         return one_cycle_class()(cfg.lr, total, warmup, cfg.min_lr)
     # step / piecewise: rates that change at epoch milestones.
-    boundaries = [round(m * steps_per_epoch) for m in cfg.milestones]
+    # Keras keeps a rate up to and including its boundary step; milestone epoch m starts at
+    # step m * steps_per_epoch with the new rate (PyTorch's MultiStepLR).
+    boundaries = [max(0, round(m * steps_per_epoch) - 1) for m in cfg.milestones]
     if schedule is Schedule.step:
         rates = [cfg.lr * cfg.gamma**k for k in range(len(boundaries) + 1)]
     else:
-        rates = [cfg.lr, *cfg.values]
+        rates = [cfg.lr, *cfg.rates]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
 
 
