@@ -8,6 +8,10 @@
              and without, vs the legacy ImageDataGenerator (.flow on the same arrays,
              .flow_from_directory on the same folder); and the time to load the folder.
   accuracy   time to 90% validation accuracy: `experiment=digits_lenet` (offline, bundled data).
+  time-to-accuracy
+             the tutorials' recipe vs the tuned one (experiment=mnist_tuned) on the same data,
+             each trained the same epochs: seconds and epochs to a validation-accuracy threshold
+             (97% on the offline digits; 99% on MNIST, run too where mnist.npz is in the cache).
   precision  epoch time of one job under float32, mixed precision (float16 on a GPU, bfloat16
              on a CPU) and XLA on/off: the speed-up of each setting over float32.
   transfer   feature extraction with a frozen pretrained backbone (random weights: no network
@@ -333,20 +337,16 @@ def bench_pipeline(work: Path, rounds: int, count: int, batches: int) -> dict:
     }
 
 
-def bench_accuracy(work: Path, target: float = 0.9) -> dict:
+def job_curve(work: Path, experiment: str, *overrides: str) -> dict:
+    """One runner job to its end; its cumulative training seconds and validation accuracy per
+    epoch, its test accuracy, its process wall time and peak memory."""
     import mlflow
 
-    args, uri = runner_job(
-        work,
-        "bench_accuracy",
-        "experiment=digits_lenet",
-        "callbacks.early_stopping.enabled=false",
-        "logger.log_model=false",
-    )
+    args, uri = runner_job(work, experiment, *overrides, "logger.log_model=false")
     _, wall, rss = run_process(args, work)
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("bench_accuracy").experiment_id
-    run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])[0]
 
     def history(name):
         return [
@@ -354,15 +354,79 @@ def bench_accuracy(work: Path, target: float = 0.9) -> dict:
             for m in sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
         ]
 
-    seconds, accuracy = np.cumsum(history("epoch_seconds")), history("val_accuracy")
-    reached = next((i for i, a in enumerate(accuracy) if a >= target), None)
     return {
-        "what": f"experiment=digits_lenet (offline): training time to val_accuracy >= {target}",
-        "epochs_to_target": None if reached is None else reached + 1,
-        "seconds_to_target": None if reached is None else float(seconds[reached]),
-        "final_test_accuracy": run.data.metrics["test_accuracy"],
+        "seconds": np.cumsum(history("epoch_seconds")).tolist(),
+        "val_accuracy": history("val_accuracy"),
+        "test_accuracy": run.data.metrics["test_accuracy"],
         "process_wall_seconds": wall,
         "peak_rss_mb": rss,
+    }
+
+
+def to_target(curve: dict, target: float) -> dict:
+    """The first epoch whose validation accuracy reaches `target`, and the training seconds
+    up to its end (None, None: never reached)."""
+    reached = next((i for i, a in enumerate(curve["val_accuracy"]) if a >= target), None)
+    return {
+        "epochs_to_target": None if reached is None else reached + 1,
+        "seconds_to_target": None if reached is None else curve["seconds"][reached],
+        "best_val_accuracy": max(curve["val_accuracy"]),
+        "final_test_accuracy": curve["test_accuracy"],
+        "process_wall_seconds": curve["process_wall_seconds"],
+        "peak_rss_mb": curve["peak_rss_mb"],
+    }
+
+
+def bench_accuracy(work: Path, target: float = 0.9) -> dict:
+    curve = job_curve(
+        work, "bench_accuracy", "experiment=digits_lenet", "callbacks.early_stopping.enabled=false"
+    )
+    return {
+        "what": f"experiment=digits_lenet (offline): training time to val_accuracy >= {target}",
+        **to_target(curve, target),
+    }
+
+
+# (data, seed recipe, tuned recipe, validation-accuracy threshold, extra overrides)
+RECIPE_PAIRS = {
+    "digits": ("experiment=digits_lenet", "experiment=mnist_tuned", 0.97, ("data=digits",)),
+    "mnist": ("experiment=mnist_lenet", "experiment=mnist_tuned", 0.99, ()),
+}
+
+
+def mnist_cached() -> bool:
+    cache = Path(os.environ.get("RUNNER_DATA_DIR", "~/.cache/runner")).expanduser()
+    return (cache / "mnist" / "mnist.npz").is_file()
+
+
+def bench_time_to_accuracy(work: Path, epochs: int) -> dict:
+    """The tutorials' recipe and the tuned one on the same data, trained `epochs` epochs each:
+    the seconds and epochs each needs to reach the threshold, side by side. Digits always
+    (offline); MNIST too where its file is in the data cache."""
+    datasets = ["digits", *(["mnist"] if mnist_cached() else [])]
+    results: dict = {}
+    for data in datasets:
+        seed, tuned, target, extra = RECIPE_PAIRS[data]
+        common = (*extra, f"trainer.epochs={epochs}", "callbacks.early_stopping.enabled=false")
+        pair = {}
+        for label, preset in (("seed", seed), ("tuned", tuned)):
+            print(f"[bench]   {data}: {label} recipe ({preset})", flush=True)
+            curve = job_curve(work, f"bench_tta_{data}_{label}", preset, *common)
+            pair[label] = {"preset": preset, **to_target(curve, target)}
+        seed_s, tuned_s = (pair[k]["seconds_to_target"] for k in ("seed", "tuned"))
+        pair["target"] = target
+        pair["speedup"] = seed_s / tuned_s if seed_s and tuned_s else None
+        results[data] = pair
+    digits = results["digits"]
+    return {
+        "what": "seconds and epochs to a validation-accuracy threshold, seed vs tuned recipe",
+        "epochs": epochs,
+        "results": results,
+        "digits_seed_seconds": digits["seed"]["seconds_to_target"],
+        "digits_tuned_seconds": digits["tuned"]["seconds_to_target"],
+        "digits_seed_test_accuracy": digits["seed"]["final_test_accuracy"],
+        "digits_tuned_test_accuracy": digits["tuned"]["final_test_accuracy"],
+        "mnist_speedup": results.get("mnist", {}).get("speedup"),
     }
 
 
@@ -423,6 +487,23 @@ TABLE_ROWS = {
     "accuracy": [
         ("accuracy: seconds to 90% val accuracy (digits LeNet)", "seconds_to_target", ".1f", ""),
     ],
+    "time-to-accuracy": [
+        ("time-to-accuracy: digits seed recipe, s to 97% val", "digits_seed_seconds", ".1f", ""),
+        ("time-to-accuracy: digits tuned recipe, s to 97% val", "digits_tuned_seconds", ".1f", ""),
+        (
+            "time-to-accuracy: digits seed recipe, test accuracy",
+            "digits_seed_test_accuracy",
+            ".4f",
+            "",
+        ),
+        (
+            "time-to-accuracy: digits tuned recipe, test accuracy",
+            "digits_tuned_test_accuracy",
+            ".4f",
+            "",
+        ),
+        ("time-to-accuracy: MNIST speed-up tuned / seed (if cached)", "mnist_speedup", ".2f", ""),
+    ],
     "precision": [
         ("precision: best epoch speed-up over float32 (mixed, XLA)", "best_speedup", ".2f", ""),
     ],
@@ -439,6 +520,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., dict], dict[str, tuple[int, int]], tup
     "overhead": (bench_overhead, {"epochs": (2, 3), "samples": (6000, 60000)}, ("rounds",)),
     "pipeline": (bench_pipeline, {"count": (300, 3000), "batches": (20, 200)}, ("rounds",)),
     "accuracy": (bench_accuracy, {}, ()),
+    "time-to-accuracy": (bench_time_to_accuracy, {"epochs": (4, 12)}, ()),
     "precision": (bench_precision, {"epochs": (2, 4), "samples": (6000, 60000)}, ("rounds",)),
     "transfer": (
         bench_transfer,

@@ -373,3 +373,36 @@ def test_a_onecycle_recipe_run_logs_its_lr_curve_and_tta_scores(workspace, tmp_p
 
     (row,) = json.loads((out / "predictions.json").read_text())
     assert len(row["labels"]) == 3 and 0 < row["probabilities"][0] <= 1
+
+
+@pytest.mark.parametrize("name", ["mnist_tuned", "fashion_mnist_tuned", "cifar10_tuned"])
+def test_each_tuned_preset_passes_the_checks_and_its_sweep_tunes_keys_it_has(name):
+    from runner.config.checks import check_config
+
+    cfg = compose_config([f"experiment={name}"])
+    check_config(cfg)
+    assert cfg.augmentation.name == name and "tuned recipe" in cfg.notes
+    swept = compose_config([f"hparams_search={name}"])
+    assert swept.model.name == cfg.model.name and swept.optimizer.lr == cfg.optimizer.lr
+    for key in swept.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+
+
+def test_a_tuned_sweep_runs_through_optuna_on_digits(workspace):
+    """The sweep behind a tuned preset, shrunk to two one-epoch trials on the offline digits:
+    two finished child runs under one parent, each with its sampled values."""
+    result = workspace.run(
+        "hparams_search=mnist_tuned",
+        "data=digits",
+        "model.filters=[8]",
+        "trainer.epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "logger.log_model=false",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = workspace.client().search_runs(["1"])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    rates = {r.data.params["optimizer.lr"] for r in children}
+    assert len(rates) == 2 and all(0.0005 <= float(v) <= 0.02 for v in rates)

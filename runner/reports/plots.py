@@ -15,13 +15,18 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 
 def learning_curves(history: Mapping[str, Sequence[float]], title: str) -> Figure:
-    """Loss and every other metric, train vs validation, one panel each, by epoch."""
+    """Loss and every other metric, train vs validation, one panel each, by epoch; the
+    learning rate last, when a schedule or ReduceLROnPlateau moved it."""
     names = [name for name in history if not name.startswith("val_") and name != "learning_rate"]
     names.sort(key=lambda name: name != "loss")  # loss first
+    rates = history.get("learning_rate") or []
+    if len(set(np.round(np.asarray(rates, dtype=float), 12))) > 1:
+        names.append("learning_rate")
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         epochs = np.arange(1, len(history[name]) + 1)
-        axis.plot(epochs, history[name], marker="o", label=f"train {name}")
+        label = "after the epoch" if name == "learning_rate" else f"train {name}"
+        axis.plot(epochs, history[name], marker="o", label=label)
         if f"val_{name}" in history:
             axis.plot(epochs, history[f"val_{name}"], marker="o", label=f"validation {name}")
         axis.set_xlabel("epoch")
