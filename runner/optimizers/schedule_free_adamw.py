@@ -7,25 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.config.registry import OPTIMIZERS
-from runner.config.rules import in_range, positive
-from runner.config.schema import OptimizerConfig, Schedule
+from runner.config.schema import Schedule
 from runner.core.errors import RunnerError
 from runner.core.lazy import keras
-from runner.optimizers.common import keyword_args
+from runner.optimizers.common import MomentsConfig, keyword_args, moments
 
 
 @dataclass
-class ScheduleFreeAdamWConfig(OptimizerConfig):
+class ScheduleFreeAdamWConfig(MomentsConfig):
     lr: float = 0.0025
-    beta_1: float = 0.9
-    beta_2: float = 0.999
     epsilon: float = 1e-8
-
-    def check(self, at: str) -> None:
-        super().check(at)
-        in_range(f"{at}.beta_1", self.beta_1, 0, 1)
-        in_range(f"{at}.beta_2", self.beta_2, 0, 1)
-        positive(f"{at}.epsilon", self.epsilon)
 
     def check_schedule(self, at: str) -> None:
         schedule = Schedule(self.schedule)
@@ -41,9 +32,7 @@ class ScheduleFreeAdamWConfig(OptimizerConfig):
 def build(cfg: ScheduleFreeAdamWConfig, lr: Any, steps_per_epoch: int) -> Any:
     return keras.optimizers.ScheduleFreeAdamW(
         learning_rate=lr,
-        beta_1=cfg.beta_1,
-        beta_2=cfg.beta_2,
-        epsilon=cfg.epsilon,
+        **moments(cfg),
         warmup_steps=round((cfg.warmup_epochs or 0) * steps_per_epoch),
         **keyword_args(cfg),
     )
