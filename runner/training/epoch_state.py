@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from runner import optimizers
 from runner.training.resume import (
     PREVIOUS_STATE_FILE,
     STATE_FILE,
@@ -63,7 +64,10 @@ class EpochState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         progress = self.progress
-        for key, value in (logs or {}).items():
+        logs = dict(logs or {})
+        # The rate the next step uses, for the learning curves (Keras' logs may not hold it).
+        logs.setdefault("learning_rate", optimizers.current_learning_rate(self.model.optimizer))
+        for key, value in logs.items():
             progress.history.setdefault(key, []).append(float(value))
         progress.phase, progress.phase_start = self.phase, self.phase_start
         progress.epochs_done = epoch + 1
