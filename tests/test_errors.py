@@ -54,15 +54,16 @@ def test_unknown_key_is_rejected(workspace):
 
 def test_a_preset_that_does_not_exist_is_one_line_listing_the_presets(workspace):
     for override, listed in (
-        ("experiment=cifar10_cnnn", "cifar10_cnn, digits_lenet"),
-        ("hparams_search=digits_lenett", "digits_lenet, fashion_mnist_lenet"),
+        ("experiment=cifar10_cnnn", ("cifar10_cnn,", "cifar10_tuned,", "digits_lenet,")),
+        ("hparams_search=digits_lenett", ("digits_lenet,", "fashion_mnist_lenet,")),
     ):
         result = workspace.run(override, *FAST)
         assert result.returncode == 2, result.stderr[-2000:]
         group, name = override.split("=")
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"error: {group}={name} is not a preset. Presets (conf/{group}/):")
-        assert listed in line
+        for preset in listed:
+            assert f" {preset}" in line, line
     assert statuses(workspace) == []
 
 
