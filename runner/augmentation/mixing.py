@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from runner.augmentation.regions import box_masks
+from runner.core.lazy import tf
 
 
 def is_active(cfg: Any) -> bool:

@@ -76,9 +76,9 @@ def fit(cfg: Any, train: Split) -> list[tuple[layers.Layer, list[np.ndarray] | N
 
 def _scaled_batches(train: Split) -> Iterator[np.ndarray]:
     """The training images in batches, as float64 in [0, 1]."""
-    from runner.data.pipeline import to_dataset
+    from runner.data.streams import numpy_batches
 
-    for images, _ in to_dataset(train, batch_size=STATS_BATCH).as_numpy_iterator():
+    for images, _ in numpy_batches(train, batch_size=STATS_BATCH):
         yield images.astype(np.float64) / 255.0
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import tensorflow as tf
-
-from runner.augmentation import resample
+from runner.core.lazy import tf
 
 OPS = (
     "identity",
@@ -116,6 +114,8 @@ def apply_ops(x: tf.Tensor, op: tf.Tensor, level: tf.Tensor, seed: tf.Tensor) ->
     n = tf.shape(x)[0]
     height, width = x.shape[1], x.shape[2]
     sign = tf.where(tf.random.stateless_uniform([n], seed) < 0.5, -1.0, 1.0)
+    from runner.augmentation import resample  # compiles a TensorFlow function at import
+
     out = resample.project(x, _matrices(op, level, sign, height, width), "constant", 0.0)
     for name, result in _pixel_ops(x, level, sign).items():
         out = tf.where((op == OPS.index(name))[:, None, None, None], result, out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+from runner.core.lazy import tf
 
 # Random erasing's rectangle: 2% to 1/3 of the image, aspect ratio 0.3 to 3.3 (the paper's).
 ERASE_AREA = (0.02, 1.0 / 3.0)

@@ -22,21 +22,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from runner.augmentation import randaugment, regions, resample
+from runner.augmentation import portable, randaugment, regions
+from runner.augmentation.portable import is_geometric
 from runner.config.schema import AugmentationConfig, Placement
+from runner.core.lazy import tf
 
 log = logging.getLogger(__name__)
-
-
-def is_geometric(cfg: Any) -> bool:
-    """Whether any transform that moves pixels (the affine matrix) is on."""
-    return bool(
-        any((cfg.rotation, cfg.width_shift, cfg.height_shift, cfg.shear, cfg.zoom))
-        or cfg.horizontal_flip
-        or cfg.vertical_flip
-    )
 
 
 def is_active(cfg: Any) -> bool:
@@ -119,6 +111,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
     shape = tf.shape(images)
     n, height, width = shape[0], images.shape[1], images.shape[2]
     if is_geometric(cfg):
+        from runner.augmentation import resample  # compiles a TensorFlow function at import
+
         matrices = random_matrices(cfg, seed, n, height, width)
         out = resample.project(images, matrices, str(cfg.fill_mode), float(cfg.fill_value))
     else:
@@ -185,10 +179,12 @@ class RandomAugmentation(keras.layers.Layer):
     def call(self, images: Any, training: bool | None = None) -> Any:
         if not training:
             return images
-        seed = tf.cast(self.seed_generator.next(), tf.int64)
         # Defaults first: a checkpoint saved before a key existed still loads and trains on.
-        settings = {**dataclasses.asdict(AugmentationConfig()), **self.settings}
-        return augment_batch(images, seed, SimpleNamespace(**settings), as_uint8=False)
+        settings = SimpleNamespace(**{**dataclasses.asdict(AugmentationConfig()), **self.settings})
+        if keras.backend.backend() != "tensorflow":  # keras.ops, inside the train step
+            return portable.augment_batch(images, self.seed_generator, settings, as_uint8=False)
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return augment_batch(images, seed, settings, as_uint8=False)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

@@ -23,6 +23,7 @@ from runner.cli.quick_exit import skip_final_collection
 from runner.config.checks import check_config
 from runner.config.migrate import migrate_argv
 from runner.config.schema import Mode, register_configs
+from runner.core import backend
 from runner.core.errors import Interrupted, RunnerError, environment_problem
 from runner.core.interrupts import Terminated, install_sigterm
 from runner.core.joblog import to_log_file
@@ -39,13 +40,16 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_config(cfg)  # before TensorFlow: a bad value costs a second, not an import
         check_tracking_server(cfg.logger.tracking_uri)
+        # Before Keras is imported (it fixes its backend then); the name `auto` stood for is
+        # what the run logs.
+        cfg.backend = backend.select(cfg.backend)
         from runner.training import resume  # MLflow, not yet TensorFlow
 
         target = resume.requested_target(cfg)  # another config is refused here, in a second
         quiet_libraries()
         if target is not None and target.finished:
             return resume.finished_objective(cfg, target)
-        from runner.training.job import run  # heavy: TensorFlow, Keras
+        from runner.training.job import run  # heavy: Keras and its backend
 
         quiet_libraries()
         return run(cfg, target)

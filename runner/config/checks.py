@@ -125,7 +125,7 @@ def check_strategy(cfg: DictConfig) -> None:
     step fails deep inside TensorFlow ("You must feed a value for placeholder tensor",
     keras-team/keras#19246, open), after the data is read and the run has started."""
     steps = cfg.trainer.steps_per_execution
-    if cfg.strategy.name != "default" and steps > 1:
+    if cfg.strategy.name == "mirrored" and steps > 1:
         raise RunnerError(
             f"trainer.steps_per_execution={steps} cannot be combined with "
             f"strategy={cfg.strategy.name}: Keras fails at the first step under tf.distribute "

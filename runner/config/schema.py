@@ -352,17 +352,30 @@ class TrainerConfig:
 
 @dataclass
 class StrategyConfig:
-    """tf.distribute (runner/training/distribute.py): `default` one device, `mirrored` one
-    replica per local GPU. trainer.batch_size is per replica: each step takes batch_size x
-    replicas."""
+    """How many devices train one model. On TensorFlow, tf.distribute
+    (runner/training/distribute.py): `default` one device, `mirrored` one replica per local GPU.
+    On JAX, keras.distribution (runner/training/distribution.py): `default`, `data_parallel`
+    over the local devices and, with `num_processes` > 1, over several processes or hosts.
+    trainer.batch_size is per replica: each step takes batch_size x replicas."""
 
     name: str = MISSING
     # mirrored: these devices (e.g. [/gpu:0, /gpu:1]); null: all GPUs
     devices: list[str] | None = None
-    cpu_devices: int = 0  # split the CPU into this many logical devices (mirrored without GPUs)
+    # Split the CPU into this many logical devices (mirrored or data_parallel without GPUs).
+    cpu_devices: int = 0
+    # data_parallel over processes: host:port of process 0, how many processes, this one's
+    # rank. null: from KERAS_DISTRIBUTION_* or the cluster's environment (Slurm), where JAX
+    # finds them.
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def check(self, at: str) -> None:
         at_least(f"{at}.cpu_devices", self.cpu_devices, 0)
+        if self.num_processes is not None:
+            at_least(f"{at}.num_processes", self.num_processes, 1)
+            if self.process_id is not None:
+                in_range(f"{at}.process_id", self.process_id, 0, self.num_processes)
 
 
 @dataclass
@@ -440,6 +453,9 @@ class Config:
     paths: PathsConfig = MISSING
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # Keras' backend: auto (KERAS_BACKEND if set, else tensorflow if installed, else jax),
+    # tensorflow, jax or torch (runner/core/backend.py).
+    backend: str = "auto"
     # Free-form: an `experiment=` preset may record what it reproduces here.
     notes: Any = None
 

@@ -88,8 +88,6 @@ def decode_files(
     name the file system allows is read; a file declaring more than `max_pixels` pixels in its
     header is skipped before it is decoded (a small file can declare a gigabyte of pixels).
     """
-    import tensorflow as tf  # deferred: only image datasets need it here
-
     skipped: list[Skipped] = []
     candidates = []
     for index, path in enumerate(paths):
@@ -98,6 +96,9 @@ def decode_files(
             skipped.append(Skipped(display(path), problem))
         else:
             candidates.append(index)
+    if not _on_tensorflow():
+        return _decode_with_pillow(paths, candidates, skipped, size, channels, keep_pixels)
+    import tensorflow as tf  # deferred: only image datasets need it here
 
     def load(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image = decode_image(path, size, channels)
@@ -127,3 +128,58 @@ def decode_files(
     ]
     array = np.concatenate(images) if images else np.zeros((0, *size, channels), dtype=np.uint8)
     return array, kept_indices, skipped
+
+
+def _on_tensorflow() -> bool:
+    from runner.core import backend
+
+    return backend.is_tensorflow()
+
+
+def decode_pillow(path: Any, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One file as uint8 (H, W, C) through Pillow, the decoder off TensorFlow: RGB first (as
+    `tf.io.decode_image(channels=3)`), resized bilinearly, then gray if channels == 1."""
+    from PIL import Image
+
+    with Image.open(os.fsdecode(path)) as image:
+        image.seek(0)  # a GIF: its first frame
+        rgb = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        if channels == 1:
+            return np.asarray(rgb.convert("L"), dtype=np.uint8)[:, :, None]
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def _decode_with_pillow(
+    paths: list[Path],
+    candidates: list[int],
+    skipped: list[Skipped],
+    size: tuple[int, int],
+    channels: int,
+    keep_pixels: bool,
+) -> tuple[np.ndarray | None, np.ndarray, list[Skipped]]:
+    """decode_files without TensorFlow: Pillow in parallel threads (it releases the GIL while
+    decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(index: int) -> np.ndarray | None:
+        try:
+            image = decode_pillow(paths[index], size, channels)
+            return image if keep_pixels else image[:1, :1]  # checked; the pixels not kept
+        except Exception:  # Pillow's errors for a bad file are many: any of them skips it
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(load, candidates))
+    kept = [i for i, image in zip(candidates, decoded, strict=True) if image is not None]
+    skipped += [
+        Skipped(display(paths[i]), "cannot be decoded (corrupt, truncated or not an image)")
+        for i, image in zip(candidates, decoded, strict=True)
+        if image is None
+    ]
+    images = [image for image in decoded if image is not None]
+    if not keep_pixels:
+        array = None
+    else:
+        empty = np.zeros((0, *size, channels), dtype=np.uint8)
+        array = np.stack(images) if images else empty
+    return array, np.asarray(kept, dtype=np.int64), skipped

@@ -24,8 +24,8 @@ from sklearn.metrics import (
 from runner.augmentation.transforms import MIRROR_SENSITIVE
 from runner.config.schema import TTA
 from runner.data.base import DataInfo, Splits, spread_indices
-from runner.data.pipeline import to_dataset
-from runner.evaluation.tta import mirrored
+from runner.data.streams import evaluation_batches
+from runner.evaluation.tta import mirror
 from runner.reports import plots
 from runner.tracking.run_log import RunLog
 
@@ -47,7 +47,7 @@ def evaluate(
     those of the mirrored images (the reports stay those of the plain predictions)."""
     info = splits.info
     y_true = splits.test.y
-    batches = to_dataset(splits.test, batch_size=batch_size)
+    batches = evaluation_batches(splits.test, batch_size=batch_size)
     probabilities = model.predict(batches, verbose=0)
     metrics = {
         f"test_{name}": value for name, value in scored(model, y_true, probabilities).items()
@@ -59,7 +59,12 @@ def evaluate(
                 "of data=%s are not mirror-symmetric: expect test_tta_* below test_*",
                 info.name,
             )
-        averaged = (probabilities + model.predict(mirrored(batches), verbose=0)) / 2.0
+        averaged = (
+            probabilities
+            + model.predict(
+                evaluation_batches(splits.test, batch_size=batch_size, transform=mirror), verbose=0
+            )
+        ) / 2.0
         metrics.update(
             {f"test_tta_{name}": value for name, value in scored(model, y_true, averaged).items()}
         )

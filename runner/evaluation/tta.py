@@ -5,15 +5,18 @@ no digit, so it only helps where classes are mirror-symmetric."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from runner.core.lazy import tf
 
 
-def mirrored(batches: tf.data.Dataset) -> tf.data.Dataset:
-    """The same (images, labels) batches with each image mirrored left-right (NHWC)."""
-    return batches.map(lambda images, labels: (tf.reverse(images, [2]), labels))
+def mirror(images: Any, labels: Any) -> tuple[Any, Any]:
+    """A batch with each image mirrored left-right (NHWC): tf.Tensors or NumPy arrays."""
+    if isinstance(images, np.ndarray):
+        return images[:, :, ::-1], labels
+    return tf.reverse(images, [2]), labels
 
 
 def flip_mean(classify: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

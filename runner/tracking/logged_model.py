@@ -25,10 +25,22 @@ def log_serving_model(
         return _log_serving(keras_file, classes)
 
 
-def _log_serving(keras_file: Path, classes: Path) -> Any:
-    import keras
-    import tensorflow as tf
+def backend_requirements() -> list[str]:
+    """Keras and the backend that trained, at the versions that ran (a `.keras` file loads on
+    any backend: another one can be named at serving time)."""
+    import importlib.metadata
 
+    import keras
+
+    name = keras.backend.backend()
+    packages = {"jax": ("jax", "jaxlib")}.get(name, (name,))
+    return [
+        *(f"{package}=={importlib.metadata.version(package)}" for package in packages),
+        f"keras=={keras.__version__}",
+    ]
+
+
+def _log_serving(keras_file: Path, classes: Path) -> Any:
     from runner.tracking import serving_model
 
     return mlflow.pyfunc.log_model(
@@ -36,8 +48,7 @@ def _log_serving(keras_file: Path, classes: Path) -> Any:
         python_model=serving_model.__file__,
         artifacts={"keras_model": str(keras_file), "classes": str(classes)},
         pip_requirements=[
-            f"tensorflow=={tf.__version__}",
-            f"keras=={keras.__version__}",
+            *backend_requirements(),
             "pandas",
             "numpy",
             "pillow",
@@ -51,7 +62,6 @@ def log_keras_model(
     """Log the model as an MLflow Keras model with an input signature and its class names."""
     import keras
     import numpy as np
-    import tensorflow as tf
     from mlflow.models import infer_signature
 
     # The output's shape and dtype, symbolically: no prediction (no tracing) for the signature.
@@ -63,6 +73,6 @@ def log_keras_model(
         name="model",
         signature=signature,
         # Pinned here instead of inferred: inference re-loads the model in a subprocess.
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        pip_requirements=backend_requirements(),
         metadata={"class_names": class_names, **(metadata or {})},
     )

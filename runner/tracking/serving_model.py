@@ -122,7 +122,6 @@ class ImageClassifier(PythonModel):
 
     def _decode(self, encoded: str | bytes, row: int) -> np.ndarray:
         """Like the runner's own reading of image files: any format, RGB first, bilinear."""
-        import tensorflow as tf
         from PIL import Image
 
         height, width, channels = self.model.input_shape[1:]
@@ -143,6 +142,10 @@ class ImageClassifier(PythonModel):
                 f"image {row} declares {columns}x{lines} pixels, over the limit of {MAX_PIXELS:,}"
             )
         try:
+            import tensorflow as tf
+        except ImportError:  # a server without TensorFlow decodes as the runner does then
+            return _decode_pillow(data, row, (height, width), channels)
+        try:
             image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
         except tf.errors.InvalidArgumentError:
             raise bad_request(f"image {row} cannot be decoded (corrupt or truncated)") from None
@@ -150,6 +153,21 @@ class ImageClassifier(PythonModel):
         if channels == 1:
             image = tf.image.rgb_to_grayscale(image)
         return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8).numpy()
+
+
+def _decode_pillow(data: bytes, row: int, size: tuple[int, int], channels: int) -> np.ndarray:
+    """runner/data/images.py's decode_pillow (this file stands alone: MLflow loads it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)
+            rgb = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            if channels == 1:
+                return np.asarray(rgb.convert("L"), dtype=np.uint8)[:, :, None]
+            return np.asarray(rgb, dtype=np.uint8)
+    except Exception:
+        raise bad_request(f"image {row} cannot be decoded (corrupt or truncated)") from None
 
 
 mlflow.models.set_model(ImageClassifier())

@@ -71,9 +71,26 @@ STRATEGIES: dict[str, Callable[[Any], tf.distribute.Strategy]] = {
 }
 
 
+MULTI_HOST = (
+    "strategy={name} trains across processes and hosts on backend=jax only (Keras 3's "
+    "MultiWorkerMirroredStrategy is broken, keras-team/keras#20585): use backend=jax "
+    "strategy=data_parallel strategy.num_processes=N strategy.process_id=I "
+    "strategy.coordinator=HOST:PORT."
+)
+REPLACED = {
+    "multi_worker": MULTI_HOST.format(name="multi_worker"),
+    "data_parallel": (
+        "strategy=data_parallel is keras.distribution's, on backend=jax; on TensorFlow, "
+        "strategy=mirrored trains on several local devices."
+    ),
+}
+
+
 def build(cfg: Any) -> tf.distribute.Strategy:
     """The job's strategy; `prepare_devices(cfg)` ran first."""
     name = cfg.strategy.name
+    if name in REPLACED:
+        raise RunnerError(REPLACED[name])
     if name not in STRATEGIES:
         raise RunnerError(f"strategy.name should be one of {sorted(STRATEGIES)}. Received: {name}")
     return STRATEGIES[name](cfg.strategy)

@@ -10,22 +10,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from runner.core.errors import RunnerError
 from runner.data.base import ArraySplit, DataInfo, Split, Splits
-from runner.data.pipeline import to_dataset, training_batches
+from runner.data.streams import evaluation_batches, training_batches
 from runner.models.phases import Phase
 from runner.tracking.run_log import RunLog
 from runner.training import callbacks, epoch_state, labels, resume
 from runner.training.building import compile_for_training
 
 log = logging.getLogger(__name__)
-Batches = Callable[[range], tuple[tf.data.Dataset, int]]  # epochs -> (stream, steps per epoch)
+# epochs -> (stream, steps per epoch): a tf.data.Dataset, or a PyDataset off TensorFlow
+Batches = Callable[[range], tuple[Any, int]]
 
 
 @dataclass
@@ -35,7 +36,7 @@ class _Fit:
     number: int
     fit_model: keras.Model
     batches: Batches
-    validation: tf.data.Dataset
+    validation: Any  # batches
     start: int
     end: int
     examples: int  # training examples per epoch (for images_per_second)
@@ -120,14 +121,15 @@ def image_batches(cfg: DictConfig, train: Split, info: DataInfo, batch_size: int
     )
 
 
-def validation_batches(
-    cfg: DictConfig, val: Split, info: DataInfo, batch_size: int
-) -> tf.data.Dataset:
-    batches = to_dataset(val, batch_size=batch_size)
+def validation_batches(cfg: DictConfig, val: Split, info: DataInfo, batch_size: int) -> Any:
+    transform = None
     if labels.one_hot(cfg, info):  # compared by the same (categorical) loss as training
         encode = labels.encoder(info)
-        batches = batches.map(lambda images, y: (images, encode(y)))
-    return batches
+
+        def transform(images: Any, y: Any) -> tuple[Any, Any]:
+            return images, encode(y)
+
+    return evaluation_batches(val, batch_size=batch_size, transform=transform)
 
 
 def _run_phase(
@@ -205,7 +207,8 @@ def _head_on_cached_features(
     started = time.perf_counter()
     features = {
         name: ArraySplit(
-            extractor.predict(to_dataset(split, batch_size=batch_size), verbose=0), split.y
+            extractor.predict(evaluation_batches(split, batch_size=batch_size), verbose=0),
+            split.y,
         )
         for name, split in (("train", splits.train), ("val", splits.val))
     }
@@ -231,7 +234,7 @@ def _head_on_cached_features(
     # Features are no images: only the labels' encoding applies.
     transform = labels.training_transform(cfg, splits.info, augmenting=False)
 
-    def batches(epochs: range) -> tuple[tf.data.Dataset, int]:
+    def batches(epochs: range) -> tuple[Any, int]:
         return training_batches(
             features["train"],
             batch_size=batch_size,

@@ -46,6 +46,7 @@ def job_tags(cfg: DictConfig, runtime: Runtime, output_dir: Path, digest: str) -
         "overrides": " ".join(overrides) if overrides else "(none)",
         "output_dir": str(output_dir.resolve()),
         "device": runtime.device,
+        "backend": cfg.backend,
         "device_names": device_names(),
         # The commit of the runner code that ran (not of the folder the command ran in).
         **git_tags(CODE_ROOT),

@@ -4,16 +4,20 @@ label smoothing or MixUp/CutMix need class probabilities rather than class numbe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import tensorflow as tf
+import numpy as np
 from omegaconf import DictConfig
 
 from runner.augmentation import mixing
 from runner.augmentation import transforms as augment
+from runner.core import backend
 from runner.core.errors import RunnerError
+from runner.core.lazy import tf
 from runner.data.base import DataInfo
 
-Transform = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+# images, labels, per-batch seed -> images, labels (tf.Tensors, or arrays off TensorFlow)
+Transform = Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
 def one_hot(cfg: DictConfig, info: DataInfo) -> bool:
@@ -32,7 +36,10 @@ def check(cfg: DictConfig, info: DataInfo) -> None:
         )
 
 
-def encoder(info: DataInfo) -> Callable[[tf.Tensor], tf.Tensor]:
+def encoder(info: DataInfo) -> Callable[[Any], Any]:
+    if not backend.is_tensorflow():
+        rows = np.eye(info.num_classes, dtype=np.float32)
+        return lambda labels: rows[np.asarray(labels, dtype=np.int64)]
     return lambda labels: tf.one_hot(tf.cast(labels, tf.int32), info.num_classes)
 
 
@@ -48,6 +55,8 @@ def training_transform(
     mix = augmenting and mixing.is_active(cfg.augmentation)
     if not (encode or transform_images or mix):
         return None
+    if not backend.is_tensorflow():
+        return _portable_transform(cfg, encode, transform_images, mix)
 
     def transform(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor):
         if encode is not None:
@@ -57,5 +66,25 @@ def training_transform(
         if mix:
             images, labels = mixing.mix(images, labels, seed, cfg.augmentation)
         return images, labels
+
+    return transform
+
+
+def _portable_transform(
+    cfg: DictConfig, encode: Callable[[Any], Any] | None, transform_images: bool, mix: bool
+) -> Transform:
+    """The same steps in `keras.ops` on NumPy batches (runner/augmentation/portable.py)."""
+    from runner.augmentation import portable
+    from runner.core.lazy import keras
+
+    def transform(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
+        if encode is not None:
+            labels = encode(labels)
+        generator = portable.batch_generator(seed)
+        if transform_images:
+            images = portable.augment_batch(images, generator, cfg.augmentation, as_uint8=not mix)
+        if mix:
+            images, labels = portable.mix(images, labels, generator, cfg.augmentation)
+        return keras.ops.convert_to_numpy(images), keras.ops.convert_to_numpy(labels)
 
     return transform

@@ -29,7 +29,7 @@ def print_summary(
         ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
         opener = f"[runner] open the UI: `make ui` or `{ui}`, then {link}"
     print(
-        f"\n[runner] done on {device}: {metrics}\n"
+        f"\n[runner] done on {device} with {cfg.backend}: {metrics}\n"
         f"[runner] MLflow run {run_id} (experiment '{cfg.logger.experiment}', id {experiment_id})\n"
         f"[runner] artifacts: {run_log.info.artifact_uri}\n"
         f"[runner] outputs (config, checkpoints, log): {output_dir.resolve()}\n{opener}",
