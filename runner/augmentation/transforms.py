@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import keras
+import numpy as np
 
 from runner.augmentation import portable, randaugment, regions
 from runner.augmentation.portable import is_geometric
@@ -211,6 +212,11 @@ def preview(
 ) -> tuple[Any, Any]:
     """`count` originals and `variants` augmented versions of each, as uint8 arrays."""
     originals = images[:count]
+    if keras.backend.backend() != "tensorflow":
+        batch = np.repeat(originals, variants, axis=0)
+        generator = portable.batch_generator(np.array([seed, 0]))
+        augmented = keras.ops.convert_to_numpy(portable.augment_batch(batch, generator, cfg))
+        return originals, augmented.reshape(len(originals), variants, *originals.shape[1:])
     batch = tf.repeat(tf.constant(originals), variants, axis=0)
     augmented = augment_batch(batch, tf.constant([seed, 0], tf.int64), cfg).numpy()
     return originals, augmented.reshape(len(originals), variants, *originals.shape[1:])

@@ -39,13 +39,29 @@ def _pool(split: Split) -> ThreadPoolExecutor | None:
     return ThreadPoolExecutor(DECODE_THREADS) if isinstance(split, FileSplit) else None
 
 
+def replicas_and_shard() -> tuple[int, tuple[int, int]]:
+    """Under keras.distribution's data parallelism: the devices a batch is split over, and
+    which part of each batch this process feeds (process i of n)."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1, (0, 1)
+    import jax
+
+    return int(distribution.device_mesh.devices.size), (jax.process_index(), jax.process_count())
+
+
 def in_order(
     split: Split,
     *,
     batch_size: int,
     transform: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]] | None = None,
 ) -> Any:
-    """The split's (images, labels) in order, in batches (validation, test, prediction)."""
+    """The split's (images, labels) in order, in batches (validation, test, prediction).
+
+    Split over several devices, the last batch is padded to a multiple of their number with
+    copies of its first example, weighted 0 (metrics leave them out; `predict` callers keep
+    the first len(split) rows)."""
+    replicas, _ = replicas_and_shard()
 
     class InOrder(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -55,10 +71,15 @@ def in_order(
         def __len__(self) -> int:
             return -(-len(split) // batch_size)
 
-        def __getitem__(self, index: int) -> tuple[Any, Any]:
+        def __getitem__(self, index: int) -> tuple[Any, ...]:
             indices = np.arange(index * batch_size, min((index + 1) * batch_size, len(split)))
+            padding = -len(indices) % replicas
+            weights = np.concatenate([np.ones(len(indices)), np.zeros(padding)]).astype("float32")
+            indices = np.concatenate([indices, np.full(padding, indices[0])])
             images, labels = _pixels(split, indices, self.pool), split.y[indices]
-            return transform(images, labels) if transform is not None else (images, labels)
+            if transform is not None:
+                images, labels = transform(images, labels)
+            return (images, labels, weights) if replicas > 1 else (images, labels)
 
     return InOrder()
 
@@ -70,20 +91,18 @@ def training_stream(
     seed: int,
     epochs: range,
     transform: Transform | None = None,
-    shard: tuple[int, int] = (0, 1),
-    drop_remainder: bool = False,
 ) -> tuple[Any, int]:
     """The training batches of every epoch in `epochs`, one stream (fit it with
     `steps_per_epoch`, so Keras keeps one iterator across epochs); returns it and the steps
     per epoch.
 
-    `shard=(i, n)`: process i of n reads the i-th of n equal parts of each (global) batch,
-    for multi-process data parallelism; `drop_remainder` leaves out an epoch's last, smaller
-    batch (a batch split over devices must divide evenly).
+    Split over several devices (strategy=data_parallel) an epoch leaves out its last, smaller
+    batch (a batch must divide evenly), and process i of n reads the i-th of n equal parts of
+    each global batch.
     """
     count = len(split)
-    steps = count // batch_size if drop_remainder else -(-count // batch_size)
-    part, parts = shard
+    replicas, (part, parts) = replicas_and_shard()
+    steps = count // batch_size if replicas > 1 else -(-count // batch_size)
     first = epochs.start
 
     class Training(keras.utils.PyDataset):

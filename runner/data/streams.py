@@ -33,8 +33,6 @@ def training_batches(
     seed: int,
     epochs: range,
     transform: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None,
-    shard: tuple[int, int] = (0, 1),
-    drop_remainder: bool = False,
 ) -> tuple[Any, int]:
     """The training stream over `epochs` and its steps per epoch (pipeline.training_batches)."""
     if not backend.is_tensorflow():
@@ -44,8 +42,6 @@ def training_batches(
             seed=seed,
             epochs=epochs,
             transform=transform,
-            shard=shard,
-            drop_remainder=drop_remainder,
         )
     return pipeline.training_batches(
         split, batch_size=batch_size, seed=seed, epochs=epochs, transform=transform
@@ -59,4 +55,5 @@ def numpy_batches(split: Split, *, batch_size: int) -> Iterator[tuple[np.ndarray
         yield from stream.as_numpy_iterator()
     else:
         for index in range(len(stream)):
-            yield stream[index]
+            images, labels = stream[index][:2]
+            yield images, labels

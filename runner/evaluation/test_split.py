@@ -48,7 +48,8 @@ def evaluate(
     info = splits.info
     y_true = splits.test.y
     batches = evaluation_batches(splits.test, batch_size=batch_size)
-    probabilities = model.predict(batches, verbose=0)
+    count = len(splits.test)  # batches split over devices may end padded
+    probabilities = model.predict(batches, verbose=0)[:count]
     metrics = {
         f"test_{name}": value for name, value in scored(model, y_true, probabilities).items()
     }

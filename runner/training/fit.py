@@ -207,7 +207,9 @@ def _head_on_cached_features(
     started = time.perf_counter()
     features = {
         name: ArraySplit(
-            extractor.predict(evaluation_batches(split, batch_size=batch_size), verbose=0),
+            extractor.predict(evaluation_batches(split, batch_size=batch_size), verbose=0)[
+                : len(split)
+            ],
             split.y,
         )
         for name, split in (("train", splits.train), ("val", splits.val))
