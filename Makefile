@@ -9,7 +9,7 @@ ARGS ?=
 # runner/tracking/store.py links runs the same way).
 UI_URL = http://$(HOST):$(PORT)/\#/experiments?workflowType=machine_learning
 
-.PHONY: install lock train demo test test-fast lint format ui server serve report bench clean
+.PHONY: install install-jax test-jax lock train demo test test-fast lint format ui server serve report bench clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $@
+
+## install-jax: a second virtualenv, $(JAX_VENV), with Keras on JAX and no TensorFlow at all
+JAX_VENV ?= .venv-jax
+install-jax: $(JAX_VENV)/.installed
+
+$(JAX_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install --upgrade pip >/dev/null
+	$(JAX_VENV)/bin/python -m pip install -c constraints.txt -e '.[jax,test]'
+	touch $@
+
+## test-jax: the backend tests (tests/test_backends.py) in the TensorFlow-free virtualenv
+## (`make test` runs them too, after the whole suite)
+test-jax: install-jax
+	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
+		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
 
 ## lock: rewrite constraints.txt from the virtualenv (after changing dependencies on purpose)
 lock:
@@ -38,8 +54,10 @@ demo: install
 
 ## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up)
 TEST_WORKERS ?= 2
-test: install
+test: install install-jax
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
+		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
 
 ## test-fast: the unit tests only (no CLI subprocesses), under a minute
 test-fast: install

@@ -1,0 +1,182 @@
+"""Keras on JAX (runner/core/backend.py, runner/data/batches.py, runner/augmentation/
+portable.py, runner/training/distribution.py). Marked `backends`: they also run in the
+virtualenv without TensorFlow (`make test-jax`), where they prove the runner needs none."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runner.data.base import ArraySplit
+from runner.data.batches import in_order, training_stream
+from tests.conftest import epochs_done, wait_until
+
+pytestmark = pytest.mark.backends
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+JAX_DIGITS = [
+    "backend=jax",
+    "experiment=digits_lenet",
+    "optimizer=adam",
+    "optimizer.lr=0.002",
+    "trainer.epochs=3",
+    "trainer.batch_size=64",
+    "trainer.label_smoothing=0.1",
+    "augmentation=light",
+    "augmentation.random_erasing=0.3",
+    "augmentation.mixup=0.2",
+    "callbacks.early_stopping.patience=10",
+    "logger.experiment=tests",
+]
+
+
+def test_the_jax_virtualenv_has_no_tensorflow():
+    """`make test-jax` runs these tests where TensorFlow is not installed at all."""
+    expect_none = os.environ.get("RUNNER_EXPECT_NO_TENSORFLOW") == "1"
+    assert HAS_TENSORFLOW is not expect_none
+    imported = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True)
+    assert (imported.returncode != 0) is expect_none
+
+
+def _split(count: int = 50) -> ArraySplit:
+    x = np.arange(count * 4 * 4, dtype=np.uint8).reshape(count, 4, 4, 1)
+    return ArraySplit(x, np.arange(count) % 3)
+
+
+def test_a_resumed_stream_sees_the_batches_of_an_uninterrupted_one():
+    split = _split()
+
+    def seen(epochs: range) -> list[tuple[np.ndarray, np.ndarray]]:
+        stream, steps = training_stream(
+            split,
+            batch_size=16,
+            seed=7,
+            epochs=epochs,
+            transform=lambda images, labels, seed: (images + seed[0] % 5, labels),
+        )
+        assert steps == 4  # the last batch is smaller, not dropped
+        return [stream[i] for i in range(len(stream))]
+
+    whole, resumed = seen(range(0, 3)), seen(range(1, 3))
+    assert len(whole) == 12 and len(resumed) == 8
+    for (a, la), (b, lb) in zip(whole[4:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    # Each epoch is a permutation of the whole split, a different one per epoch.
+    epoch_labels = [np.concatenate([b[1] for b in whole[e * 4 : e * 4 + 4]]) for e in range(3)]
+    assert all(sorted(labels) == sorted(split.y) for labels in epoch_labels)
+    assert not np.array_equal(epoch_labels[0], epoch_labels[1])
+
+
+def test_evaluation_batches_are_the_split_in_order():
+    split = _split(37)
+    batches = in_order(split, batch_size=16)
+    assert len(batches) == 3
+    images = np.concatenate([batches[i][0] for i in range(3)])
+    np.testing.assert_array_equal(images, split.x)
+
+
+def test_an_unknown_backend_is_one_line(workspace):
+    result = workspace.run("backend=theano", "experiment=digits_lenet")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: backend should be one of auto, tensorflow, jax, torch")
+
+
+def _history(client, run_id: str, metric: str) -> list[float]:
+    return [
+        m.value for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+    ]
+
+
+@pytest.mark.e2e
+def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
+    workspace, tmp_path
+):
+    killed_dir = workspace.root / "outputs" / "killed"
+    killed = workspace.start(*JAX_DIGITS, f"hydra.run.dir={killed_dir}", merge_output=True)
+    straight = workspace.start(*JAX_DIGITS, "logger.experiment=straight", merge_output=True)
+    wait_until(lambda: epochs_done(killed_dir) >= 2, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    output, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, output[-3000:]
+    assert "done on CPU" in output and "with jax" in output
+    resumed = workspace.run(*JAX_DIGITS, "trainer.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    client = workspace.client()
+    runs = {}
+    for experiment in ("tests", "straight"):
+        (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        runs[experiment] = run
+        assert run.info.status == "FINISHED"
+        assert run.data.params["backend"] == "jax" and run.data.tags["backend"] == "jax"
+    for metric in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            _history(client, runs["tests"].info.run_id, metric),
+            _history(client, runs["straight"].info.run_id, metric),
+            rtol=1e-5,
+            err_msg=metric,
+        )
+    requirements = client.download_artifacts(
+        runs["straight"].info.run_id, "model/requirements.txt", str(tmp_path)
+    )
+    assert "jax==" in open(requirements).read()
+
+    # The JAX-trained model predicts on this environment's other backend too.
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(image)
+    for backend in ("jax", "tensorflow") if HAS_TENSORFLOW else ("jax",):
+        out = tmp_path / f"predictions-{backend}"
+        predicted = subprocess.run(
+            [sys.executable, "-m", "runner.predict", "--model"]
+            + [f"runs:/{runs['straight'].info.run_id}/model", "--out", str(out), str(image)]
+            + ["--tracking-uri", workspace.tracking_uri],
+            cwd=workspace.root,
+            env=workspace.env(KERAS_BACKEND=backend),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert predicted.returncode == 0, predicted.stderr[-2000:]
+        (row,) = json.loads((out / "predictions.json").read_text())
+        assert 0 < row["probabilities"][0] <= 1, backend
+
+
+@pytest.mark.e2e
+def test_data_parallel_over_two_cpu_devices(workspace):
+    result = workspace.run(
+        "backend=jax",
+        "experiment=digits_lenet",
+        "trainer.epochs=1",
+        "strategy=data_parallel",
+        "strategy.cpu_devices=2",
+        "logger.experiment=tests",
+        "logger.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = workspace.client().search_runs(
+        [workspace.client().get_experiment_by_name("tests").experiment_id]
+    )
+    assert run.info.status == "FINISHED"
+    assert "2 replicas" in run.data.tags["device"]
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+
+
+def test_tensorflow_only_strategies_point_to_their_replacement(workspace):
+    for override, expected in (
+        ("strategy=mirrored", "strategy=mirrored is TensorFlow's"),
+        ("strategy=multi_worker", "strategy=multi_worker was replaced by strategy=data_parallel"),
+    ):
+        result = workspace.run("backend=jax", "experiment=digits_lenet", override)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert expected in result.stderr.strip().splitlines()[-1]
