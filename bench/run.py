@@ -14,6 +14,9 @@
              (97% on the offline digits; 99% on MNIST, run too where mnist.npz is in the cache).
   precision  epoch time of one job under float32, mixed precision (float16 on a GPU, bfloat16
              on a CPU) and XLA on/off: the speed-up of each setting over float32.
+  backends   Keras on TensorFlow vs on JAX, the same job (LeNet and the CIFAR CNN on
+             MNIST-format data in memory, batch 128): steady epoch time, training images/s
+             and the whole-process wall time and peak memory of each backend.
   transfer   feature extraction with a frozen pretrained backbone (random weights: no network
              needed, same cost): cached features (`model.cache_features=true`, the backbone runs
              once per image) vs the naive frozen model run every epoch, on the same folder of
@@ -244,6 +247,67 @@ def bench_precision(work: Path, rounds: int, epochs: int, samples: int) -> dict:
         },
         "best_speedup": max(baseline / s["steady_epoch_seconds"] for s in summaries.values()),
         "rounds": results,
+    }
+
+
+def logged_images_per_second(uri: str, experiment: str) -> float:
+    """Median training images/s of the latest run of an experiment, the first epoch left out."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])[0]
+    history = client.get_metric_history(run.info.run_id, "images_per_second")
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+def bench_backends(work: Path, rounds: int, epochs: int, samples: int) -> dict:
+    """One runner job per backend, alternating, for each model; JAX's side needs jax installed
+    (`make install` has both)."""
+    cache, _ = write_mnist_cache(work, samples)
+    env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
+    models = {}
+    for model in ("lenet", "cifar_cnn"):
+        experiment = f"bench_backends_{model}"
+        base, uri = runner_job(
+            work,
+            experiment,
+            "data=mnist",
+            f"model={model}",
+            "data.verify_checksum=false",
+            f"trainer.epochs={epochs}",
+            "trainer.batch_size=128",
+            *UNTIMED_WORK,
+            "logger.log_model=false",
+        )
+        throughput: dict[str, list[float]] = {"tensorflow": [], "jax": []}
+
+        def run_one(name: str, base=base, uri=uri, experiment=experiment, throughput=throughput):
+            _, wall, rss = run_process([*base, f"backend={name}"], work, env)
+            throughput[name].append(logged_images_per_second(uri, experiment))
+            return logged_epoch_seconds(uri, experiment), wall, rss
+
+        results = alternate(f"backends {model}", ("tensorflow", "jax"), rounds, run_one)
+        summaries = {name: summary(runs) for name, runs in results.items()}
+        for name in summaries:
+            summaries[name]["images_per_second"] = statistics.median(throughput[name])
+        tf_s, jax_s = summaries["tensorflow"], summaries["jax"]
+        models[model] = {
+            **summaries,
+            "epoch_time_ratio_jax_over_tf": jax_s["steady_epoch_seconds"]
+            / tf_s["steady_epoch_seconds"],
+            "wall_time_ratio_jax_over_tf": jax_s["wall_seconds"] / tf_s["wall_seconds"],
+            "rounds": results,
+        }
+    return {
+        "what": f"LeNet and the CIFAR CNN on {samples} MNIST-format images, {epochs} epochs, "
+        "batch 128, backend=tensorflow vs backend=jax",
+        "models": models,
+        "lenet_epoch_ratio": models["lenet"]["epoch_time_ratio_jax_over_tf"],
+        "lenet_wall_ratio": models["lenet"]["wall_time_ratio_jax_over_tf"],
+        "cifar_cnn_epoch_ratio": models["cifar_cnn"]["epoch_time_ratio_jax_over_tf"],
+        "cifar_cnn_wall_ratio": models["cifar_cnn"]["wall_time_ratio_jax_over_tf"],
     }
 
 
@@ -514,6 +578,12 @@ TABLE_ROWS = {
     "precision": [
         ("precision: best epoch speed-up over float32 (mixed, XLA)", "best_speedup", ".2f", ""),
     ],
+    "backends": [
+        ("backends: LeNet epoch time jax / tensorflow", "lenet_epoch_ratio", ".2f", ""),
+        ("backends: LeNet process wall time jax / tensorflow", "lenet_wall_ratio", ".2f", ""),
+        ("backends: CIFAR CNN epoch time jax / tensorflow", "cifar_cnn_epoch_ratio", ".2f", ""),
+        ("backends: CIFAR CNN process wall jax / tensorflow", "cifar_cnn_wall_ratio", ".2f", ""),
+    ],
     "transfer": [
         ("transfer: epoch time naive frozen / cached features", "epoch_time_ratio", ".1f", ""),
         ("transfer: process wall time naive / cached", "wall_time_ratio", ".2f", ""),
@@ -529,6 +599,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., dict], dict[str, tuple[int, int]], tup
     "accuracy": (bench_accuracy, {}, ()),
     "time-to-accuracy": (bench_time_to_accuracy, {"epochs": (4, 12)}, ()),
     "precision": (bench_precision, {"epochs": (2, 4), "samples": (6000, 60000)}, ("rounds",)),
+    "backends": (bench_backends, {"epochs": (2, 3), "samples": (6000, 20000)}, ("rounds",)),
     "transfer": (
         bench_transfer,
         {"count": (400, 2000), "epochs": (3, 5)},
