@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -152,24 +153,87 @@ def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
         assert 0 < row["probabilities"][0] <= 1, backend
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _runs(workspace, experiment: str) -> list:
+    client = workspace.client()
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
 @pytest.mark.e2e
-def test_data_parallel_over_two_cpu_devices(workspace):
-    result = workspace.run(
-        "backend=jax",
-        "experiment=digits_lenet",
-        "trainer.epochs=1",
-        "strategy=data_parallel",
-        "strategy.cpu_devices=2",
-        "logger.experiment=tests",
-        "logger.log_model=false",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = workspace.client().search_runs(
-        [workspace.client().get_experiment_by_name("tests").experiment_id]
-    )
+def test_two_processes_train_one_model_and_only_process_0_logs(workspace):
+    """strategy=data_parallel over two CPU devices in one process, then over two processes
+    on 127.0.0.1 (one device each, gloo): the same global batches, so the same model; process
+    1 ends with process 0's weights, and logs and writes nothing."""
+    job = [
+        *("backend=jax", "experiment=digits_lenet", "optimizer=adam", "trainer.epochs=2"),
+        *("strategy=data_parallel", "logger.log_model=false"),
+    ]
+    single = workspace.run(*job, "strategy.cpu_devices=2", "logger.experiment=single")
+    assert single.returncode == 0, single.stderr[-3000:]
+    (alone,) = _runs(workspace, "single")
+    assert "2 replicas" in alone.data.tags["device"]
+
+    port, folders = _free_port(), [workspace.root / "outputs" / f"process{i}" for i in (0, 1)]
+    processes = [
+        workspace.start(
+            *job,
+            "strategy.num_processes=2",
+            f"strategy.process_id={i}",
+            f"strategy.coordinator=127.0.0.1:{port}",
+            f"hydra.run.dir={folders[i]}",
+            "logger.experiment=pair",
+            merge_output=True,
+        )
+        for i in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=240)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+
+    (run,) = _runs(workspace, "pair")  # exactly one run: process 0's
     assert run.info.status == "FINISHED"
-    assert "2 replicas" in run.data.tags["device"]
-    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert "process 0 of 2" in run.data.tags["device"]
+    digest = run.data.tags["weights_digest"]
+    assert f"process 1 of 2 done: weights {digest}, the same as process 0's" in outputs[1]
+    assert (folders[0] / "checkpoints" / "best.keras").is_file()
+    assert not (folders[1] / "checkpoints").exists() and not (folders[1] / "resume").exists()
+    for metric in ("test_accuracy", "test_loss", "val_accuracy"):
+        assert np.isclose(run.data.metrics[metric], alone.data.metrics[metric], rtol=1e-4)
+
+    resumed = workspace.run(*job, "strategy.num_processes=2", "trainer.resume=true")
+    assert resumed.returncode == 2
+    assert "cannot resume a multi-process run" in resumed.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.e2e
+def test_mixed_precision_and_jit_compile_on_jax(workspace):
+    import keras
+
+    for precision, jit in (("mixed_bfloat16", "true"), ("mixed_float16", "false")):
+        folder = workspace.root / "outputs" / precision
+        result = workspace.run(
+            *("backend=jax", "experiment=digits_lenet", "trainer.epochs=1"),
+            f"trainer.precision={precision}",
+            f"trainer.jit_compile={jit}",
+            f"hydra.run.dir={folder}",
+            "logger.experiment=precision",
+            "logger.log_model=false",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        model = keras.saving.load_model(folder / "checkpoints" / "best.keras", safe_mode=True)
+        assert {layer.dtype_policy.name for layer in model.layers if layer.weights} >= {precision}
+    runs = _runs(workspace, "precision")
+    assert {run.data.params["trainer.precision"] for run in runs} == {
+        "mixed_bfloat16",
+        "mixed_float16",
+    }
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert all(0 <= run.data.metrics["test_accuracy"] <= 1 for run in runs)
 
 
 def test_tensorflow_only_strategies_point_to_their_replacement(workspace):

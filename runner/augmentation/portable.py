@@ -17,15 +17,6 @@ import numpy as np
 from runner.augmentation.regions import ERASE_AREA, ERASE_ASPECT
 from runner.core.lazy import keras
 
-ops: Any = None  # keras.ops, bound on first use (importing Keras is costly)
-
-
-def _ops() -> Any:
-    global ops
-    if ops is None:
-        ops = keras.ops
-    return ops
-
 
 def is_geometric(cfg: Any) -> bool:
     """Whether any transform that moves pixels (the affine matrix) is on."""
@@ -56,29 +47,51 @@ def batch_generator(seed: np.ndarray) -> Any:
 
 def _uniform(gen: Any, n: Any, bound: float) -> Any:
     if not bound:
-        return _ops().zeros([n])
+        return keras.ops.zeros([n])
     return keras.random.uniform([n], -bound, bound, seed=gen)
 
 
 def _flip(gen: Any, n: Any, enabled: bool) -> Any:
     if not enabled:
-        return _ops().ones([n])
-    return _ops().where(keras.random.uniform([n], seed=gen) < 0.5, -1.0, 1.0)
+        return keras.ops.ones([n])
+    return keras.ops.where(keras.random.uniform([n], seed=gen) < 0.5, -1.0, 1.0)
 
 
 def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int) -> Any:
-    """(n, 8) projective transforms mapping output to input coordinates (transforms.py)."""
-    o = _ops()
-    theta = _uniform(gen, n, math.radians(cfg.rotation))
-    shear = _uniform(gen, n, math.radians(cfg.shear))
-    shift_x = _uniform(gen, n, cfg.width_shift * width)
-    shift_y = _uniform(gen, n, cfg.height_shift * height)
-    zoom_x = 1.0 + _uniform(gen, n, cfg.zoom)
-    zoom_y = 1.0 + _uniform(gen, n, cfg.zoom)
-    flip_x = _flip(gen, n, cfg.horizontal_flip)
-    flip_y = _flip(gen, n, cfg.vertical_flip)
+    """(n, 8) projective transforms mapping output to input coordinates, one per image."""
+    return compose_matrices(
+        theta=_uniform(gen, n, math.radians(cfg.rotation)),
+        shear=_uniform(gen, n, math.radians(cfg.shear)),
+        shift_x=_uniform(gen, n, cfg.width_shift * width),
+        shift_y=_uniform(gen, n, cfg.height_shift * height),
+        zoom_x=1.0 + _uniform(gen, n, cfg.zoom),
+        zoom_y=1.0 + _uniform(gen, n, cfg.zoom),
+        flip_x=_flip(gen, n, cfg.horizontal_flip),
+        flip_y=_flip(gen, n, cfg.vertical_flip),
+        height=height,
+        width=width,
+    )
+
+
+def compose_matrices(
+    *,
+    theta: Any,
+    shear: Any,
+    shift_x: Any,
+    shift_y: Any,
+    zoom_x: Any,
+    zoom_y: Any,
+    flip_x: Any,
+    flip_y: Any,
+    height: int,
+    width: int,
+) -> Any:
+    """The (n, 8) projective transforms (output to input coordinates) of per-image angles (in
+    radians), shifts (pixels), zooms and flips (-1 or 1), about the image's center. Keras ops:
+    TensorFlow's tf.data path (transforms.py, its own random draws) composes with it too."""
+    o = keras.ops
     cos, sin = o.cos(theta), o.sin(theta)
-    one, zero = o.ones([n]), o.zeros([n])
+    one, zero = o.ones_like(theta), o.zeros_like(theta)
 
     def matrix(rows: list[list[Any]]) -> Any:
         return o.reshape(o.stack([o.stack(row, axis=-1) for row in rows], axis=1), [-1, 3, 3])
@@ -87,6 +100,7 @@ def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int) -> Any:
     shift = matrix([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
     shear_m = matrix([[one, -o.sin(shear), zero], [zero, o.cos(shear), zero], [zero, zero, one]])
     zoom = matrix([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
+    # Flips are mirrorings around the center: a sign on x or y.
     flip = matrix([[flip_x, zero, zero], [zero, flip_y, zero], [zero, zero, one]])
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     to_center = o.convert_to_tensor([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
@@ -98,7 +112,7 @@ def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int) -> Any:
 
 def box_masks(gen: Any, n: Any, height: int, width: int, box_h: Any, box_w: Any) -> Any:
     """(N, H, W, 1) float masks, 1 inside a box of (box_h, box_w) pixels per image."""
-    o = _ops()
+    o = keras.ops
     top = o.floor(keras.random.uniform([n], seed=gen) * (height - box_h + 1))
     left = o.floor(keras.random.uniform([n], seed=gen) * (width - box_w + 1))
     rows = o.arange(height, dtype="float32")[None, :, None]
@@ -112,7 +126,7 @@ def box_masks(gen: Any, n: Any, height: int, width: int, box_h: Any, box_w: Any)
 
 def random_crop(images: Any, gen: Any, padding: int, reflect: bool) -> Any:
     """Pad each side by `padding` (zeros or the mirrored edge), crop back at a random offset."""
-    o = _ops()
+    o = keras.ops
     n, height, width = o.shape(images)[0], images.shape[1], images.shape[2]
     mode = "reflect" if reflect and padding < min(height, width) else "constant"
     pad = [[0, 0], [padding, padding], [padding, padding], [0, 0]]
@@ -125,7 +139,7 @@ def random_crop(images: Any, gen: Any, padding: int, reflect: bool) -> Any:
 
 
 def random_erasing(images: Any, gen: Any, probability: float) -> Any:
-    o = _ops()
+    o = keras.ops
     n, height, width = o.shape(images)[0], images.shape[1], images.shape[2]
     area = keras.random.uniform([n], *ERASE_AREA, seed=gen) * height * width
     low, high = (math.log(x) for x in ERASE_ASPECT)
@@ -141,7 +155,7 @@ def random_erasing(images: Any, gen: Any, probability: float) -> Any:
 
 def augment_batch(images: Any, gen: Any, cfg: Any, as_uint8: bool = True) -> Any:
     """Augment a (N, H, W, C) batch of 0-255 pixels (transforms.augment_batch's keys)."""
-    o = _ops()
+    o = keras.ops
     out = o.cast(images, "float32")
     n, height, width = o.shape(out)[0], out.shape[1], out.shape[2]
     if is_geometric(cfg):
@@ -175,7 +189,7 @@ def _beta(gen: Any, alpha: float) -> Any:
 
 def mix(images: Any, labels: Any, gen: Any, cfg: Any) -> tuple[Any, Any]:
     """MixUp / CutMix of a batch with itself reversed (mixing.py), eagerly: the pipeline's."""
-    o = _ops()
+    o = keras.ops
     images, labels = o.cast(images, "float32"), o.cast(labels, "float32")
     use_mixup = bool(cfg.mixup)
     if cfg.mixup and cfg.cutmix:

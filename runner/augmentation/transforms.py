@@ -69,34 +69,20 @@ def _uniform(seed: tf.Tensor, n: tf.Tensor, bound: float, index: int) -> tf.Tens
 
 
 def random_matrices(cfg: Any, seed: tf.Tensor, n: tf.Tensor, height: int, width: int):
-    """(n, 8) projective transforms mapping output to input coordinates, one per image."""
-    theta = _uniform(seed, n, math.radians(cfg.rotation), 0)
-    shear = _uniform(seed, n, math.radians(cfg.shear), 1)
-    shift_x = _uniform(seed, n, cfg.width_shift * width, 2)
-    shift_y = _uniform(seed, n, cfg.height_shift * height, 3)
-    zoom_x = 1.0 + _uniform(seed, n, cfg.zoom, 4)
-    zoom_y = 1.0 + _uniform(seed, n, cfg.zoom, 5)
-    flip_x = _flip(seed, n, cfg.horizontal_flip, 6)
-    flip_y = _flip(seed, n, cfg.vertical_flip, 7)
-
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    one, zero = tf.ones([n]), tf.zeros([n])
-
-    def matrix(rows):
-        return tf.reshape(tf.stack([tf.stack(row, axis=-1) for row in rows], axis=1), [-1, 3, 3])
-
-    rotation = matrix([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
-    shift = matrix([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
-    shear_m = matrix([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]])
-    zoom = matrix([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
-    # Flips are mirrorings around the center: a sign on x or y.
-    flip = matrix([[flip_x, zero, zero], [zero, flip_y, zero], [zero, zero, one]])
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    to_center = tf.constant([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
-    from_center = tf.constant([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
-    full = to_center @ rotation @ shift @ shear_m @ zoom @ flip @ from_center
-    flat = tf.reshape(full, [-1, 9])
-    return flat[:, :8] / flat[:, 8:9]
+    """(n, 8) projective transforms mapping output to input coordinates, one per image, drawn
+    from the batch's stateless seed."""
+    return portable.compose_matrices(
+        theta=_uniform(seed, n, math.radians(cfg.rotation), 0),
+        shear=_uniform(seed, n, math.radians(cfg.shear), 1),
+        shift_x=_uniform(seed, n, cfg.width_shift * width, 2),
+        shift_y=_uniform(seed, n, cfg.height_shift * height, 3),
+        zoom_x=1.0 + _uniform(seed, n, cfg.zoom, 4),
+        zoom_y=1.0 + _uniform(seed, n, cfg.zoom, 5),
+        flip_x=_flip(seed, n, cfg.horizontal_flip, 6),
+        flip_y=_flip(seed, n, cfg.vertical_flip, 7),
+        height=height,
+        width=width,
+    )
 
 
 def _flip(seed: tf.Tensor, n: tf.Tensor, enabled: bool, index: int) -> tf.Tensor:

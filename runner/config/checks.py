@@ -120,6 +120,11 @@ def check_group(cfg: DictConfig, key: str) -> None:
         OmegaConf.to_object(node).check(key)
 
 
+def wants_resume(resume: object) -> bool:
+    """Whether `trainer.resume` asks to resume (false, none, null and "" do not)."""
+    return resume is not None and str(resume).lower() not in ("false", "none", "null", "")
+
+
 def check_strategy(cfg: DictConfig) -> None:
     """Keras 3 on TensorFlow cannot run several steps per call under tf.distribute: the first
     step fails deep inside TensorFlow ("You must feed a value for placeholder tensor",
@@ -130,6 +135,14 @@ def check_strategy(cfg: DictConfig) -> None:
             f"trainer.steps_per_execution={steps} cannot be combined with "
             f"strategy={cfg.strategy.name}: Keras fails at the first step under tf.distribute "
             "(keras-team/keras#19246). Use trainer.steps_per_execution=1 with this strategy."
+        )
+    resume = cfg.trainer.resume
+    if wants_resume(resume) and (cfg.strategy.num_processes or 1) > 1:
+        # Only process 0 keeps a resume state; the others would start from new weights.
+        raise RunnerError(
+            f"trainer.resume={resume} cannot resume a multi-process run (strategy.num_processes="
+            f"{cfg.strategy.num_processes}): only process 0 keeps its state. Start it again "
+            "without trainer.resume."
         )
 
 

@@ -35,8 +35,18 @@ def _pixels(split: Split, indices: np.ndarray, pool: ThreadPoolExecutor | None) 
     return np.stack(list(pool.map(lambda path: decode_pillow(path, size, channels), paths)))
 
 
+_decoders: ThreadPoolExecutor | None = None
+
+
 def _pool(split: Split) -> ThreadPoolExecutor | None:
-    return ThreadPoolExecutor(DECODE_THREADS) if isinstance(split, FileSplit) else None
+    """The threads that decode files, one pool for every stream of the process (made when a
+    split of files first needs it)."""
+    global _decoders
+    if not isinstance(split, FileSplit):
+        return None
+    if _decoders is None:
+        _decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+    return _decoders
 
 
 def replicas_and_shard() -> tuple[int, tuple[int, int]]:
@@ -50,6 +60,13 @@ def replicas_and_shard() -> tuple[int, tuple[int, int]]:
     return int(distribution.device_mesh.devices.size), (jax.process_index(), jax.process_count())
 
 
+def _own_part(rows: np.ndarray, part: int, parts: int) -> np.ndarray:
+    """Process `part` of `parts` feeds the part-th of `parts` equal slices of a global batch
+    (Keras joins them into one array over every process' devices)."""
+    width = len(rows) // parts
+    return rows[part * width : (part + 1) * width]
+
+
 def in_order(
     split: Split,
     *,
@@ -60,8 +77,8 @@ def in_order(
 
     Split over several devices, the last batch is padded to a multiple of their number with
     copies of its first example, weighted 0 (metrics leave them out; `predict` callers keep
-    the first len(split) rows)."""
-    replicas, _ = replicas_and_shard()
+    the first len(split) rows); process i of n feeds the i-th of n equal parts of each batch."""
+    replicas, (part, parts) = replicas_and_shard()
 
     class InOrder(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -76,6 +93,7 @@ def in_order(
             padding = -len(indices) % replicas
             weights = np.concatenate([np.ones(len(indices)), np.zeros(padding)]).astype("float32")
             indices = np.concatenate([indices, np.full(padding, indices[0])])
+            indices, weights = _own_part(indices, part, parts), _own_part(weights, part, parts)
             images, labels = _pixels(split, indices, self.pool), split.y[indices]
             if transform is not None:
                 images, labels = transform(images, labels)
@@ -122,9 +140,7 @@ def training_stream(
         def __getitem__(self, index: int) -> tuple[Any, Any]:
             epoch, step = first + index // steps, index % steps
             batch = self.order(epoch)[step * batch_size : (step + 1) * batch_size]
-            if parts > 1:
-                width = len(batch) // parts
-                batch = batch[part * width : (part + 1) * width]
+            batch = _own_part(batch, part, parts)
             images, labels = _pixels(split, batch, self.pool), split.y[batch]
             if transform is None:
                 return images, labels

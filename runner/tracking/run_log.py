@@ -229,3 +229,41 @@ class RunLog:
                     lambda p=path: client.log_artifact(self.run_id, str(p), "checkpoints"),
                     lambda p=path: self.delivery.stage_file(p, f"checkpoints/{p.name}"),
                 )
+
+
+class _Nowhere(Delivery):
+    """A delivery that sends nothing and keeps nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(run_id="")
+
+    def send(self, send: Any, keep: Any) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+    def close(self, tracking_uri: str) -> None:
+        pass
+
+
+class QuietRunLog(RunLog):
+    """The run log of processes 1..n-1 of a multi-process run: they train with process 0,
+    which logs the run; what they would log goes nowhere (no MLflow run, no files)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, _Nowhere())  # type: ignore[arg-type] - there is no run
+
+    @property
+    def run_id(self) -> str:
+        return ""
+
+    @property
+    def info(self) -> Any:
+        return None
+
+    def log_missing_epochs(self, history: Mapping[str, Sequence[float]]) -> int:
+        return 0
+
+    def log_inputs(self, *args: Any, **kwargs: Any) -> None:
+        pass

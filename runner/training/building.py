@@ -31,7 +31,7 @@ def build(
     cfg: DictConfig,
     info: DataInfo,
     weights: Path | None,
-    checkpoint_dir: Path,
+    checkpoint_dir: Path | None,
     run_log: RunLog,
     *,
     steps_per_epoch: int,
@@ -42,10 +42,11 @@ def build(
     labels.check(cfg, info)
     model = models.build(cfg.model, info, weights)
     metadata = model_metadata(cfg, info)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / CLASSES_FILE).write_text(
-        json.dumps({"class_names": list(info.class_names), **metadata})
-    )
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / CLASSES_FILE).write_text(
+            json.dumps({"class_names": list(info.class_names), **metadata})
+        )
     _, metrics = heads.loss_and_metrics(info)
     objective_metric = cfg.objective.metric or heads.default_objective(info)
     run_log.set_tag("objective_metric", objective_metric)

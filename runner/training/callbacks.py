@@ -24,6 +24,7 @@ from runner.config.schema import Evaluate
 from runner.core.errors import RunnerError
 from runner.core.joblog import to_log_file
 from runner.tracking.run_log import RunLog
+from runner.training.distribution import saving_alone
 
 
 def mode_of(monitor: str) -> str:
@@ -80,7 +81,8 @@ class CheckpointOf(keras.callbacks.ModelCheckpoint):
         super().set_model(self._saved)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(epoch, logs)
+        with saving_alone():
+            super().on_epoch_end(epoch, logs)
         if self.partial.exists():
             os.replace(self.partial, self.path)
 
@@ -95,7 +97,8 @@ class SaveLast(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        augment.unwrap_model(self._saved).save(self.path)
+        with saving_alone():
+            augment.unwrap_model(self._saved).save(self.path)
 
 
 def tensorboard(keys: Any, output_dir: Path) -> keras.callbacks.Callback:
@@ -177,12 +180,19 @@ class RunCallbacks:
 
 
 def build(
-    cfg: DictConfig, model: keras.Model, output_dir: Path, objective_metric: str
+    cfg: DictConfig,
+    model: keras.Model,
+    output_dir: Path,
+    objective_metric: str,
+    *,
+    writes_files: bool = True,
 ) -> RunCallbacks:
+    """`writes_files=False`: only the callbacks that steer the training (early stopping,
+    ReduceLROnPlateau), for a process that trains beside process 0 and writes nothing."""
     callbacks = cfg.callbacks
     checkpoint_dir = output_dir / "checkpoints"
     checkpoint = None
-    if callbacks.model_checkpoint.enabled:
+    if callbacks.model_checkpoint.enabled and writes_files:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         monitor = checkpoint_monitor(cfg, objective_metric)
         checkpoint = CheckpointOf(
@@ -194,7 +204,7 @@ def build(
         )
     keeps_last = Keep(callbacks.model_checkpoint.keep) is Keep.best_and_last
     last = None
-    if keeps_last or Evaluate(cfg.trainer.evaluate) is Evaluate.last:
+    if writes_files and (keeps_last or Evaluate(cfg.trainer.evaluate) is Evaluate.last):
         last = SaveLast(model, checkpoint_dir / "last.keras")
     extra: list = []
     plateau = None
@@ -210,7 +220,7 @@ def build(
             verbose=1,
         )
     for name, make in OPTIONAL_CALLBACKS.items():
-        if callbacks[name].enabled:
+        if callbacks[name].enabled and writes_files:
             extra.append(make(callbacks[name], output_dir))
     return RunCallbacks(checkpoint, last, plateau, extra)
 

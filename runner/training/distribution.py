@@ -15,12 +15,18 @@ of each batch (Keras shards only tf.data input by itself).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from runner.core.errors import RunnerError
 
@@ -107,3 +113,58 @@ def build(cfg: Any) -> Placement:
         placement.num_processes,
     )
     return placement
+
+
+def agreed_weights(model: Any) -> str:
+    """After a multi-process fit: a digest of this process' copy of the weights, checked to be
+    the same in every process (they trained one model; a process whose copy drifted, from
+    another seed or other data, fails the run instead of logging a model nobody trained)."""
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    try:
+        multihost_utils.assert_equal(np.frombuffer(digest.digest(), np.uint8))
+    except AssertionError as error:
+        raise RunnerError(
+            "the processes of this run ended with different weights; start every process with "
+            "the same config (trainer.seed, data, model) and only strategy.process_id changed."
+        ) from error
+    return digest.hexdigest()[:16]
+
+
+def leave(model: Any, *, copy: bool) -> Any:
+    """The end of a multi-process fit, in every process (after `agreed_weights`): the
+    distribution off and the processes disconnected (JAX's shutdown waits for all of them), so
+    that process 0 goes on alone: choose the weights, evaluate, log. With `copy`, returns
+    `model` copied onto this process' devices (its weights span every process' devices, which
+    end here), through a `.keras` file loaded in safe mode; else None."""
+    import jax
+
+    keras.distribution.set_distribution(None)
+    local = None
+    if copy:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            local = keras.saving.load_model(path, safe_mode=True, compile=False)
+    jax.distributed.shutdown()
+    return local
+
+
+@contextmanager
+def saving_alone() -> Iterator[None]:
+    """Around a save by one process (process 0's checkpoints and resume state): Keras' saving
+    creates variables (a throwaway optimizer), and under a multi-process distribution creating
+    a variable is a step every process must take together; with the distribution off, a save
+    is this process' own."""
+    current = keras.distribution.distribution()
+    if current is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)

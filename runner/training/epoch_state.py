@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from runner import optimizers
+from runner.training.distribution import saving_alone
 from runner.training.resume import (
     PREVIOUS_STATE_FILE,
     STATE_FILE,
@@ -26,9 +27,12 @@ from runner.training.resume import (
 
 
 class EpochState(keras.callbacks.Callback):
+    """Records each epoch in `progress` and saves it under `output_dir` (None: records only,
+    for a process that trains beside process 0 and writes nothing)."""
+
     def __init__(
         self,
-        output_dir: Path,
+        output_dir: Path | None,
         progress: Progress,
         *,
         phase: int,
@@ -39,7 +43,7 @@ class EpochState(keras.callbacks.Callback):
         plateau: keras.callbacks.ReduceLROnPlateau | None = None,
     ) -> None:
         super().__init__()
-        self.folder = state_dir(output_dir)
+        self.folder = state_dir(output_dir) if output_dir is not None else None
         self.progress = progress
         self.phase, self.phase_start, self.phase_end = phase, phase_start, phase_end
         self.early_stopping, self.checkpoint, self.plateau = early_stopping, checkpoint, plateau
@@ -72,9 +76,12 @@ class EpochState(keras.callbacks.Callback):
         progress.phase, progress.phase_start = self.phase, self.phase_start
         progress.epochs_done = epoch + 1
         progress.phase_complete = bool(self.model.stop_training) or epoch + 1 >= self.phase_end
+        if self.folder is None:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         progress.weights = f"epoch-{epoch + 1:04d}.weights.h5"
-        save_atomically(self.folder / progress.weights, self.model.save_weights)
+        with saving_alone():
+            save_atomically(self.folder / progress.weights, self.model.save_weights)
         stopper = self.early_stopping
         if stopper is not None:
             progress.early_stopping = {

@@ -49,13 +49,13 @@ def fit(
     *,
     phases: list[Phase],
     batch_size: int,
-    output_dir: Path,
+    output_dir: Path | None,
     progress: resume.Progress,
     run_callbacks: callbacks.RunCallbacks,
     run_log: RunLog,
 ) -> dict:
     """Train through every phase; returns the metric history of every epoch, those before a
-    resumption included."""
+    resumption included. The resume state is saved under `output_dir` (None: not saved)."""
     for number, phase in enumerate(phases, start=1):
         pruned = run_callbacks.trial is not None and run_callbacks.trial.pruned_after
         if pruned:
@@ -136,7 +136,7 @@ def _run_phase(
     cfg: DictConfig,
     phase: _Fit,
     progress: resume.Progress,
-    output_dir: Path,
+    output_dir: Path | None,
     run_callbacks: callbacks.RunCallbacks,
     run_log: RunLog,
 ) -> None:

@@ -26,10 +26,11 @@ from runner.evaluation.test_split import evaluate
 from runner.models.phases import training_phases
 from runner.sweeps import trials
 from runner.tracking.run import open_run
-from runner.tracking.run_log import RunLog
+from runner.tracking.run_log import QuietRunLog, RunLog
 from runner.training import (
     building,
     callbacks,
+    distribution,
     fit,
     identity,
     inputs,
@@ -63,6 +64,8 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
 
     job_runtime = runtime.configure(cfg)  # 1. runtime
     batch_size = job_runtime.global_batch(cfg.trainer.batch_size)
+    if not job_runtime.is_chief:
+        return _train_beside_chief(cfg, job_runtime, phases, initial_weights, batch_size)
     config = resume.comparable_config(cfg)
     tags = identity.job_tags(cfg, job_runtime, output_dir, resume.config_digest(config))
     try:
@@ -105,12 +108,16 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
                     run_log=run_log,
                 )
             _log_pruned(run_log, run_callbacks.trial)
+            trained = built.model
+            if job_runtime.num_processes > 1:  # the other processes stop here
+                run_log.set_tag("weights_digest", distribution.agreed_weights(trained))
+                trained = distribution.leave(trained, copy=True)
             for path, folder in callbacks.files_to_log(output_dir):
                 run_log.log_files(path, folder)
 
             monitor = callbacks.checkpoint_monitor(cfg, built.objective_metric)
             best = weights.choose(  # 5. choose the weights
-                cfg, built.model, checkpoint_dir, history, monitor, run_log
+                cfg, trained, checkpoint_dir, history, monitor, run_log
             )
             building.compile_to_evaluate(best, splits.info)  # it trains no further
 
@@ -144,6 +151,51 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
         ) from interrupt
     resume.remove_state(output_dir)  # FINISHED: nothing left to resume
     return trials.outcome(objective, run_callbacks.trial)
+
+
+def _train_beside_chief(
+    cfg: DictConfig,
+    job_runtime: runtime.Runtime,
+    phases: list,
+    initial_weights: Path | None,
+    batch_size: int,
+) -> float:
+    """Process i > 0 of a multi-process run: the same data, model and steps as process 0, with
+    which it trains one model; process 0 logs the run, chooses the weights, evaluates and writes
+    the checkpoints; this process logs and writes nothing. Returns the objective too."""
+    quiet = QuietRunLog()
+    splits = inputs.load(cfg, quiet)
+    with job_runtime.scope():
+        built = building.build(
+            cfg,
+            splits.info,
+            initial_weights,
+            None,
+            quiet,
+            steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
+        )
+        steering = callbacks.build(
+            cfg, built.model, Path(cfg.paths.output_dir), built.objective_metric, writes_files=False
+        )
+        history = fit.fit(
+            cfg,
+            built.model,
+            splits,
+            phases=phases,
+            batch_size=batch_size,
+            output_dir=None,
+            progress=resume.Progress(run_id=""),
+            run_callbacks=steering,
+            run_log=quiet,
+        )
+    digest = distribution.agreed_weights(built.model)
+    distribution.leave(built.model, copy=False)
+    print(
+        f"[runner] process {job_runtime.process_id} of {job_runtime.num_processes} done: "
+        f"weights {digest}, the same as process 0's, which logs the run.",
+        flush=True,
+    )
+    return results.log_objective(quiet, history, built.objective_metric, Mode(cfg.objective.mode))
 
 
 def _progress(

@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config.checks import wants_resume
 from runner.config.schema import Mode
 from runner.core.errors import RunnerError
 
@@ -192,7 +193,7 @@ def requested_target(cfg: DictConfig) -> Target | None:
     """The run `trainer.resume` names, checked (another config is refused); None for a new run.
     MLflow only, no TensorFlow: a refusal or a finished run costs a second, not an import."""
     wanted = cfg.trainer.resume
-    if wanted is None or str(wanted).lower() in ("false", "none", "null", ""):
+    if not wants_resume(wanted):
         return None
     from mlflow import MlflowClient
 
