@@ -136,6 +136,16 @@ def test_an_out_of_range_value_is_one_line_before_any_run(workspace):
     assert statuses(workspace) == []
 
 
+def test_a_file_store_is_one_line_pointing_to_sqlite(workspace):
+    store = workspace.root / "old-mlruns"
+    result = workspace.run("experiment=digits_lenet", *FAST, f"logger.tracking_uri=file:{store}")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"logger.tracking_uri=file:{store} is a file store" in line
+    assert "sqlite:///" in line and "MLFLOW_ALLOW_FILE_STORE=true" in line
+    assert not store.exists()
+
+
 def test_a_monitor_that_is_not_a_metric_is_refused_with_the_choices():
     """What a run checks once it knows its metrics (a RunnerError there fails the run with one
     line: test_missing_file_offline_names_file_url_and_folder)."""

@@ -30,7 +30,16 @@ def unreachable_server(tracking_uri: str) -> RunnerError:
 
 def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
     """A tracking server nobody listens on is reported before TensorFlow is even imported (a
-    TCP connection, no MLflow); one that listens but fails is caught when the run starts."""
+    TCP connection, no MLflow); one that listens but fails is caught when the run starts. A
+    file store (./mlruns, file:), which MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE=true,
+    is one line too."""
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if urlsplit(tracking_uri).scheme in ("", "file") and not allowed:
+        raise RunnerError(
+            f"logger.tracking_uri={tracking_uri} is a file store, which MLflow 3 refuses: use "
+            "sqlite:///<folder>/mlflow.db (the default; `mlflow migrate-filestore` moves an old "
+            "store) or set MLFLOW_ALLOW_FILE_STORE=true."
+        )
     if not is_remote(tracking_uri):
         return
     address = urlsplit(tracking_uri)
