@@ -85,6 +85,29 @@ def test_evaluation_batches_are_the_split_in_order():
     np.testing.assert_array_equal(images, split.x)
 
 
+@pytest.mark.parametrize("key", ["randaugment=2", "augmix=true"])
+def test_randaugment_and_augmix_in_keras_ops_are_a_function_of_the_batch_seed(key):
+    """portable.py's path (Keras ops, any backend): most images change, the same seed gives
+    the same batch, another seed another one."""
+    from runner.augmentation import portable
+    from tests.conftest import compose_config
+
+    cfg = compose_config([f"augmentation.{key}"]).augmentation
+    images = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3)).astype("uint8")
+
+    def augmented(seed: list[int]) -> np.ndarray:
+        import keras
+
+        batch = portable.augment_batch(images, portable.batch_generator(np.array(seed)), cfg)
+        return keras.ops.convert_to_numpy(batch)
+
+    first = augmented([1, 0])
+    assert first.shape == images.shape and first.dtype == np.uint8
+    assert (first != images).reshape(16, -1).any(axis=1).mean() > 0.5
+    np.testing.assert_array_equal(augmented([1, 0]), first)
+    assert (augmented([1, 1]) != first).any()
+
+
 def test_an_unknown_backend_is_one_line(workspace):
     result = workspace.run("backend=theano", "experiment=digits_lenet")
     assert result.returncode == 2, result.stderr[-2000:]

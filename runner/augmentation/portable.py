@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from runner.augmentation import randaugment
+from runner.augmentation.randaugment import GeneratorSource
 from runner.augmentation.regions import ERASE_AREA, ERASE_ASPECT
 from runner.core.lazy import keras
 
@@ -25,18 +27,6 @@ def is_geometric(cfg: Any) -> bool:
         or cfg.horizontal_flip
         or cfg.vertical_flip
     )
-
-
-def check(cfg: Any) -> None:
-    """The keys this module has no version of yet, refused before the run starts."""
-    from runner.core.errors import RunnerError
-
-    for key in ("randaugment", "augmix"):
-        if cfg[key]:
-            raise RunnerError(
-                f"augmentation.{key} runs on backend=tensorflow only for now; this job runs on "
-                f"{keras.backend.backend()}: set augmentation.{key}=0 or backend=tensorflow."
-            )
 
 
 def batch_generator(seed: np.ndarray) -> Any:
@@ -169,6 +159,11 @@ def augment_batch(images: Any, gen: Any, cfg: Any, as_uint8: bool = True) -> Any
         )
     if cfg.random_crop:
         out = random_crop(out, gen, int(cfg.random_crop), cfg.fill_mode == "reflect")
+    if cfg.randaugment:
+        magnitude = float(cfg.randaugment_magnitude)
+        out = randaugment.randaugment(out, GeneratorSource(gen), int(cfg.randaugment), magnitude)
+    if cfg.augmix:
+        out = randaugment.augmix(out, GeneratorSource(gen), float(cfg.augmix_severity))
     if cfg.brightness:
         out = out + _uniform(gen, n, cfg.brightness * 255.0)[:, None, None, None]
     if cfg.contrast:

@@ -108,9 +108,10 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
         out = regions.random_crop(out, seed, int(cfg.random_crop), cfg.fill_mode == "reflect")
     if cfg.randaugment:
         magnitude = float(cfg.randaugment_magnitude)
-        out = randaugment.randaugment(out, seed, int(cfg.randaugment), magnitude)
+        source = randaugment.StatelessSource(seed)
+        out = randaugment.randaugment(out, source, int(cfg.randaugment), magnitude)
     if cfg.augmix:
-        out = randaugment.augmix(out, seed, float(cfg.augmix_severity))
+        out = randaugment.augmix(out, randaugment.StatelessSource(seed), float(cfg.augmix_severity))
     if cfg.brightness:  # add up to +-brightness of the full range
         delta = _uniform(seed, n, cfg.brightness * 255.0, 8)
         out = out + delta[:, None, None, None]

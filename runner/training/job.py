@@ -16,11 +16,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from runner import models
-from runner.augmentation import normalize, portable
+from runner.augmentation import normalize
 from runner.augmentation import transforms as augment
 from runner.config.checks import check_config
 from runner.config.schema import Mode
-from runner.core import backend
 from runner.core.interrupts import Terminated
 from runner.evaluation.test_split import evaluate
 from runner.models.phases import training_phases
@@ -49,8 +48,6 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
     `target`: the unfinished run to resume (`resume.requested_target`), None for a new run."""
     check_config(cfg)  # also done before TensorFlow is imported; cheap, and run() stands alone
     models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
-    if not backend.is_tensorflow():
-        portable.check(cfg.augmentation)
     # Before the run exists: no network and no cached file is a config problem, not a failed run.
     initial_weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
     # A resumed run keeps training in its own job folder (checkpoints, resume state).
