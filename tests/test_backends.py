@@ -176,6 +176,23 @@ def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
         assert 0 < row["probabilities"][0] <= 1, backend
 
 
+@pytest.mark.e2e
+def test_a_sweep_on_jax(workspace):
+    result = workspace.run(
+        "-m",
+        *("backend=jax", "experiment=digits_lenet", "trainer.epochs=1"),
+        "optimizer.lr=0.01,0.002",
+        "logger.experiment=sweep",
+        "logger.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _runs(workspace, "sweep")
+    children = [run for run in runs if run.data.tags.get("sweep") != "parent"]
+    assert sorted(run.data.params["optimizer.lr"] for run in children) == ["0.002", "0.01"]
+    assert {run.data.tags["backend"] for run in children} == {"jax"}
+    assert all(run.info.status == "FINISHED" for run in runs) and len(runs) == 3
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

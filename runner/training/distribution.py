@@ -86,10 +86,13 @@ def prepare(cfg: Any) -> None:
 
 
 def _multi_process(strategy: Any) -> bool:
+    """Asked for by the keys, by Keras' variable, or by a Slurm job step of several tasks
+    (`srun`; JAX reads the coordinator, count and rank from Slurm's environment itself)."""
     return bool(
         (strategy.num_processes or 0) > 1
         or strategy.coordinator
         or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+        or int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1) > 1
     )
 
 
