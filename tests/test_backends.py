@@ -245,7 +245,11 @@ def test_two_processes_train_one_model_and_only_process_0_logs(workspace):
     for metric in ("test_accuracy", "test_loss", "val_accuracy"):
         assert np.isclose(run.data.metrics[metric], alone.data.metrics[metric], rtol=1e-4)
 
-    resumed = workspace.run(*job, "strategy.num_processes=2", "trainer.resume=true")
+    resumed = workspace.run(
+        *job,
+        *("strategy.num_processes=2", "strategy.process_id=0"),
+        *(f"strategy.coordinator=127.0.0.1:{port}", "trainer.resume=true"),
+    )
     assert resumed.returncode == 2
     assert "cannot resume a multi-process run" in resumed.stderr.strip().splitlines()[-1]
 

@@ -92,6 +92,10 @@ RANGE_ERRORS = [
     ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience should be >= 0"),
     ("strategy.cpu_devices=-2", "strategy.cpu_devices should be >= 0. Received: -2"),
     (
+        "strategy=data_parallel strategy.num_processes=2 strategy.process_id=1",
+        "strategy.num_processes=2 needs strategy.coordinator (host:port of process 0",
+    ),
+    (
         "model=pretrained model.dropout=1",
         "model.dropout should be in [0, 1). Received: 1",
     ),

@@ -13,6 +13,7 @@ keys and their defaults.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -376,6 +377,15 @@ class StrategyConfig:
             at_least(f"{at}.num_processes", self.num_processes, 1)
             if self.process_id is not None:
                 in_range(f"{at}.process_id", self.process_id, 0, self.num_processes)
+        found = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or os.environ.get("SLURM_JOB_ID")
+        if (self.num_processes or 1) > 1 and not found:
+            missing = [key for key in ("coordinator", "process_id") if getattr(self, key) is None]
+            if missing:
+                raise RunnerError(
+                    f"{at}.num_processes={self.num_processes} needs "
+                    f"{' and '.join(f'{at}.{key}' for key in missing)} (host:port of process 0, "
+                    "this process' rank from 0), or a cluster that sets them (Slurm)."
+                )
 
 
 @dataclass

@@ -112,10 +112,8 @@ def _end(run_log: RunLog, status: str, reason: str, checkpoint_dir: Path | None)
             run_log.set_tag("error", reason)
             run_log.delivery.end(status)
         except Exception as error:  # the original error matters more than a failed log
-            recorded = False
-            log.error("could not mark the run %s in MLflow: %s", status, one_line(error))
-            log.debug("the store's error", exc_info=True)
             mlflow.tracking.fluent._active_run_stack.get().clear()
+            recorded = _mark_again(run_log, status, reason, error)
         if checkpoint_dir is not None:
             try:
                 run_log.upload_checkpoints(checkpoint_dir)
@@ -127,6 +125,20 @@ def _end(run_log: RunLog, status: str, reason: str, checkpoint_dir: Path | None)
                 )
                 log.debug("the store's error", exc_info=True)
     return recorded
+
+
+def _mark_again(run_log: RunLog, status: str, reason: str, error: Exception) -> bool:
+    """A second try, through a client of its own: the first may have failed on what the
+    interruption broke (a store request cut off half-way). False when the store refuses."""
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(run_log.run_id, "error", reason)
+        client.set_terminated(run_log.run_id, status)
+        return True
+    except Exception as again:
+        log.error("could not mark the run %s in MLflow: %s", status, one_line(error))
+        log.debug("the store's errors: %s; then %s", error, again, exc_info=True)
+        return False
 
 
 def one_line(error: BaseException) -> str:
