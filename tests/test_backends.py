@@ -77,6 +77,32 @@ def test_a_resumed_stream_sees_the_batches_of_an_uninterrupted_one():
     assert not np.array_equal(epoch_labels[0], epoch_labels[1])
 
 
+def test_each_process_reads_its_part_of_the_global_batch_and_draws_its_own_augmentation():
+    """Process i of n reads the i-th slice of each global batch; its augmentation seed is its
+    own (two parts sharing one would give row k of each part the same transform)."""
+    split = _split(48)
+
+    def batches(shard: tuple[int, int] | None) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        stream, _ = training_stream(
+            split,
+            batch_size=16,
+            seed=7,
+            epochs=range(0, 2),
+            transform=lambda images, labels, seed: (labels, (int(seed[0]), int(seed[1]))),
+            shard=shard,
+        )
+        return [stream[i] for i in range(len(stream))]
+
+    alone, parts = batches(None), [batches((i, 2)) for i in (0, 1)]
+    expected = [(7 * 100_003 + epoch, step) for epoch in (0, 1) for step in (0, 1, 2)]
+    assert [seed for _, seed in alone] == expected
+    for whole, first, second in zip(alone, *parts, strict=True):
+        np.testing.assert_array_equal(whole[0], np.concatenate([first[0], second[0]]))
+        assert first[1] != second[1]
+    seeds = [seed for part in parts for _, seed in part]
+    assert len(set(seeds)) == len(seeds)  # no two batches of the two processes share one
+
+
 def test_evaluation_batches_are_the_split_in_order():
     split = _split(37)
     batches = in_order(split, batch_size=16)

@@ -109,6 +109,7 @@ def training_stream(
     seed: int,
     epochs: range,
     transform: Transform | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[Any, int]:
     """The training batches of every epoch in `epochs`, one stream (fit it with
     `steps_per_epoch`, so Keras keeps one iterator across epochs); returns it and the steps
@@ -116,10 +117,14 @@ def training_stream(
 
     Split over several devices (strategy=data_parallel) an epoch leaves out its last, smaller
     batch (a batch must divide evenly), and process i of n reads the i-th of n equal parts of
-    each global batch.
+    each global batch (`shard`: (i, n), by default this process' under keras.distribution).
+    Each part's augmentation draws from a seed of its own, so two parts never share a
+    transform row for row; with one part the seed is what it always was.
     """
     count = len(split)
     replicas, (part, parts) = replicas_and_shard()
+    if shard is not None:
+        part, parts = shard
     steps = count // batch_size if replicas > 1 else -(-count // batch_size)
     first = epochs.start
 
@@ -144,6 +149,7 @@ def training_stream(
             images, labels = _pixels(split, batch, self.pool), split.y[batch]
             if transform is None:
                 return images, labels
-            return transform(images, labels, np.array([seed * 100_003 + epoch, step]))
+            batch_seed = np.array([seed * 100_003 + epoch, step * parts + part])
+            return transform(images, labels, batch_seed)
 
     return Training(), steps
