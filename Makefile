@@ -9,7 +9,7 @@ ARGS ?=
 # runner/tracking/store.py links runs the same way).
 UI_URL = http://$(HOST):$(PORT)/\#/experiments?workflowType=machine_learning
 
-.PHONY: install install-jax test-jax lock train demo test test-fast lint format ui server serve report bench clean
+.PHONY: install install-jax test-jax lock train demo test test-fast lint format ui server serve report bench gpu-kit clean
 
 install: $(VENV)/.installed
 
@@ -102,6 +102,12 @@ report: install
 ## bench: runner vs the tutorials' way, side by side (ARGS="pipeline", "--quick", ...)
 bench: install
 	$(PY) bench/run.py $(ARGS)
+
+## gpu-kit: the wheels a GPU machine without network lacks (Keras, Hydra, MLflow's client; for
+## its Python, GPU_KIT_PYTHON) into .whl/, for bench/gpu.sh there (README, "On a GPU machine")
+GPU_KIT_PYTHON ?= 3.12
+gpu-kit:
+	$(PYTHON) bench/gpu_kit.py --python-version $(GPU_KIT_PYTHON)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

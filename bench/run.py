@@ -17,6 +17,11 @@
   backends   Keras on TensorFlow vs on JAX, the same job (LeNet and the CIFAR CNN on
              MNIST-format data in memory, batch 128): steady epoch time, training images/s
              and the whole-process wall time and peak memory of each backend.
+  gpu        for a machine with a GPU (not in the default set): `--backend` (default jax)
+             LeNet and the CIFAR CNN on 60,000 MNIST-format images (epoch time, images/s,
+             peak accelerator memory), mnist_lenet vs mnist_tuned to 99% validation accuracy
+             on MNIST-shaped handwritten digits (scikit-learn's, upscaled and jittered; test
+             on held-out originals), and cifar10_tuned's epoch time. bench/gpu.sh runs it.
   transfer   feature extraction with a frozen pretrained backbone (random weights: no network
              needed, same cost): cached features (`model.cache_features=true`, the backbone runs
              once per image) vs the naive frozen model run every epoch, on the same folder of
@@ -30,6 +35,7 @@ Timings live here, never in tests.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -46,19 +52,43 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "bench"
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+# The repository first, then what PYTHONPATH already holds (bench/gpu.sh's wheels there).
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+}
+
+
+def gpus() -> list[str]:
+    """The NVIDIA GPUs of this machine (nvidia-smi; none where it is missing). Read without
+    importing a framework: JAX in this process would reserve most of the GPU's memory before
+    the jobs start."""
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
 def machine() -> dict:
-    import tensorflow as tf
-
-    return {
+    info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "gpus": gpus(),
     }
+    for package in ("keras", "tensorflow", "jax", "jaxlib", "torch", "mlflow", "mlflow-skinny"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return info
 
 
 def run_process(args: list[str], cwd: Path, env: dict | None = None) -> tuple[str, float, float]:
@@ -208,10 +238,9 @@ def bench_precision(work: Path, rounds: int, epochs: int, samples: int) -> dict:
     """Steady epoch time of one runner job under each precision / XLA setting, same data and
     model (LeNet, batch 256): float32 is the baseline. Mixed precision is float16 on a GPU (tensor
     cores), bfloat16 elsewhere."""
-    import tensorflow as tf
-
     cache, _ = write_mnist_cache(work, samples)
-    mixed = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    on_gpu = bool(gpus())
+    mixed = "mixed_float16" if on_gpu else "mixed_bfloat16"
     settings = {
         "float32": ["trainer.precision=float32", "trainer.jit_compile=false"],
         "float32+xla": ["trainer.precision=float32", "trainer.jit_compile=true"],
@@ -240,7 +269,7 @@ def bench_precision(work: Path, rounds: int, epochs: int, samples: int) -> dict:
     baseline = summaries["float32"]["steady_epoch_seconds"]
     return {
         "what": f"LeNet on {samples} MNIST-format images, {epochs} epochs, batch 256",
-        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        "device": "GPU" if on_gpu else "CPU",
         "settings": summaries,
         "speedup_vs_float32": {
             name: baseline / s["steady_epoch_seconds"] for name, s in summaries.items()
@@ -262,9 +291,10 @@ def logged_images_per_second(uri: str, experiment: str) -> float:
     return statistics.median(values[1:] if len(values) > 1 else values)
 
 
-def bench_backends(work: Path, rounds: int, epochs: int, samples: int) -> dict:
-    """One runner job per backend, alternating, for each model; JAX's side needs jax installed
-    (`make install` has both)."""
+def bench_backends(work: Path, rounds: int, epochs: int, samples: int, backends: str) -> dict:
+    """One runner job per backend, alternating, for each model (`--backends`, default
+    tensorflow,jax: `make install` has both; the ratios need both)."""
+    names = tuple(name.strip() for name in backends.split(",") if name.strip())
     cache, _ = write_mnist_cache(work, samples)
     env = {**ENV, "RUNNER_DATA_DIR": str(cache)}
     models = {}
@@ -281,34 +311,221 @@ def bench_backends(work: Path, rounds: int, epochs: int, samples: int) -> dict:
             *UNTIMED_WORK,
             "logger.log_model=false",
         )
-        throughput: dict[str, list[float]] = {"tensorflow": [], "jax": []}
+        throughput: dict[str, list[float]] = {name: [] for name in names}
 
         def run_one(name: str, base=base, uri=uri, experiment=experiment, throughput=throughput):
             _, wall, rss = run_process([*base, f"backend={name}"], work, env)
             throughput[name].append(logged_images_per_second(uri, experiment))
             return logged_epoch_seconds(uri, experiment), wall, rss
 
-        results = alternate(f"backends {model}", ("tensorflow", "jax"), rounds, run_one)
+        results = alternate(f"backends {model}", names, rounds, run_one)
         summaries = {name: summary(runs) for name, runs in results.items()}
         for name in summaries:
             summaries[name]["images_per_second"] = statistics.median(throughput[name])
-        tf_s, jax_s = summaries["tensorflow"], summaries["jax"]
-        models[model] = {
-            **summaries,
-            "epoch_time_ratio_jax_over_tf": jax_s["steady_epoch_seconds"]
-            / tf_s["steady_epoch_seconds"],
-            "wall_time_ratio_jax_over_tf": jax_s["wall_seconds"] / tf_s["wall_seconds"],
-            "rounds": results,
-        }
-    return {
+        models[model] = {**summaries, "rounds": results}
+        if {"tensorflow", "jax"} <= set(names):
+            tf_s, jax_s = summaries["tensorflow"], summaries["jax"]
+            models[model]["epoch_time_ratio_jax_over_tf"] = (
+                jax_s["steady_epoch_seconds"] / tf_s["steady_epoch_seconds"]
+            )
+            models[model]["wall_time_ratio_jax_over_tf"] = (
+                jax_s["wall_seconds"] / tf_s["wall_seconds"]
+            )
+    result: dict = {
         "what": f"LeNet and the CIFAR CNN on {samples} MNIST-format images, {epochs} epochs, "
-        "batch 128, backend=tensorflow vs backend=jax",
+        f"batch 128, backend={' vs backend='.join(names)}",
+        "backends": list(names),
         "models": models,
-        "lenet_epoch_ratio": models["lenet"]["epoch_time_ratio_jax_over_tf"],
-        "lenet_wall_ratio": models["lenet"]["wall_time_ratio_jax_over_tf"],
-        "cifar_cnn_epoch_ratio": models["cifar_cnn"]["epoch_time_ratio_jax_over_tf"],
-        "cifar_cnn_wall_ratio": models["cifar_cnn"]["wall_time_ratio_jax_over_tf"],
     }
+    for model in models:
+        for key, short in (
+            ("epoch_time_ratio_jax_over_tf", "epoch"),
+            ("wall_time_ratio_jax_over_tf", "wall"),
+        ):
+            if key in models[model]:
+                result[f"{model}_{short}_ratio"] = models[model][key]
+        for name in names:
+            result[f"{model}_{name}_epoch_seconds"] = models[model][name]["steady_epoch_seconds"]
+    return result
+
+
+def write_digits_mnist(work: Path, train: int, test: int, seed: int = 0) -> Path:
+    """A data cache holding a real-format mnist.npz of handwritten digits where MNIST itself
+    cannot be downloaded (the GPU machine reaches no network): scikit-learn's 8x8 digits,
+    upscaled to 20x20 in a 28x28 frame like MNIST's, each image a random rotation (+-12
+    degrees), scale (0.9-1.1) and shift (+-3 px) of an original, with a little noise. The test
+    images come from originals held out of training (20%, stratified), so test accuracy is
+    honest; validation (`trainer.validation_split` of the training images) shares originals
+    with training and reads higher."""
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    upscaled = ndimage.zoom(digits.images / 16.0, (1, 2.5, 2.5), order=1).clip(0, 1)
+    kept, held_out = train_test_split(
+        np.arange(len(digits.target)), test_size=0.2, stratify=digits.target, random_state=seed
+    )
+    rng = np.random.default_rng(seed)
+    centre = np.array([13.5, 13.5])
+
+    def draw(originals: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        picked = rng.choice(originals, count)
+        images = np.empty((count, 28, 28), np.float32)
+        canvas = np.zeros((28, 28), np.float32)
+        for index, original in enumerate(picked):
+            canvas[4:24, 4:24] = upscaled[original]
+            angle = np.deg2rad(rng.uniform(-12, 12))
+            scale = rng.uniform(0.9, 1.1)
+            # output pixel o reads input pixel M @ (o - centre) + centre - shift
+            matrix = (
+                np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
+            )
+            offset = centre - matrix @ centre - rng.integers(-3, 4, 2)
+            images[index] = ndimage.affine_transform(canvas, matrix, offset=offset, order=1)
+        images += rng.normal(0, 0.03, images.shape).astype(np.float32)
+        pixels = (images.clip(0, 1) * 255).round().astype(np.uint8)
+        return pixels, digits.target[picked].astype(np.uint8)
+
+    x_train, y_train = draw(kept, train)
+    x_test, y_test = draw(held_out, test)
+    cache = work / "digits_mnist_cache"
+    (cache / "mnist").mkdir(parents=True, exist_ok=True)
+    np.savez(
+        cache / "mnist" / "mnist.npz",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+    )
+    return cache
+
+
+def write_cifar_cache(work: Path, per_batch: int, n_test: int) -> Path:
+    """A data cache holding a real-format cifar-10-python.tar.gz of synthetic images (timing
+    only: its accuracy means nothing)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures import write_cifar10
+
+    cache = work / "cifar_cache"
+    (cache / "cifar10").mkdir(parents=True, exist_ok=True)
+    write_cifar10(cache / "cifar10" / "cifar-10-python.tar.gz", per_batch=per_batch, n_test=n_test)
+    return cache
+
+
+def save_partial(name: str, parts: dict) -> None:
+    """What a long benchmark has measured so far (experiments/bench/<name>.partial.json), so a
+    run cut off by its time limit still leaves its first figures."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.partial.json").write_text(json.dumps(parts, indent=2))
+
+
+def steady_images_per_second(curve: dict) -> float:
+    rates = curve["images_per_second"]
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def bench_gpu(
+    work: Path,
+    samples: int,
+    epochs: int,
+    tta_epochs: int,
+    cifar_per_batch: int,
+    cifar_epochs: int,
+    backend: str,
+    batch_size: int,
+) -> dict:
+    """What a GPU gives, one job each (device time is short): epoch time, training images/s,
+    accelerator and process peak memory of LeNet and the CIFAR CNN on `samples` MNIST-format
+    images; seconds and epochs to 99% validation accuracy on MNIST-shaped handwritten digits,
+    the tutorials' recipe (mnist_lenet) vs the tuned one (mnist_tuned); and the epoch time of
+    cifar10_tuned on CIFAR-format data. `--backend` (default jax: the GPU machine has no
+    TensorFlow); it runs on a CPU too, slowly (`--quick` for a smoke run)."""
+    chosen = (f"backend={backend}", "data.verify_checksum=false")
+    mnist_cache, _ = write_mnist_cache(work, samples)
+    throughput = {}
+    for model in ("lenet", "cifar_cnn"):
+        print(f"[bench]   throughput: {model}", flush=True)
+        curve = job_curve(
+            work,
+            f"bench_gpu_{model}",
+            *chosen,
+            "data=mnist",
+            f"model={model}",
+            f"trainer.epochs={epochs}",
+            f"trainer.batch_size={batch_size}",
+            *UNTIMED_WORK,
+            env={**ENV, "RUNNER_DATA_DIR": str(mnist_cache)},
+        )
+        throughput[model] = {
+            "steady_epoch_seconds": steady(curve["epoch_seconds"]),
+            "first_epoch_seconds": curve["epoch_seconds"][0],
+            "images_per_second": steady_images_per_second(curve),
+            "device_peak_memory_mb": curve["device_peak_memory_mb"],
+            "process_wall_seconds": curve["process_wall_seconds"],
+            "peak_rss_mb": curve["peak_rss_mb"],
+        }
+        save_partial("gpu", {"throughput": throughput})
+    digits_cache = write_digits_mnist(work, train=samples, test=max(samples // 6, 1000))
+    recipes = {}
+    for label, preset in (("seed", "experiment=mnist_lenet"), ("tuned", "experiment=mnist_tuned")):
+        print(f"[bench]   time to 99%: {label} recipe ({preset})", flush=True)
+        curve = job_curve(
+            work,
+            f"bench_gpu_tta_{label}",
+            preset,
+            *chosen,
+            f"trainer.epochs={tta_epochs}",
+            "callbacks.early_stopping.enabled=false",
+            env={**ENV, "RUNNER_DATA_DIR": str(digits_cache)},
+        )
+        recipes[label] = {"preset": preset, **to_target(curve, 0.99)}
+        save_partial("gpu", {"throughput": throughput, "time_to_99": recipes})
+    cifar = None
+    if cifar_epochs:
+        print("[bench]   cifar10_tuned epoch time", flush=True)
+        cifar_cache = write_cifar_cache(
+            work, cifar_per_batch, n_test=max(cifar_per_batch // 5, 100)
+        )
+        curve = job_curve(
+            work,
+            "bench_gpu_cifar10_tuned",
+            "experiment=cifar10_tuned",
+            *chosen,
+            f"trainer.epochs={cifar_epochs}",
+            env={**ENV, "RUNNER_DATA_DIR": str(cifar_cache)},
+        )
+        cifar = {
+            "train_images": 5 * cifar_per_batch,
+            "epochs": cifar_epochs,
+            "epoch_seconds": curve["epoch_seconds"],
+            "steady_epoch_seconds": steady(curve["epoch_seconds"]),
+            "images_per_second": steady_images_per_second(curve),
+            "device_peak_memory_mb": curve["device_peak_memory_mb"],
+            "process_wall_seconds": curve["process_wall_seconds"],
+            # The preset's epochs at the measured steady pace, plus the first (compiling) one.
+            "preset_20_epochs_seconds_estimate": curve["epoch_seconds"][0]
+            + 19 * steady(curve["epoch_seconds"]),
+        }
+    headline = {
+        "what": f"backend={backend}: LeNet and the CIFAR CNN on {samples} MNIST-format images "
+        f"(batch {batch_size}, {epochs} epochs); mnist_lenet vs mnist_tuned to 99% val accuracy "
+        f"on MNIST-shaped digits ({tta_epochs} epochs each); cifar10_tuned epoch time",
+        "backend": backend,
+        "throughput": throughput,
+        "time_to_99": recipes,
+        "cifar10_tuned": cifar,
+        "lenet_images_per_second": throughput["lenet"]["images_per_second"],
+        "lenet_device_peak_mb": throughput["lenet"]["device_peak_memory_mb"],
+        "cifar_cnn_images_per_second": throughput["cifar_cnn"]["images_per_second"],
+        "cifar_cnn_device_peak_mb": throughput["cifar_cnn"]["device_peak_memory_mb"],
+        "seed_seconds_to_99": recipes["seed"]["seconds_to_target"],
+        "tuned_seconds_to_99": recipes["tuned"]["seconds_to_target"],
+        "tuned_test_accuracy": recipes["tuned"]["final_test_accuracy"],
+        "cifar10_tuned_epoch_seconds": cifar and cifar["steady_epoch_seconds"],
+    }
+    # On a CPU there is no accelerator memory (and --quick may skip CIFAR): those rows say n/a.
+    return {key: value for key, value in headline.items() if value is not None or "_to_" in key}
 
 
 def write_jpeg_folder(folder: Path, count: int) -> None:
@@ -401,13 +618,14 @@ def bench_pipeline(work: Path, rounds: int, count: int, batches: int) -> dict:
     }
 
 
-def job_curve(work: Path, experiment: str, *overrides: str) -> dict:
+def job_curve(work: Path, experiment: str, *overrides: str, env: dict | None = None) -> dict:
     """One runner job to its end; its cumulative training seconds and validation accuracy per
-    epoch, its test accuracy, its process wall time and peak memory."""
+    epoch, its test accuracy, its process wall time and peak memory (and the accelerator's,
+    where the job ran on one)."""
     import mlflow
 
     args, uri = runner_job(work, experiment, *overrides, "logger.log_model=false")
-    _, wall, rss = run_process(args, work)
+    _, wall, rss = run_process(args, work, env)
     client = mlflow.MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     run = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])[0]
@@ -419,11 +637,14 @@ def job_curve(work: Path, experiment: str, *overrides: str) -> dict:
         ]
 
     return {
+        "epoch_seconds": history("epoch_seconds"),
         "seconds": np.cumsum(history("epoch_seconds")).tolist(),
+        "images_per_second": history("images_per_second"),
         "val_accuracy": history("val_accuracy"),
         "test_accuracy": run.data.metrics["test_accuracy"],
         "process_wall_seconds": wall,
         "peak_rss_mb": rss,
+        "device_peak_memory_mb": run.data.metrics.get("device_peak_memory_mb"),
     }
 
 
@@ -438,6 +659,7 @@ def to_target(curve: dict, target: float) -> dict:
         "final_test_accuracy": curve["test_accuracy"],
         "process_wall_seconds": curve["process_wall_seconds"],
         "peak_rss_mb": curve["peak_rss_mb"],
+        "device_peak_memory_mb": curve["device_peak_memory_mb"],
     }
 
 
@@ -584,6 +806,16 @@ TABLE_ROWS = {
         ("backends: CIFAR CNN epoch time jax / tensorflow", "cifar_cnn_epoch_ratio", ".2f", ""),
         ("backends: CIFAR CNN process wall jax / tensorflow", "cifar_cnn_wall_ratio", ".2f", ""),
     ],
+    "gpu": [
+        ("gpu: LeNet training images/s", "lenet_images_per_second", ",.0f", ""),
+        ("gpu: LeNet peak accelerator memory, MB", "lenet_device_peak_mb", ",.0f", ""),
+        ("gpu: CIFAR CNN training images/s", "cifar_cnn_images_per_second", ",.0f", ""),
+        ("gpu: CIFAR CNN peak accelerator memory, MB", "cifar_cnn_device_peak_mb", ",.0f", ""),
+        ("gpu: mnist_lenet, s to 99% val (MNIST-shaped)", "seed_seconds_to_99", ".1f", ""),
+        ("gpu: mnist_tuned, s to 99% val (MNIST-shaped)", "tuned_seconds_to_99", ".1f", ""),
+        ("gpu: mnist_tuned test accuracy (held-out digits)", "tuned_test_accuracy", ".4f", ""),
+        ("gpu: cifar10_tuned steady epoch, s", "cifar10_tuned_epoch_seconds", ".2f", ""),
+    ],
     "transfer": [
         ("transfer: epoch time naive frozen / cached features", "epoch_time_ratio", ".1f", ""),
         ("transfer: process wall time naive / cached", "wall_time_ratio", ".2f", ""),
@@ -599,7 +831,22 @@ BENCHMARKS: dict[str, tuple[Callable[..., dict], dict[str, tuple[int, int]], tup
     "accuracy": (bench_accuracy, {}, ()),
     "time-to-accuracy": (bench_time_to_accuracy, {"epochs": (4, 12)}, ()),
     "precision": (bench_precision, {"epochs": (2, 4), "samples": (6000, 60000)}, ("rounds",)),
-    "backends": (bench_backends, {"epochs": (2, 3), "samples": (6000, 20000)}, ("rounds",)),
+    "backends": (
+        bench_backends,
+        {"epochs": (2, 3), "samples": (6000, 20000)},
+        ("rounds", "backends"),
+    ),
+    "gpu": (
+        bench_gpu,
+        {
+            "samples": (3000, 60000),
+            "epochs": (2, 3),
+            "tta_epochs": (2, 8),
+            "cifar_per_batch": (200, 10000),
+            "cifar_epochs": (1, 3),
+        },
+        ("backend", "batch_size"),
+    ),
     "transfer": (
         bench_transfer,
         {"count": (400, 2000), "epochs": (3, 5)},
@@ -618,11 +865,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument(
+        "which",
+        nargs="*",
+        default=[name for name in BENCHMARKS if name != "gpu"],
+        choices=list(BENCHMARKS),
+        help="the benchmarks to run (default: all but gpu, which is for a machine with one)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--backbone", default="vgg16", help="transfer: the pretrained backbone")
     parser.add_argument("--size", type=int, default=150, help="transfer: input side in pixels")
+    parser.add_argument(
+        "--backends", default="tensorflow,jax", help="backends: the backends compared"
+    )
+    parser.add_argument("--backend", default="jax", help="gpu: the backend of every job")
+    parser.add_argument("--batch-size", type=int, default=128, help="gpu: the throughput batch")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -641,8 +899,12 @@ def main() -> None:
             }
             (OUT / f"{name}.json").write_text(json.dumps(record, indent=2))
             for measure, key, fmt, goal in TABLE_ROWS[name]:
-                value = result[key]
-                table.append((measure, "not reached" if value is None else f"{value:{fmt}}", goal))
+                value = result.get(key, "n/a")
+                if value is None:
+                    shown = "not reached"
+                else:
+                    shown = value if isinstance(value, str) else f"{value:{fmt}}"
+                table.append((measure, shown, goal))
     width = max(len(row[0]) for row in table)
     print(
         f"\nmachine: {info['platform']}, {info['cpu_count']} CPUs, GPUs: {info['gpus'] or 'none'}"

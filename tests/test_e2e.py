@@ -183,6 +183,7 @@ def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings
     assert f"{steps}/{steps}" in result.stdout
     throughput = client.get_metric_history(run.info.run_id, "images_per_second")
     assert len(throughput) == 3 and min(m.value for m in throughput) > 0
+    assert "device_peak_memory_mb" not in run.data.metrics  # a CPU: no accelerator memory
     (last,) = (workspace.root / "outputs" / "runs").glob("*/checkpoints/last.keras")
     saved = keras.saving.load_model(last, safe_mode=True)
     policies = {layer.name: layer.dtype_policy.name for layer in saved.layers}

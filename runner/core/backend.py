@@ -72,3 +72,32 @@ def is_tensorflow() -> bool:
     import keras
 
     return keras.backend.backend() == "tensorflow"
+
+
+def peak_accelerator_memory_mb() -> float | None:
+    """The most memory the backend has held at once on a GPU/TPU of this process so far, in MB
+    (the highest over its local accelerators); None where it trains on the CPU (the process'
+    peak RSS tells there). Each backend's own counter: JAX's `memory_stats()`, TensorFlow's
+    `get_memory_info`, torch's `max_memory_allocated`."""
+    import keras
+
+    name = keras.backend.backend()
+    peaks: list[int] = []
+    if name == "jax":
+        import jax
+
+        for device in jax.local_devices():
+            stats = device.memory_stats() if device.platform != "cpu" else None
+            if stats and "peak_bytes_in_use" in stats:
+                peaks.append(stats["peak_bytes_in_use"])
+    elif name == "tensorflow":
+        import tensorflow as tf
+
+        for index, _ in enumerate(tf.config.list_logical_devices("GPU")):
+            peaks.append(tf.config.experimental.get_memory_info(f"GPU:{index}")["peak"])
+    elif name == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            peaks = [torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())]
+    return max(peaks) / 2**20 if peaks else None

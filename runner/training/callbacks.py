@@ -21,6 +21,7 @@ from runner import optimizers
 from runner.augmentation import transforms as augment
 from runner.config.callbacks import Keep
 from runner.config.schema import Evaluate
+from runner.core import backend
 from runner.core.errors import RunnerError
 from runner.core.joblog import to_log_file
 from runner.tracking.run_log import RunLog
@@ -37,8 +38,9 @@ def checkpoint_monitor(cfg: DictConfig, objective_metric: str) -> str:
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Per-epoch metrics under Keras' own names, step = epoch, plus the learning rate, the
-    epoch's wall time (`epoch_seconds`, training and validation) and the training throughput
-    (`images_per_second`, training steps only)."""
+    epoch's wall time (`epoch_seconds`, training and validation), the training throughput
+    (`images_per_second`, training steps only) and, on a GPU/TPU, the peak accelerator memory
+    so far (`device_peak_memory_mb`)."""
 
     def __init__(self, run_log: RunLog, train_examples: int) -> None:
         super().__init__()
@@ -61,6 +63,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         # name, stays for runs compared with earlier ones.
         rate = optimizers.current_learning_rate(self.model.optimizer)
         metrics["lr"] = metrics["learning_rate"] = rate
+        peak = backend.peak_accelerator_memory_mb()
+        if peak is not None:
+            metrics["device_peak_memory_mb"] = peak
         self.run_log.log_epoch(metrics, epoch)
         # The job's log file holds the run too (Keras prints its progress to the console only).
         line = "  ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
