@@ -9,7 +9,7 @@ ARGS ?=
 # runner/tracking/store.py links runs the same way).
 UI_URL = http://$(HOST):$(PORT)/\#/experiments?workflowType=machine_learning
 
-.PHONY: install install-jax test-jax lock train demo test test-fast lint format ui server serve report bench gpu-kit clean
+.PHONY: install install-jax test-jax test-torch lock train demo test test-fast lint format ui server serve report bench gpu-kit clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,15 @@ $(JAX_VENV)/.installed: pyproject.toml constraints.txt
 test-jax: install-jax
 	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
 		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
+
+## test-torch: tests/test_torch.py (backend=torch) with PyTorch added to $(JAX_VENV). TORCH_SPEC
+## must name a CPU build: torch==2.13.0 is one on this project's CI machines (a local file);
+## elsewhere e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+test-torch: install-jax
+	$(JAX_VENV)/bin/python -m pip install -q -c constraints.txt $(TORCH_SPEC)
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
+		-n $(TEST_WORKERS) --dist loadgroup tests/test_torch.py $(ARGS)
 
 ## lock: rewrite constraints.txt from the virtualenv (after changing dependencies on purpose)
 lock:

@@ -21,7 +21,13 @@ from runner.data.batches import in_order, training_stream
 from tests.conftest import epochs_done, wait_until
 
 pytestmark = pytest.mark.backends
-HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+HAS_TENSORFLOW = has_module("tensorflow")
 
 JAX_DIGITS = [
     "backend=jax",
@@ -151,16 +157,24 @@ def _history(client, run_id: str, metric: str) -> list[float]:
 def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
     workspace, tmp_path
 ):
+    trains_resumes_and_predicts(workspace, tmp_path, "jax")
+
+
+def trains_resumes_and_predicts(workspace, tmp_path, backend: str) -> None:
+    """On `backend`: a job killed after two epochs and resumed logs the losses of an
+    uninterrupted one, and its model predicts on it and on each other backend installed.
+    tests/test_torch.py runs it on torch."""
+    job = [f"backend={backend}", *JAX_DIGITS[1:]]
     killed_dir = workspace.root / "outputs" / "killed"
-    killed = workspace.start(*JAX_DIGITS, f"hydra.run.dir={killed_dir}", merge_output=True)
-    straight = workspace.start(*JAX_DIGITS, "logger.experiment=straight", merge_output=True)
+    killed = workspace.start(*job, f"hydra.run.dir={killed_dir}", merge_output=True)
+    straight = workspace.start(*job, "logger.experiment=straight", merge_output=True)
     wait_until(lambda: epochs_done(killed_dir) >= 2, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     output, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, output[-3000:]
-    assert "done on CPU" in output and "with jax" in output
-    resumed = workspace.run(*JAX_DIGITS, "trainer.resume=true")
+    assert "done on CPU" in output and f"with {backend}" in output
+    resumed = workspace.run(*job, "trainer.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     client = workspace.client()
@@ -169,7 +183,7 @@ def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
         (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         runs[experiment] = run
         assert run.info.status == "FINISHED"
-        assert run.data.params["backend"] == "jax" and run.data.tags["backend"] == "jax"
+        assert run.data.params["backend"] == backend and run.data.tags["backend"] == backend
         # On a CPU there is no accelerator memory to report (the GPU bench reads it there).
         assert "device_peak_memory_mb" not in run.data.metrics
     for metric in ("loss", "val_loss", "val_accuracy"):
@@ -182,26 +196,27 @@ def test_jax_trains_resumes_after_a_kill_like_an_uninterrupted_run_and_predicts(
     requirements = client.download_artifacts(
         runs["straight"].info.run_id, "model/requirements.txt", str(tmp_path)
     )
-    assert "jax==" in open(requirements).read()
+    assert f"{backend}==" in open(requirements).read()
 
-    # The JAX-trained model predicts on this environment's other backend too.
+    # The model predicts on this environment's other backend too.
     image = tmp_path / "digit.png"
     Image.fromarray(np.full((28, 28), 128, np.uint8)).save(image)
-    for backend in ("jax", "tensorflow") if HAS_TENSORFLOW else ("jax",):
-        out = tmp_path / f"predictions-{backend}"
+    others = [name for name in ("tensorflow", "jax") if name != backend and has_module(name)]
+    for predicting in (backend, *others):
+        out = tmp_path / f"predictions-{predicting}"
         predicted = subprocess.run(
             [sys.executable, "-m", "runner.predict", "--model"]
             + [f"runs:/{runs['straight'].info.run_id}/model", "--out", str(out), str(image)]
             + ["--tracking-uri", workspace.tracking_uri],
             cwd=workspace.root,
-            env=workspace.env(KERAS_BACKEND=backend),
+            env=workspace.env(KERAS_BACKEND=predicting),
             capture_output=True,
             text=True,
             timeout=180,
         )
         assert predicted.returncode == 0, predicted.stderr[-2000:]
         (row,) = json.loads((out / "predictions.json").read_text())
-        assert 0 < row["probabilities"][0] <= 1, backend
+        assert 0 < row["probabilities"][0] <= 1, predicting
 
 
 @pytest.mark.e2e
