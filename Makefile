@@ -61,10 +61,12 @@ demo: install
 	@echo
 	@echo "Open the MLflow UI with: make ui   (then $(UI_URL))"
 
-## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up)
+## test: the whole suite, offline, in TEST_WORKERS processes (tests handed out as workers free up):
+## everything but the `backends` tests in .venv, then those in .venv-jax, where no TensorFlow is
+## (they are about Keras on JAX; running them beside TensorFlow too would only repeat them)
 TEST_WORKERS ?= 2
 test: install install-jax
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not backends" $(ARGS)
 	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
 		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
 

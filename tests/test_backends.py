@@ -1,6 +1,7 @@
 """Keras on JAX (runner/core/backend.py, runner/data/batches.py, runner/augmentation/
-portable.py, runner/training/distribution.py). Marked `backends`: they also run in the
-virtualenv without TensorFlow (`make test-jax`), where they prove the runner needs none."""
+portable.py, runner/training/distribution.py). Marked `backends`: `make test` runs them in the
+virtualenv without TensorFlow (`make test-jax`), where they prove the runner needs none; a
+model crossing backends (trained on one, predicting on the other) is in tests/test_predict.py."""
 
 from __future__ import annotations
 

@@ -432,3 +432,58 @@ def test_mlflow_models_serve_answers_like_predict(trained, tmp_path):
         assert answer["label"] == expected["labels"][0]
         for label, probability in zip(expected["labels"], expected["probabilities"], strict=True):
             assert answer[label] == pytest.approx(probability, rel=1e-4)
+
+
+def test_a_model_trained_on_either_backend_predicts_the_same_on_the_other(workspace, tmp_path):
+    """`.keras` files are backend-neutral: a model trained on TensorFlow (here, in process) and
+    one trained on JAX (through the CLI) each give the same top classes and probabilities on
+    both backends. (The JAX-only virtualenv's tests, tests/test_backends.py, cannot reach
+    TensorFlow.)"""
+    from runner.cli.predict import main
+    from tests.conftest import train_in_process
+
+    train_in_process(
+        workspace, ["experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=tf"]
+    )
+    trained = workspace.run(
+        *("backend=jax", "experiment=digits_lenet", "trainer.epochs=1", "logger.experiment=jax")
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    images = []
+    for value in (0, 128, 255):
+        images.append(tmp_path / f"digit-{value}.png")
+        Image.fromarray(np.full((28, 28), value, np.uint8)).save(images[-1])
+
+    client = workspace.client()
+    for experiment in ("tf", "jax"):
+        [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert run.data.params["backend"] == {"tf": "tensorflow", "jax": "jax"}[experiment]
+        model = [
+            "--model",
+            f"runs:/{run.info.run_id}/model",
+            "--tracking-uri",
+            workspace.tracking_uri,
+        ]
+        main([*model, *map(str, images), "--out", str(tmp_path / f"{experiment}-on-tensorflow")])
+        on_jax = subprocess.run(
+            [sys.executable, "-m", "runner.predict", *model, *map(str, images)]
+            + ["--out", str(tmp_path / f"{experiment}-on-jax")],
+            cwd=workspace.root,
+            env=workspace.env(KERAS_BACKEND="jax"),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert on_jax.returncode == 0, on_jax.stderr[-3000:]
+        rows = {
+            backend: json.loads(
+                (tmp_path / f"{experiment}-on-{backend}" / "predictions.json").read_text()
+            )
+            for backend in ("tensorflow", "jax")
+        }
+        assert len(rows["jax"]) == len(images)
+        for here, there in zip(rows["tensorflow"], rows["jax"], strict=True):
+            assert here["labels"] == there["labels"], experiment
+            np.testing.assert_allclose(
+                here["probabilities"], there["probabilities"], rtol=1e-4, atol=1e-6
+            )

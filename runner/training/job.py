@@ -20,6 +20,7 @@ from runner.augmentation import normalize
 from runner.augmentation import transforms as augment
 from runner.config.checks import check_config
 from runner.config.schema import Mode
+from runner.core import backend
 from runner.core.interrupts import Terminated
 from runner.evaluation.test_split import evaluate
 from runner.models.phases import training_phases
@@ -47,6 +48,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
     """Train and evaluate one configuration; return the objective (best `objective.metric`).
     `target`: the unfinished run to resume (`resume.requested_target`), None for a new run."""
     check_config(cfg)  # also done before TensorFlow is imported; cheap, and run() stands alone
+    cfg.backend = backend.select(cfg.backend)  # `auto` logs the name it stands for, here too
     models.validate(cfg.model, normalizing=normalize.is_active(cfg.augmentation))
     # Before the run exists: no network and no cached file is a config problem, not a failed run.
     initial_weights = models.weights_file(cfg.model, Path(cfg.paths.data_dir).expanduser())
