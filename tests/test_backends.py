@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -332,3 +333,67 @@ def test_tensorflow_only_strategies_point_to_their_replacement(workspace):
         result = workspace.run("backend=jax", "experiment=digits_lenet", override)
         assert result.returncode == 2, result.stderr[-2000:]
         assert expected in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_process_whose_peers_never_come_stops_after_the_join_timeout(workspace):
+    """Process 1 with no process 0 at the coordinator: one line. Process 0 with no process 1:
+    JAX ends it (a check failure, not a line of ours) once strategy.join_timeout is up, before
+    any run exists, instead of after JAX's 5 minutes."""
+    job = ["backend=jax", "experiment=digits_lenet", "strategy=data_parallel"]
+    alone = [
+        workspace.start(
+            *job,
+            *("strategy.num_processes=2", f"strategy.process_id={rank}"),
+            *(f"strategy.coordinator=127.0.0.1:{_free_port()}", "strategy.join_timeout=3"),
+            f"hydra.run.dir={workspace.root / 'outputs' / str(rank)}",
+        )
+        for rank in (0, 1)
+    ]
+    (out0, err0), (_, err1) = (process.communicate(timeout=120) for process in alone)
+    assert alone[1].returncode == 2, err1[-3000:]
+    [line] = err1.strip().splitlines()
+    assert line.startswith("error: process 1 of 2: nothing answers at 127.0.0.1:"), line
+    assert "strategy.join_timeout=3 s" in line
+    assert alone[0].returncode != 0
+    assert "process 0 of 2: joining the others at 127.0.0.1:" in out0
+    assert "DEADLINE_EXCEEDED" in err0
+    assert not _runs_anywhere(workspace)  # both stopped before any run started
+
+
+def _runs_anywhere(workspace) -> list:
+    client = workspace.client()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.e2e
+def test_when_a_process_dies_the_others_stop_in_one_line_and_the_run_is_failed(workspace):
+    """Process 1 killed mid-run: process 0 ends at once with one line (not at JAX's exit
+    barrier, a heartbeat timeout later, with a stack trace), its run FAILED with its
+    checkpoint logged."""
+    port, folders = _free_port(), [workspace.root / "outputs" / f"process{i}" for i in (0, 1)]
+    processes = [
+        workspace.start(
+            *("backend=jax", "experiment=digits_lenet", "trainer.epochs=40"),
+            *("strategy=data_parallel", "strategy.num_processes=2", f"strategy.process_id={i}"),
+            *(f"strategy.coordinator=127.0.0.1:{port}", "strategy.heartbeat_timeout=60"),
+            *("callbacks.early_stopping.enabled=false", "logger.experiment=lost"),
+            f"hydra.run.dir={folders[i]}",
+        )
+        for i in (0, 1)
+    ]
+    wait_until(lambda: epochs_done(folders[0]) >= 2, processes[0])
+    processes[1].kill()
+    processes[1].wait()
+    killed_at = time.monotonic()
+    _, stderr = processes[0].communicate(timeout=120)
+    waited = time.monotonic() - killed_at
+    assert waited < 50, (waited, stderr[-3000:])  # well before the 60 s heartbeat timeout
+    assert processes[0].returncode == 2, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("error: process 0 of 2: another process of this run stopped"), line
+    assert "Traceback" not in stderr and "Check failure" not in stderr
+
+    (run,) = _runs(workspace, "lost")
+    assert run.info.status == "FAILED"
+    logged = {f.path for f in workspace.client().list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/best.keras" in logged

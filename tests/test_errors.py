@@ -96,6 +96,12 @@ RANGE_ERRORS = [
         "strategy.num_processes=2 needs strategy.coordinator (host:port of process 0",
     ),
     (
+        "strategy=data_parallel strategy.coordinator=hostA",
+        "strategy.coordinator should be host:port of process 0 (e.g. 10.0.0.1:23456). "
+        "Received: hostA",
+    ),
+    ("strategy.join_timeout=0", "strategy.join_timeout should be >= 1. Received: 0"),
+    (
         "model=pretrained model.dropout=1",
         "model.dropout should be in [0, 1). Received: 1",
     ),

@@ -6,6 +6,7 @@ stderr and exit code 2, with the traceback in the job's log file when there is o
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from runner.cli.quick_exit import skip_final_collection
-from runner.core.errors import RunnerError, environment_problem
+from runner.core.errors import PeerLost, RunnerError, environment_problem
 from runner.core.joblog import to_log_file
 
 USER_ERROR = 2
@@ -33,6 +34,10 @@ def stop(message: str, error: BaseException | None = None, code: int = USER_ERRO
     """End the command with one line on stderr (the details in the job's log file)."""
     to_log_file(message, error)
     print(message, file=sys.stderr, flush=True)
+    if isinstance(error, PeerLost):  # the run is marked already; skip JAX's exit barrier
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -14,6 +14,7 @@ keys and their defaults.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -370,9 +371,21 @@ class StrategyConfig:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # Seconds a process waits for all the others to join at the coordinator, and seconds a
+    # process may go silent (killed, its host down) before the others fail the run (JAX's
+    # initialization and heartbeat timeouts).
+    join_timeout: int = 300
+    heartbeat_timeout: int = 100
 
     def check(self, at: str) -> None:
         at_least(f"{at}.cpu_devices", self.cpu_devices, 0)
+        if self.coordinator and not re.fullmatch(r"\S+:\d{1,5}", self.coordinator):
+            raise RunnerError(
+                f"{at}.coordinator should be host:port of process 0 (e.g. 10.0.0.1:23456). "
+                f"Received: {self.coordinator}"
+            )
+        at_least(f"{at}.join_timeout", self.join_timeout, 1)
+        at_least(f"{at}.heartbeat_timeout", self.heartbeat_timeout, 1)
         if self.num_processes is not None:
             at_least(f"{at}.num_processes", self.num_processes, 1)
             if self.process_id is not None:

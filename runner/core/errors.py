@@ -13,6 +13,12 @@ class DataError(RunnerError):
     """A dataset file is missing, corrupt or in an unexpected format."""
 
 
+class PeerLost(RunnerError):
+    """Another process of a multi-process run stopped, so this one cannot go on. Its command
+    ends at once after its line: JAX's own exit handler would wait at a barrier for the lost
+    process (strategy.heartbeat_timeout), then abort with a stack trace."""
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM stopped the job: `message` says where and how to resume."""
 

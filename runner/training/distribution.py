@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from runner.core.errors import RunnerError
+from runner.core.errors import PeerLost, RunnerError
 
 log = logging.getLogger(__name__)
 NAMES = ("default", "data_parallel")
@@ -78,11 +80,66 @@ def prepare(cfg: Any) -> None:
         # CPU processes exchange gradients through gloo (GPUs use NCCL by themselves).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         if not jax.distributed.is_initialized():
-            keras.distribution.initialize(
-                job_addresses=strategy.coordinator,
-                num_processes=strategy.num_processes,
-                process_id=strategy.process_id,
-            )
+            _join(strategy)
+
+
+def _join(strategy: Any) -> None:
+    """What keras.distribution.initialize does (the keys, else its KERAS_DISTRIBUTION_*
+    variables, else the cluster's environment as JAX reads it), with the keys' timeouts: JAX's
+    own defaults leave a process waiting 5 minutes for a peer that was never started."""
+    import jax
+
+    env = os.environ
+    coordinator = strategy.coordinator or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    if coordinator:
+        coordinator = coordinator.split(",")[0]  # Keras' list of every process' address
+    count, rank = strategy.num_processes, strategy.process_id
+    if count is None and env.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+        count = int(env["KERAS_DISTRIBUTION_NUM_PROCESSES"])
+    if rank is None and env.get("KERAS_DISTRIBUTION_PROCESS_ID"):
+        rank = int(env["KERAS_DISTRIBUTION_PROCESS_ID"])
+    where = f"process {rank} of {count}" if rank is not None else "this process"
+    if coordinator and rank not in (None, 0) and not _answers(coordinator, strategy.join_timeout):
+        # JAX itself would abort the process (a C++ check failure) once the timeout is up.
+        raise RunnerError(
+            f"{where}: nothing answers at {coordinator} (strategy.coordinator) after "
+            f"strategy.join_timeout={strategy.join_timeout} s: start process 0 on that host "
+            "with the same strategy.coordinator (its host:port), or wait longer."
+        )
+    print(
+        f"[runner] {where}: joining the others at {coordinator or 'the cluster coordinator'} "
+        f"(up to strategy.join_timeout={strategy.join_timeout} s)",
+        flush=True,
+    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=count,
+            process_id=rank,
+            initialization_timeout=strategy.join_timeout,
+            heartbeat_timeout_seconds=strategy.heartbeat_timeout,
+        )
+    except jax.errors.JaxRuntimeError as error:
+        raise RunnerError(
+            f"{where} could not join the others at {coordinator or 'the cluster coordinator'} "
+            f"within strategy.join_timeout={strategy.join_timeout} s: start every process with "
+            "the same strategy.coordinator and strategy.num_processes (process 0 on the "
+            f"coordinator's host), or wait longer ({str(error).splitlines()[0][:120]})."
+        ) from None
+
+
+def _answers(address: str, timeout: float) -> bool:
+    """Whether something accepts connections at `host:port` within `timeout` seconds."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return True
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
 
 
 def _multi_process(strategy: Any) -> bool:
@@ -116,6 +173,40 @@ def build(cfg: Any) -> Placement:
         placement.num_processes,
     )
     return placement
+
+
+# What a failed exchange with a lost process says (gloo on CPUs, NCCL on GPUs, JAX's service).
+PEER_FAILURES = ("gloo", "nccl", "heartbeat", "connection reset", "coordination service")
+
+
+@contextmanager
+def peers_watched(process_id: int, num_processes: int) -> Iterator[None]:
+    """Around the steps a multi-process run takes together (fit, the weights check): a lost
+    process (killed, its host down) surfaces in the others as a failed collective (gloo, NCCL)
+    or a missed heartbeat; they end with one line, their distribution off, so that process 0
+    marks the run FAILED and logs its checkpoints alone."""
+    if num_processes <= 1:
+        yield
+        return
+    import jax
+
+    try:
+        yield
+    except (jax.errors.JaxRuntimeError, ValueError) as error:
+        # JAX raises a failed collective as its runtime error, or re-raised as a ValueError
+        # when it fails inside a dispatch (a device_put that checks the processes agree).
+        text = str(error).lower()
+        if not isinstance(error, jax.errors.JaxRuntimeError) and not any(
+            word in text for word in PEER_FAILURES
+        ):
+            raise
+        keras.distribution.set_distribution(None)
+        reason = str(error).strip().splitlines()[0][:160]
+        raise PeerLost(
+            f"process {process_id} of {num_processes}: another process of this run stopped, so "
+            f"this one cannot go on ({reason}). Start every process again (a multi-process run "
+            "does not resume)."
+        ) from error
 
 
 def agreed_weights(model: Any) -> str:

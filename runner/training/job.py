@@ -82,7 +82,10 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
 
             splits = inputs.load(cfg, run_log)  # 2. data
 
-            with job_runtime.scope():  # the model lives on every replica
+            with (
+                job_runtime.scope(),  # the model lives on every replica
+                distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes),
+            ):
                 built = building.build(  # 3. model
                     cfg,
                     splits.info,
@@ -109,7 +112,8 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
             _log_pruned(run_log, run_callbacks.trial)
             trained = built.model
             if job_runtime.num_processes > 1:  # the other processes stop here
-                run_log.set_tag("weights_digest", distribution.agreed_weights(trained))
+                with distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes):
+                    run_log.set_tag("weights_digest", distribution.agreed_weights(trained))
                 trained = distribution.leave(trained, copy=True)
             for path, folder in callbacks.files_to_log(output_dir):
                 run_log.log_files(path, folder)
@@ -164,7 +168,8 @@ def _train_beside_chief(
     the checkpoints; this process logs and writes nothing. Returns the objective too."""
     quiet = QuietRunLog()
     splits = inputs.load(cfg, quiet)
-    with job_runtime.scope():
+    watched = distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes)
+    with watched, job_runtime.scope():
         built = building.build(
             cfg,
             splits.info,
@@ -187,7 +192,7 @@ def _train_beside_chief(
             run_callbacks=steering,
             run_log=quiet,
         )
-    digest = distribution.agreed_weights(built.model)
+        digest = distribution.agreed_weights(built.model)
     distribution.leave(built.model, copy=False)
     print(
         f"[runner] process {job_runtime.process_id} of {job_runtime.num_processes} done: "
