@@ -180,12 +180,13 @@ PEER_FAILURES = ("gloo", "nccl", "heartbeat", "connection reset", "coordination 
 
 
 @contextmanager
-def peers_watched(process_id: int, num_processes: int) -> Iterator[None]:
-    """Around the steps a multi-process run takes together (fit, the weights check): a lost
+def peers_watched(placement: Any) -> Iterator[None]:
+    """Around the steps a multi-process run takes together (fit, the weights check), given
+    this process' `process_id` and `num_processes` (a Placement, the job's Runtime): a lost
     process (killed, its host down) surfaces in the others as a failed collective (gloo, NCCL)
     or a missed heartbeat; they end with one line, their distribution off, so that process 0
     marks the run FAILED and logs its checkpoints alone."""
-    if num_processes <= 1:
+    if placement.num_processes <= 1:
         yield
         return
     import jax
@@ -195,17 +196,14 @@ def peers_watched(process_id: int, num_processes: int) -> Iterator[None]:
     except (jax.errors.JaxRuntimeError, ValueError) as error:
         # JAX raises a failed collective as its runtime error, or re-raised as a ValueError
         # when it fails inside a dispatch (a device_put that checks the processes agree).
-        text = str(error).lower()
-        if not isinstance(error, jax.errors.JaxRuntimeError) and not any(
-            word in text for word in PEER_FAILURES
-        ):
+        text = str(error).strip()
+        if isinstance(error, ValueError) and not any(w in text.lower() for w in PEER_FAILURES):
             raise
         keras.distribution.set_distribution(None)
-        reason = str(error).strip().splitlines()[0][:160]
         raise PeerLost(
-            f"process {process_id} of {num_processes}: another process of this run stopped, so "
-            f"this one cannot go on ({reason}). Start every process again (a multi-process run "
-            "does not resume)."
+            f"process {placement.process_id} of {placement.num_processes}: another process of "
+            f"this run stopped, so this one cannot go on ({text.splitlines()[0][:160]}). Start "
+            "every process again (a multi-process run does not resume)."
         ) from error
 
 

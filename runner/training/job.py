@@ -84,7 +84,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
 
             with (
                 job_runtime.scope(),  # the model lives on every replica
-                distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes),
+                distribution.peers_watched(job_runtime),
             ):
                 built = building.build(  # 3. model
                     cfg,
@@ -112,7 +112,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
             _log_pruned(run_log, run_callbacks.trial)
             trained = built.model
             if job_runtime.num_processes > 1:  # the other processes stop here
-                with distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes):
+                with distribution.peers_watched(job_runtime):
                     run_log.set_tag("weights_digest", distribution.agreed_weights(trained))
                 trained = distribution.leave(trained, copy=True)
             for path, folder in callbacks.files_to_log(output_dir):
@@ -168,8 +168,7 @@ def _train_beside_chief(
     the checkpoints; this process logs and writes nothing. Returns the objective too."""
     quiet = QuietRunLog()
     splits = inputs.load(cfg, quiet)
-    watched = distribution.peers_watched(job_runtime.process_id, job_runtime.num_processes)
-    with watched, job_runtime.scope():
+    with distribution.peers_watched(job_runtime), job_runtime.scope():
         built = building.build(
             cfg,
             splits.info,
