@@ -238,6 +238,12 @@ def test_a_sweep_on_jax(workspace):
     assert all(run.info.status == "FINISHED" for run in runs) and len(runs) == 3
 
 
+# The tests that start a coordinator on a port of their own run one after another (on one
+# xdist worker): two coordination services can share a port (gRPC sets SO_REUSEPORT), so two
+# such tests that happened on the same free port would meet each other's processes.
+coordinator_port = pytest.mark.xdist_group("coordinator_port")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -249,6 +255,7 @@ def _runs(workspace, experiment: str) -> list:
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
+@coordinator_port
 @pytest.mark.e2e
 def test_two_processes_train_one_model_and_only_process_0_logs(workspace):
     """strategy=data_parallel over two CPU devices in one process, then over two processes
@@ -335,6 +342,7 @@ def test_tensorflow_only_strategies_point_to_their_replacement(workspace):
         assert expected in result.stderr.strip().splitlines()[-1]
 
 
+@coordinator_port
 def test_a_process_whose_peers_never_come_stops_after_the_join_timeout(workspace):
     """Process 1 with no process 0 at the coordinator: one line. Process 0 with no process 1:
     JAX ends it (a check failure, not a line of ours) once strategy.join_timeout is up, before
@@ -365,6 +373,28 @@ def _runs_anywhere(workspace) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+@coordinator_port
+def test_process_0_refuses_a_coordinator_port_already_in_use(workspace):
+    """Another program (here: this test) listens on the port: one line before JAX starts its
+    service there, instead of two services on one port and an abort with a stack trace."""
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        result = workspace.run(
+            *("backend=jax", "experiment=digits_lenet", "strategy=data_parallel"),
+            *("strategy.num_processes=2", "strategy.process_id=0"),
+            f"strategy.coordinator=127.0.0.1:{port}",
+        )
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line == (
+        f"error: process 0 of 2: the port of strategy.coordinator=127.0.0.1:{port} is already "
+        "in use on this host (another run's coordinator, or another program): pick a free port "
+        "for every process of this run, or stop what holds it."
+    )
+    assert not _runs_anywhere(workspace)
+
+
+@coordinator_port
 @pytest.mark.e2e
 def test_when_a_process_dies_the_others_stop_in_one_line_and_the_run_is_failed(workspace):
     """Process 1 killed mid-run: process 0 ends at once with one line (not at JAX's exit

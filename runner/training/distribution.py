@@ -106,6 +106,14 @@ def _join(strategy: Any) -> None:
             f"strategy.join_timeout={strategy.join_timeout} s: start process 0 on that host "
             "with the same strategy.coordinator (its host:port), or wait longer."
         )
+    if coordinator and rank == 0 and _port_taken(coordinator):
+        # JAX's service (gRPC, SO_REUSEPORT) would share the port with whatever holds it: the
+        # processes of two runs would then meet the wrong service and abort with a stack trace.
+        raise RunnerError(
+            f"{where}: the port of strategy.coordinator={coordinator} is already in use on this "
+            "host (another run's coordinator, or another program): pick a free port for every "
+            "process of this run, or stop what holds it."
+        )
     print(
         f"[runner] {where}: joining the others at {coordinator or 'the cluster coordinator'} "
         f"(up to strategy.join_timeout={strategy.join_timeout} s)",
@@ -140,6 +148,23 @@ def _answers(address: str, timeout: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.25)
+
+
+def _port_taken(address: str) -> bool:
+    """Whether a program on this host listens on the port of `host:port`, on any address (where
+    process 0's coordination service will listen)."""
+    _, _, port = address.rpartition(":")
+    dual = socket.has_dualstack_ipv6()
+    try:
+        # SO_REUSEADDR (create_server's default): a port left in TIME_WAIT counts as free.
+        with socket.create_server(
+            ("", int(port)), family=socket.AF_INET6 if dual else socket.AF_INET, dualstack_ipv6=dual
+        ):
+            return False
+    except ValueError:
+        return False  # not a port: JAX says so
+    except OSError:
+        return True
 
 
 def _multi_process(strategy: Any) -> bool:
