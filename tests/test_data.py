@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import pickle
 import tarfile
 
@@ -268,3 +270,63 @@ def test_an_unreadable_cached_file_says_delete_it(tmp_path, mirror):
         load(cfg, context)
     assert str(cached) in str(error.value) and "delete it to download it again" in str(error.value)
     assert "allow_pickle" not in str(error.value)
+
+
+def _recompressed(source, target) -> bytes:
+    """`source` (gzip) compressed again, as Debian and `gzip -9` do: the same data, other
+    bytes. Returns the data."""
+    data = gzip.decompress(source.read_bytes())
+    target.write_bytes(gzip.compress(data, compresslevel=1, mtime=12345))
+    assert target.read_bytes() != source.read_bytes()
+    return data
+
+
+def test_a_copy_compressed_again_passes_through_its_content_sha256(tmp_path, mirror):
+    name = "train-labels-idx1-ubyte.gz"
+    cache = tmp_path / "fashion_mnist"
+    cache.mkdir()
+    data = _recompressed(mirror.folder / name, cache / name)
+    spec = FileSpec(
+        name=name, sha256=mirror.sha(name), content_sha256=hashlib.sha256(data).hexdigest()
+    )
+    before = len(mirror.requests)
+    for _ in range(2):  # the second time from the stamp the first one wrote
+        path = fetch(
+            spec, role="train_labels", mirror=mirror.url, cache_dir=cache, verify_checksum=True
+        )
+        assert read_idx(path).tolist() == read_idx(mirror.folder / name).tolist()
+    assert mirror.requests[before:] == []  # the user's copy was kept, not downloaded again
+    assert (
+        json.loads((cache / f".{name}.checked").read_text())["content_sha256"]
+        == spec.content_sha256
+    )
+
+    wrong = FileSpec(name=name, sha256=mirror.sha(name), content_sha256="0" * 64)
+    with pytest.raises(DataError) as error:
+        fetch(wrong, role="train_labels", mirror=mirror.url, cache_dir=cache, verify_checksum=True)
+    assert "its decompressed bytes are not those of data.files.train_labels.content_sha256" in str(
+        error.value
+    )
+    assert (cache / name).exists()  # a user's copy is never deleted
+
+
+def test_a_mirror_serving_a_copy_compressed_again_passes_through_its_content_sha256(
+    tmp_path, mirror
+):
+    name = "recompressed-t10k-labels-idx1-ubyte.gz"
+    data = _recompressed(mirror.folder / "t10k-labels-idx1-ubyte.gz", mirror.folder / name)
+    spec = FileSpec(name=name, sha256="1" * 64, content_sha256=hashlib.sha256(data).hexdigest())
+    path = fetch(
+        spec, role="test_labels", mirror=mirror.url, cache_dir=tmp_path, verify_checksum=True
+    )
+    assert gzip.decompress(path.read_bytes()) == data
+    not_gzip = FileSpec(name="mnist.npz", sha256="1" * 64, content_sha256="2" * 64)
+    with pytest.raises(DataError, match="The download was removed"):
+        fetch(not_gzip, role="archive", mirror=mirror.url, cache_dir=tmp_path, verify_checksum=True)
+
+
+def test_fashion_mnist_ships_the_content_sha256_of_each_file():
+    files = compose_config(["data=fashion_mnist"]).data.files
+    assert set(files) == {"train_images", "train_labels", "test_images", "test_labels"}
+    for spec in files.values():
+        assert len(spec.content_sha256) == 64 and spec.content_sha256 != spec.sha256

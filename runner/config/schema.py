@@ -50,6 +50,9 @@ class FileSpec:
     name: str = MISSING
     sha256: str | None = None
     md5: str | None = None  # only where no sha256 is published (Pascal VOC)
+    # sha256 of a gzip file's decompressed bytes: a copy compressed again (Debian's, `gzip -9`:
+    # the same data in other bytes) passes too.
+    content_sha256: str | None = None
 
 
 @dataclass

@@ -8,11 +8,13 @@ which would destroy a user's own copy.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,18 @@ def digest_of(path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 20) 
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(chunk_size), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digest_of(path: Path, chunk_size: int = 1 << 20) -> str | None:
+    """sha256 of a gzip file's decompressed bytes (None: not a whole gzip file)."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(chunk_size), b""):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):  # not gzip, or cut off
+        return None
     return digest.hexdigest()
 
 
@@ -63,19 +77,22 @@ def fetch(
     url = f"{mirror.rstrip('/')}/{spec.name}"
     algorithm = "sha256" if spec.sha256 or not spec.md5 else "md5"
     expected = (spec.sha256 or spec.md5) if verify_checksum else None
+    content = spec.content_sha256 if verify_checksum else None
     if not verify_checksum:
         log.warning("%s: using %s without checking its checksum.", keys.verify, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(cache_dir / f".{target.name}.lock"):
         if target.exists():
-            _check(target, expected, algorithm, role=role, downloaded=False, keys=keys)
+            _check(target, expected, algorithm, content, role=role, downloaded=False, keys=keys)
             return target
         partial = cache_dir / f".{target.name}.part"
         partial.unlink(missing_ok=True)  # left by a download that was cut off
         _download(url, partial, timeout=timeout, spec=spec, cache_dir=cache_dir, keys=keys)
-        _check(partial, expected, algorithm, role=role, downloaded=True, url=url, keys=keys)
+        matched = _check(
+            partial, expected, algorithm, content, role=role, downloaded=True, url=url, keys=keys
+        )
         os.replace(partial, target)
-        _write_stamp(target, expected, algorithm)
+        _write_stamp(target, *matched)
     return target
 
 
@@ -152,27 +169,37 @@ def _check(
     path: Path,
     expected: str | None,
     algorithm: str,
+    content: str | None = None,
     *,
     role: str,
     downloaded: bool,
     url: str = "",
     keys: ConfigKeys = ConfigKeys(),
-) -> None:
+) -> tuple[str | None, str]:
+    """Raise unless `path` has the `expected` digest, or a gzip file holds the bytes whose
+    sha256 is `content`; returns what it matched: (digest, algorithm) for its stamp."""
     if expected is None:
-        return
-    if not downloaded and _stamped(path, expected, algorithm):
-        return
+        return None, algorithm
+    if not downloaded:
+        for digest, kind in ((expected, algorithm), (content, "content_sha256")):
+            if digest and _stamped(path, digest, kind):
+                return digest, kind
     actual = digest_of(path, algorithm)
-    if actual == expected.lower():
+    matched = (expected, algorithm) if actual == expected.lower() else None
+    if matched is None and content and content_digest_of(path) == content.lower():
+        matched = content, "content_sha256"  # the same data, compressed again
+    if matched:
         if not downloaded:
-            _write_stamp(path, expected, algorithm)
-        return
+            _write_stamp(path, *matched)
+        return matched
     where = f"downloaded from {url}" if downloaded else "in the cache"
     if downloaded:
         path.unlink()  # a bad download is worth nothing; the next run retries
+    content_key = keys.checksum.format(role=role, algorithm="content_sha256")
+    also = f" and its decompressed bytes are not those of {content_key}" if content else ""
     raise DataError(
         f"Checksum mismatch for {path.name} ({where}, {path.parent}/): {algorithm} is {actual}, "
-        f"expected {expected} ({keys.checksum.format(role=role, algorithm=algorithm)}). "
+        f"expected {expected} ({keys.checksum.format(role=role, algorithm=algorithm)}){also}. "
         + (
             f"The download was removed; check {keys.mirror}."
             if downloaded
