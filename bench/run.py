@@ -796,33 +796,25 @@ TABLE_ROWS = {
         ("accuracy: seconds to 90% val accuracy (digits LeNet)", "seconds_to_target", ".1f", ""),
     ],
     "time-to-accuracy": [
-        ("time-to-accuracy: digits seed recipe, s to 97% val", "digits_seed_seconds", ".1f", ""),
-        ("time-to-accuracy: digits tuned recipe, s to 97% val", "digits_tuned_seconds", ".1f", ""),
-        (
-            "time-to-accuracy: digits seed recipe, test accuracy",
-            "digits_seed_test_accuracy",
-            ".4f",
-            "",
-        ),
-        (
-            "time-to-accuracy: digits tuned recipe, test accuracy",
-            "digits_tuned_test_accuracy",
-            ".4f",
-            "",
-        ),
-        ("time-to-accuracy: MNIST seed recipe, s to 99% val", "mnist_seed_seconds", ".1f", ""),
-        ("time-to-accuracy: MNIST tuned recipe, s to 99% val", "mnist_tuned_seconds", ".1f", ""),
-        (
-            "time-to-accuracy: MNIST seed recipe, test accuracy",
-            "mnist_seed_test_accuracy",
-            ".4f",
-            "",
-        ),
-        (
-            "time-to-accuracy: MNIST tuned recipe, test accuracy",
-            "mnist_tuned_test_accuracy",
-            ".4f",
-            "",
+        *(
+            row
+            for data, shown in (("digits", "digits"), ("mnist", "MNIST"))
+            for label in ("seed", "tuned")
+            for row in (
+                (
+                    f"time-to-accuracy: {shown} {label} recipe, s to "
+                    f"{RECIPE_PAIRS[data][2]:.0%} val",
+                    f"{data}_{label}_seconds",
+                    ".1f",
+                    "",
+                ),
+                (
+                    f"time-to-accuracy: {shown} {label} recipe, test accuracy",
+                    f"{data}_{label}_test_accuracy",
+                    ".4f",
+                    "",
+                ),
+            )
         ),
         ("time-to-accuracy: MNIST speed-up tuned / seed (if cached)", "mnist_speedup", ".2f", ""),
     ],
