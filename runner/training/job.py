@@ -168,7 +168,7 @@ def _train_beside_chief(
     the checkpoints; this process logs and writes nothing. Returns the objective too."""
     quiet = QuietRunLog()
     splits = inputs.load(cfg, quiet)
-    with distribution.peers_watched(job_runtime), job_runtime.scope():
+    with job_runtime.scope(), distribution.peers_watched(job_runtime):
         built = building.build(
             cfg,
             splits.info,
