@@ -308,7 +308,12 @@ def test_voc_fetches_the_official_tar_of_its_year(tmp_path, mirror):
     # The official host's folder of that year and the published md5 when nothing is set.
     resolved = download_config(VocDataConfig(name="voc", year="2009"))
     assert resolved.mirror == "http://host.robots.ox.ac.uk/pascal/VOC/voc2009"
-    assert dict(resolved.files.trainval) == {"name": official, "sha256": None, "md5": md5}
+    assert dict(resolved.files.trainval) == {
+        "name": official,
+        "sha256": None,
+        "md5": md5,
+        "content_sha256": None,
+    }
 
 
 def test_the_voc_tar_is_named_by_plain_overrides_and_the_old_plus_spelling_still_works():
@@ -318,11 +323,21 @@ def test_the_voc_tar_is_named_by_plain_overrides_and_the_old_plus_spelling_still
 
     overrides = ["data.files.trainval.name=mine.tar", "data.files.trainval.md5=abc"]
     resolved = download_config(compose_config(["data=voc", *overrides]).data)
-    assert dict(resolved.files.trainval) == {"name": "mine.tar", "sha256": None, "md5": "abc"}
+    assert dict(resolved.files.trainval) == {
+        "name": "mine.tar",
+        "sha256": None,
+        "md5": "abc",
+        "content_sha256": None,
+    }
     old, note = migrate_override("+data.files={trainval:{name:mine.tar,md5:abc}}")
     assert note is None
     resolved = download_config(compose_config(["data=voc", old]).data)
-    assert dict(resolved.files.trainval) == {"name": "mine.tar", "sha256": None, "md5": "abc"}
+    assert dict(resolved.files.trainval) == {
+        "name": "mine.tar",
+        "sha256": None,
+        "md5": "abc",
+        "content_sha256": None,
+    }
 
 
 def test_data_larger_than_the_memory_limit_streams_from_disk(tmp_path):
