@@ -61,14 +61,16 @@ def mirror(tmp_path_factory: pytest.TempPathFactory):
 
 def checksum_overrides(mirror: Mirror, data: str) -> list[str]:
     """Point `data=<name>` at the fixture mirror and its files' checksums."""
+    idx = {
+        "train_images": "train-images-idx3-ubyte.gz",
+        "train_labels": "train-labels-idx1-ubyte.gz",
+        "test_images": "t10k-images-idx3-ubyte.gz",
+        "test_labels": "t10k-labels-idx1-ubyte.gz",
+    }
     roles = {
         "mnist": {"archive": "mnist.npz"},
-        "fashion_mnist": {
-            "train_images": "train-images-idx3-ubyte.gz",
-            "train_labels": "train-labels-idx1-ubyte.gz",
-            "test_images": "t10k-images-idx3-ubyte.gz",
-            "test_labels": "t10k-labels-idx1-ubyte.gz",
-        },
+        "fashion_mnist": idx,
+        "mnist_idx": idx,  # the same IDX fixtures: the format is what is tested
         "cifar10": {"archive": "cifar-10-python.tar.gz"},
     }[data]
     return [f"data={data}", f"data.mirror={mirror.url}"] + [

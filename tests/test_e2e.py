@@ -149,6 +149,23 @@ def test_fashion_mnist_lenet_end_to_end(workspace, mirror):
     assert any(path.startswith("tensorboard/train/events.out.tfevents") for path in artifacts)
 
 
+def test_mnist_from_its_idx_files_end_to_end(workspace, mirror):
+    """data=mnist_idx: MNIST's four gzip IDX files fetched from the mirror into the cache, read
+    with the official test split and the digits' class names."""
+    result = workspace.run(*checksum_overrides(mirror, "mnist_idx"), "model=lenet", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(workspace.client())
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.name"] == "mnist_idx"
+    assert run.data.params["data.size.test"] == "100"
+    class_names = json.loads(
+        mlflow.artifacts.load_text(f"{run.info.artifact_uri}/class_names.json")
+    )
+    assert class_names == [str(digit) for digit in range(10)]
+    cached = workspace.data_dir / "mnist_idx" / "train-labels-idx1-ubyte.gz"
+    assert cached.read_bytes() == (mirror.folder / cached.name).read_bytes()
+
+
 def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings(workspace):
     """Offline data; tf.distribute through the CLI (two logical CPU devices, one replica each,
     one model, one run); and the other accelerator settings (on the CPU here): bfloat16 mixed

@@ -46,7 +46,7 @@ def is_active(cfg: Any) -> bool:
 
 
 # Datasets whose classes change or vanish when mirrored (a mirrored 2 or 7 is no digit).
-MIRROR_SENSITIVE = ("digits", "mnist")
+MIRROR_SENSITIVE = ("digits", "mnist", "mnist_idx")
 
 
 def warn_if_mirroring(cfg: Any, data_name: str) -> None:

@@ -1,4 +1,5 @@
-"""MNIST from Keras' `mnist.npz` (arrays x_train, y_train, x_test, y_test)."""
+"""MNIST from Keras' `mnist.npz` (arrays x_train, y_train, x_test, y_test), or as published: its
+four gzip IDX files (`data=mnist_idx`, runner/data/idx.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from runner.config.schema import DownloadedDataConfig
 from runner.core.errors import DataError
 from runner.data.base import RawArrays, official_test_split
 from runner.data.download import fetch_all
+from runner.data.idx import read_four_files
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
@@ -36,3 +38,9 @@ def read_npz(path: Path) -> RawArrays:
 def load(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
     files = fetch_all(cfg, data_dir)
     return read_npz(files["archive"])
+
+
+@DATASETS.register("mnist_idx", DownloadedDataConfig)
+@official_test_split
+def load_idx(cfg: DownloadedDataConfig, *, data_dir: Path, seed: int) -> RawArrays:
+    return read_four_files(cfg, data_dir, CLASS_NAMES, "MNIST")
