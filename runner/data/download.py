@@ -25,24 +25,23 @@ from runner.core.locks import file_lock
 log = logging.getLogger(__name__)
 
 
-def digest_of(path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+def digest_of(
+    path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 20, *, decompress: bool = False
+) -> str:
+    """The file's digest; with `decompress`, that of the bytes inside the gzip file."""
     digest = hashlib.new(algorithm)
-    with path.open("rb") as stream:
+    with gzip.open(path, "rb") if decompress else path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def content_digest_of(path: Path, chunk_size: int = 1 << 20) -> str | None:
+def content_digest_of(path: Path) -> str | None:
     """sha256 of a gzip file's decompressed bytes (None: not a whole gzip file)."""
-    digest = hashlib.sha256()
     try:
-        with gzip.open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(chunk_size), b""):
-                digest.update(chunk)
+        return digest_of(path, decompress=True)
     except (OSError, EOFError, zlib.error):  # not gzip, or cut off
         return None
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def fetch(
     url = f"{mirror.rstrip('/')}/{spec.name}"
     algorithm = "sha256" if spec.sha256 or not spec.md5 else "md5"
     expected = (spec.sha256 or spec.md5) if verify_checksum else None
-    content = spec.content_sha256 if verify_checksum else None
+    content = spec.content_sha256  # only looked at where `expected` is checked
     if not verify_checksum:
         log.warning("%s: using %s without checking its checksum.", keys.verify, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
