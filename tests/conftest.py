@@ -46,6 +46,7 @@ def mirror(tmp_path_factory: pytest.TempPathFactory):
     fixtures.write_mnist_npz(folder / "mnist.npz")
     fixtures.write_fashion_mnist(folder)
     fixtures.write_cifar10(folder / "cifar-10-python.tar.gz")
+    fixtures.write_cifar10_binary(folder / "cifar-10-binary.tar.gz")
     requests: list[str] = []
 
     class Handler(SimpleHTTPRequestHandler):
@@ -72,6 +73,7 @@ def checksum_overrides(mirror: Mirror, data: str) -> list[str]:
         "fashion_mnist": idx,
         "mnist_idx": idx,  # the same IDX fixtures: the format is what is tested
         "cifar10": {"archive": "cifar-10-python.tar.gz"},
+        "cifar10_bin": {"archive": "cifar-10-binary.tar.gz"},
     }[data]
     return [f"data={data}", f"data.mirror={mirror.url}"] + [
         f"data.files.{role}.sha256={mirror.sha(name)}" for role, name in roles.items()

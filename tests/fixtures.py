@@ -110,3 +110,21 @@ def write_cifar10(path: Path, per_batch: int = 60, n_test: int = 100, protocol: 
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
     return path
+
+
+def write_cifar10_binary(path: Path, per_batch: int = 60, n_test: int = 100) -> Path:
+    """`cifar-10-binary.tar.gz` holding the images and labels of `write_cifar10`'s archive:
+    records of a label byte and the 3,072 bytes of the same channel-first row."""
+    batches = {f"data_batch_{i}.bin": _cifar_batch(per_batch, seed=10 + i) for i in range(1, 6)}
+    batches["test_batch.bin"] = _cifar_batch(n_test, seed=20)
+    members = {
+        name: np.column_stack([np.asarray(b[b"labels"], np.uint8), b[b"data"]]).tobytes()
+        for name, b in batches.items()
+    }
+    members["batches.meta.txt"] = ("\n".join(CIFAR_NAMES) + "\n\n").encode()
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from omegaconf import OmegaConf
 from runner.config.schema import DownloadedDataConfig, FileSpec
 from runner.core.errors import DataError
 from runner.data import LoadContext, load
-from runner.data.cifar10 import read_archive
+from runner.data.cifar10 import read_archive, read_binary_archive
 from runner.data.digits import DigitsDataConfig
 from runner.data.download import fetch
 from runner.data.fashion_mnist import read_idx
@@ -75,6 +77,42 @@ def test_cifar_archive_reader_is_channels_last(tmp_path, protocol):
     np.testing.assert_array_equal(raw.x_test[0, :, :, 2].ravel(), first[2048:])
 
 
+def test_cifar_binary_archive_reads_as_the_python_one(tmp_path):
+    """data=cifar10_bin: the same images, labels, order and class names as the pickles."""
+    python = read_archive(fixtures.write_cifar10(tmp_path / "py.tar.gz", per_batch=10, n_test=12))
+    binary = read_binary_archive(
+        fixtures.write_cifar10_binary(tmp_path / "bin.tar.gz", per_batch=10, n_test=12)
+    )
+    assert binary.x_train.shape == (50, 32, 32, 3) and binary.x_test.shape == (12, 32, 32, 3)
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(binary, split), getattr(python, split))
+    assert binary.class_names == python.class_names and len(binary.class_names) == 10
+
+
+def _binary_archive(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_cifar_binary_reader_names_what_is_wrong(tmp_path):
+    meta = {"batches.meta.txt": b"cat\ndog\n"}
+    record = bytes([1]) + bytes(3072)
+    with pytest.raises(DataError, match="has no cifar-10-batches-bin/data_batch_1.bin: is it"):
+        read_binary_archive(_binary_archive(tmp_path / "a.tar.gz", meta))
+    short = {**meta, "data_batch_1.bin": record * 2 + record[:100]}
+    with pytest.raises(DataError, match="6246 bytes, not a whole number of 3073-byte records"):
+        read_binary_archive(_binary_archive(tmp_path / "b.tar.gz", short))
+    label = {**meta, "data_batch_1.bin": bytes([7]) + bytes(3072)}
+    with pytest.raises(DataError, match="has label 7, but batches.meta.txt names 2 classes"):
+        read_binary_archive(_binary_archive(tmp_path / "c.tar.gz", label))
+    with pytest.raises(DataError, match="is not a readable tar archive"):
+        read_binary_archive(fixtures.write_mnist_npz(tmp_path / "mnist.npz"))
+
+
 def test_cifar_reader_refuses_code_in_pickles(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -85,8 +123,6 @@ def test_cifar_reader_refuses_code_in_pickles(tmp_path):
     with tarfile.open(path, "w:gz") as archive:
         info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
         info.size = len(payload)
-        import io
-
         archive.addfile(info, io.BytesIO(payload))
     with pytest.raises(DataError, match="builtins.print is not allowed"):
         read_archive(path)
@@ -136,11 +172,18 @@ def test_splits_are_stratified_seeded_and_keep_the_official_test_set(tmp_path, m
     assert first.info.input_shape == (28, 28, 1)
 
 
-def test_cifar10_comes_through_the_mirror_channels_last_with_its_class_names(tmp_path, mirror):
-    """The loader `data=cifar10` runs: its archive fetched from the mirror, checked, read."""
-    sha256 = mirror.sha("cifar-10-python.tar.gz")
+@pytest.mark.parametrize(
+    ("data", "archive"),
+    [("cifar10", "cifar-10-python.tar.gz"), ("cifar10_bin", "cifar-10-binary.tar.gz")],
+)
+def test_cifar10_comes_through_the_mirror_channels_last_with_its_class_names(
+    tmp_path, mirror, data, archive
+):
+    """The loaders `data=cifar10` and `data=cifar10_bin` run: the archive fetched from the
+    mirror, checked, read."""
+    sha256 = mirror.sha(archive)
     cfg = OmegaConf.merge(
-        compose_config(["data=cifar10"]).data,
+        compose_config([f"data={data}"]).data,
         {
             "mirror": mirror.url,
             "files": {"archive": {"sha256": sha256}},
@@ -152,7 +195,7 @@ def test_cifar10_comes_through_the_mirror_channels_last_with_its_class_names(tmp
     assert splits.info.input_shape == (32, 32, 3) and splits.train.x.dtype == np.uint8
     assert splits.train.y.shape == (240,)  # the archive's (N, 1) labels, flattened
     assert splits.info.class_names[:2] == ("airplane", "automobile")
-    assert (tmp_path / "cifar10" / "cifar-10-python.tar.gz").is_file()
+    assert (tmp_path / data / archive).is_file()
 
 
 def test_digits_ships_with_scikit_learn(tmp_path):

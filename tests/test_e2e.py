@@ -166,6 +166,30 @@ def test_mnist_from_its_idx_files_end_to_end(workspace, mirror):
     assert cached.read_bytes() == (mirror.folder / cached.name).read_bytes()
 
 
+def test_cifar10_tuned_trains_on_the_binary_archive_end_to_end(workspace, mirror):
+    """experiment=cifar10_tuned data=cifar10_bin: the pickle-free archive fetched from the
+    mirror, its class names, the airbench net and its flip TTA, shrunk to one small epoch."""
+    result = workspace.run(
+        "experiment=cifar10_tuned",
+        *checksum_overrides(mirror, "cifar10_bin"),
+        "model.widths=[8,16,16]",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(workspace.client())
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.name"] == "cifar10_bin"
+    assert run.data.params["model.name"] == "airbench"
+    assert run.data.params["data.size.test"] == "100"
+    assert {"test_accuracy", "test_tta_accuracy"} <= set(run.data.metrics)
+    class_names = json.loads(
+        mlflow.artifacts.load_text(f"{run.info.artifact_uri}/class_names.json")
+    )
+    assert class_names[:3] == ["airplane", "automobile", "bird"] and len(class_names) == 10
+    cached = workspace.data_dir / "cifar10_bin" / "cifar-10-binary.tar.gz"
+    assert cached.read_bytes() == (mirror.folder / cached.name).read_bytes()
+
+
 def test_digits_offline_learns_on_two_cpu_replicas_with_the_accelerator_settings(workspace):
     """Offline data; tf.distribute through the CLI (two logical CPU devices, one replica each,
     one model, one run); and the other accelerator settings (on the CPU here): bfloat16 mixed
