@@ -103,10 +103,15 @@ def write_cifar10(path: Path, per_batch: int = 60, n_test: int = 100, protocol: 
         b"label_names": [name.encode() for name in CIFAR_NAMES],
         b"num_cases_per_batch": per_batch,
     }
+    payloads = {name: pickle.dumps(content, protocol=protocol) for name, content in members.items()}
+    return write_tar_gz(path, "cifar-10-batches-py", payloads)
+
+
+def write_tar_gz(path: Path, folder: str, members: dict[str, bytes]) -> Path:
+    """A gzip tar holding `members` (name -> bytes) in `folder/`, as the CIFAR archives do."""
     with tarfile.open(path, "w:gz") as archive:
-        for name, content in members.items():
-            payload = pickle.dumps(content, protocol=protocol)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
     return path
@@ -122,9 +127,4 @@ def write_cifar10_binary(path: Path, per_batch: int = 60, n_test: int = 100) -> 
         for name, b in batches.items()
     }
     members["batches.meta.txt"] = ("\n".join(CIFAR_NAMES) + "\n\n").encode()
-    with tarfile.open(path, "w:gz") as archive:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return path
+    return write_tar_gz(path, "cifar-10-batches-bin", members)

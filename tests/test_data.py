@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import pickle
 import tarfile
@@ -90,12 +89,7 @@ def test_cifar_binary_archive_reads_as_the_python_one(tmp_path):
 
 
 def _binary_archive(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as archive:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return path
+    return fixtures.write_tar_gz(path, "cifar-10-batches-bin", members)
 
 
 def test_cifar_binary_reader_names_what_is_wrong(tmp_path):
@@ -118,12 +112,10 @@ def test_cifar_reader_refuses_code_in_pickles(tmp_path):
         def __reduce__(self):
             return (print, ("owned",))
 
-    path = tmp_path / "evil.tar.gz"
     payload = pickle.dumps({b"data": Evil(), b"labels": []}, protocol=4)
-    with tarfile.open(path, "w:gz") as archive:
-        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
-        info.size = len(payload)
-        archive.addfile(info, io.BytesIO(payload))
+    path = fixtures.write_tar_gz(
+        tmp_path / "evil.tar.gz", "cifar-10-batches-py", {"data_batch_1": payload}
+    )
     with pytest.raises(DataError, match="builtins.print is not allowed"):
         read_archive(path)
 

@@ -86,6 +86,20 @@ def _channels_last(rows: np.ndarray) -> np.ndarray:
     return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
+def _splits(
+    train: list[tuple[np.ndarray, np.ndarray]],
+    test: tuple[np.ndarray, np.ndarray],
+    names: tuple[str, ...],
+) -> RawArrays:
+    return RawArrays(
+        x_train=np.concatenate([x for x, _ in train]),
+        y_train=np.concatenate([y for _, y in train]),
+        x_test=test[0],
+        y_test=test[1],
+        class_names=names,
+    )
+
+
 def _open_archive(path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r:*")
@@ -104,13 +118,7 @@ def read_archive(path: Path) -> RawArrays:
     )
     if not names:
         raise DataError(f"{path}: batches.meta has no label_names.")
-    return RawArrays(
-        x_train=np.concatenate([x for x, _ in train]),
-        y_train=np.concatenate([y for _, y in train]),
-        x_test=x_test,
-        y_test=y_test,
-        class_names=names,
-    )
+    return _splits(train, (x_test, y_test), names)
 
 
 def _read_records(
@@ -143,13 +151,7 @@ def read_binary_archive(path: Path) -> RawArrays:
             _read_records(archive, f"{member}.bin", path, len(names)) for member in TRAIN_BATCHES
         ]
         x_test, y_test = _read_records(archive, "test_batch.bin", path, len(names))
-    return RawArrays(
-        x_train=np.concatenate([x for x, _ in train]),
-        y_train=np.concatenate([y for _, y in train]),
-        x_test=x_test,
-        y_test=y_test,
-        class_names=names,
-    )
+    return _splits(train, (x_test, y_test), names)
 
 
 @DATASETS.register("cifar10", DownloadedDataConfig)
