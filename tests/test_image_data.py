@@ -361,3 +361,20 @@ def test_data_larger_than_the_memory_limit_streams_from_disk(tmp_path):
         )
         np.testing.assert_array_equal(from_disk, getattr(in_memory, name).x)
     assert streaming.train.sample(3).shape == (3, 32, 32, 3)
+
+
+def test_a_voc_annotation_that_expands_entities_a_billion_times_is_refused(tmp_path):
+    """The XML parser caps entity expansion ("billion laughs"): the annotation is a one-line
+    data error, not gigabytes of memory."""
+    from runner.data.voc import Difficult, read_annotation
+
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
+    ]
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text(
+        f"<?xml version='1.0'?><!DOCTYPE annotation [{''.join(entities)}]>"
+        "<annotation><object><name>&lol9;</name></object></annotation>"
+    )
+    with pytest.raises(DataError, match=r"bomb.xml is not valid annotation XML \(.*amplification"):
+        read_annotation(bomb, Difficult.include)
