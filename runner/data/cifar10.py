@@ -73,7 +73,7 @@ def _batch_arrays(batch: dict, member: str, path: Path) -> tuple[np.ndarray, np.
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except KeyError as error:
         raise DataError(f"{path}: {member} lacks the key {error}.") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+    if data.ndim != 2 or data.shape[1] != PIXELS or len(data) != len(labels):
         raise DataError(
             f"{path}: {member} holds data {data.shape} and {len(labels)} labels, "
             "expected (N, 3072) and N."
@@ -133,10 +133,9 @@ def _read_records(
         )
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
-    if labels.max() >= classes:
+    if (highest := labels.max()) >= classes:
         raise DataError(
-            f"{path}: {name} has label {labels.max()}, but batches.meta.txt names "
-            f"{classes} classes."
+            f"{path}: {name} has label {highest}, but batches.meta.txt names {classes} classes."
         )
     return _channels_last(records[:, 1:]), labels
 
