@@ -30,11 +30,11 @@ $(JAX_VENV)/.installed: pyproject.toml constraints.txt
 	$(JAX_VENV)/bin/python -m pip install -c constraints.txt -e '.[jax,test]'
 	touch $@
 
-## test-jax: the backend tests (tests/test_backends.py) in the TensorFlow-free virtualenv
+## test-jax: the backend tests (tests/test_backends.py, test_airbench.py) in the TensorFlow-free virtualenv
 ## (`make test` runs them too, after the whole suite)
 test-jax: install-jax
 	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
-		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
+		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py tests/test_airbench.py $(ARGS)
 
 ## test-torch: tests/test_torch.py (backend=torch) with PyTorch added to $(JAX_VENV). TORCH_SPEC
 ## must name a CPU build: torch==2.13.0 is one on this project's CI machines (a local file);
@@ -68,7 +68,7 @@ TEST_WORKERS ?= 2
 test: install install-jax
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not backends" $(ARGS)
 	RUNNER_EXPECT_NO_TENSORFLOW=1 KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest \
-		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py $(ARGS)
+		-n $(TEST_WORKERS) --dist loadgroup tests/test_backends.py tests/test_airbench.py $(ARGS)
 
 ## test-fast: the unit tests only (no CLI subprocesses), under a minute
 test-fast: install

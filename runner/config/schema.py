@@ -174,6 +174,13 @@ class OptimizerConfig:
     ema_momentum: float = 0.99
     # Sum gradients over this many batches before one update (a larger effective batch).
     gradient_accumulation_steps: int | None = None
+    # airbench's Lookahead: every lookahead_steps batches, a moving average of the weights
+    # (BatchNorm statistics too) takes in the model's and the model goes back to it; its decay
+    # grows as (step / total)^3 up to lookahead_decay. The model is the average at each
+    # epoch's end, so validation, checkpoints and resume see it.
+    lookahead: bool = False
+    lookahead_steps: int = 5
+    lookahead_decay: float = 0.95**5
 
     def check(self, at: str) -> None:
         positive(f"{at}.lr", self.lr)
@@ -186,6 +193,8 @@ class OptimizerConfig:
         in_range(f"{at}.ema_momentum", self.ema_momentum, 0, 1)
         if self.gradient_accumulation_steps is not None:
             at_least(f"{at}.gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        at_least(f"{at}.lookahead_steps", self.lookahead_steps, 1)
+        in_range(f"{at}.lookahead_decay", self.lookahead_decay, 0, 1)
         self.check_schedule(at)
 
     def check_schedule(self, at: str) -> None:

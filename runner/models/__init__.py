@@ -3,7 +3,9 @@
 Each module here declares a model's schema beside its builder: `build(info, cfg) -> keras.Model`.
 Input shape and number of classes always come from the data (`DataInfo`), never from the user.
 A module may also define `input_size(cfg)`, `validate(cfg, normalizing=...)` and
-`weights_file(cfg, data_dir)` (see pretrained.py) for what a model needs before any data.
+`weights_file(cfg, data_dir)` (see pretrained.py) for what a model needs before any data, and
+`initialize(model, cfg, train)` for weights fixed from the training split before training
+(airbench.py's whitening stem).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from runner.core.errors import RunnerError
 if TYPE_CHECKING:
     import keras
 
-    from runner.data.base import DataInfo
+    from runner.data.base import DataInfo, Split
 
 
 def input_size(model_cfg: Any) -> tuple[int, int]:
@@ -57,3 +59,11 @@ def build(model_cfg: Any, info: DataInfo, weights: Path | None = None) -> keras.
         if weights is not None:
             layer.set_weights(weights)
     return model
+
+
+def initialize(model_cfg: Any, model: keras.Model, train: Split) -> None:
+    """Weights the model fixes from the training split (never validation or test) before it
+    trains; a resumed run then loads its checkpoint over them."""
+    hook = MODELS[model_cfg.name].hook("initialize")
+    if hook:
+        hook(model, model_cfg, train)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import models, optimizers
 from runner.augmentation import transforms as augment
-from runner.data.base import DataInfo
+from runner.data.base import DataInfo, Split
 from runner.evaluation.classifiers import CLASSES_FILE
 from runner.models import heads
 from runner.tracking.run_log import RunLog
@@ -35,12 +35,14 @@ def build(
     run_log: RunLog,
     *,
     steps_per_epoch: int,
+    train: Split,
 ) -> BuiltModel:
     """The model for `info`, compiled; `classes.json` beside its checkpoints (for predict on a
-    `.keras` file). Call inside the strategy's scope: the model, its optimizer and metrics
-    live on every replica."""
+    `.keras` file); weights the model fixes from the data come from `train`. Call inside the
+    strategy's scope: the model, its optimizer and metrics live on every replica."""
     labels.check(cfg, info)
     model = models.build(cfg.model, info, weights)
+    models.initialize(cfg.model, model, train)
     metadata = model_metadata(cfg, info)
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,48 @@ class _Hook(keras.callbacks.Callback):
         self.hook()
 
 
+class Lookahead(keras.callbacks.Callback):
+    """`optimizer.lookahead` (airbench94's weight averaging, after Lookahead, Zhang et al.
+    2019): every `every` steps the average moves toward the model's weights by 1 - decay and
+    the model is set to it; decay = `final_decay` * (step / total steps)^3, so training moves
+    freely early and averages strongly at the end. At the last step of each epoch the model
+    takes the average as it stands, so the epoch ends with the model equal to the average:
+    nothing beyond the weights is needed to resume. Floating-point weights only (BatchNorm's
+    moving statistics included; seed states and counters left alone)."""
+
+    def __init__(self, every: int, final_decay: float, first_epoch: int) -> None:
+        super().__init__()
+        self.every, self.final_decay, self.first_epoch = every, final_decay, first_epoch
+        self.average: list | None = None
+        self.epoch = first_epoch
+
+    def _weights(self) -> list:
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:  # JAX keeps the training state outside the variables
+            sync()
+        return [w for w in self.model.weights if "float" in str(w.dtype)]
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+        self.average = [keras.ops.convert_to_numpy(w) for w in self._weights()]
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.params["steps"]
+        step = (self.epoch - self.first_epoch) * steps + batch + 1
+        last_of_epoch = batch + 1 == steps
+        if step % self.every and not last_of_epoch:
+            return
+        weights = self._weights()
+        if step % self.every == 0:
+            total = (self.params["epochs"] - self.first_epoch) * steps
+            decay = self.final_decay * (step / total) ** 3
+            for index, weight in enumerate(weights):
+                current = keras.ops.convert_to_numpy(weight)
+                self.average[index] = decay * self.average[index] + (1 - decay) * current
+        for weight, value in zip(weights, self.average, strict=True):
+            weight.assign(value)
+
+
 @dataclass(frozen=True)
 class EmaWeights:
     """`optimizer.ema`: validation, checkpoints and early stopping's best weights see the

@@ -168,6 +168,11 @@ def _run_phase(
     ema = callbacks.EmaWeights.create() if cfg.optimizer.ema else None
     if ema is not None:  # the averaged weights for validation and checkpoints
         in_order = [ema.swap, ema.swap_in, *in_order]
+    if cfg.optimizer.lookahead:  # first: the epoch's last batch ends on the average
+        keys = cfg.optimizer
+        in_order.insert(
+            0, callbacks.Lookahead(keys.lookahead_steps, keys.lookahead_decay, phase.start)
+        )
     in_order += [
         *run_callbacks.extra,
         *([ema.swap_out] if ema is not None else []),

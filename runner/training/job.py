@@ -93,6 +93,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
                     checkpoint_dir,
                     run_log,
                     steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
+                    train=splits.train,
                 )
                 run_callbacks = callbacks.build(
                     cfg, built.model, output_dir, built.objective_metric
@@ -176,6 +177,7 @@ def _train_beside_chief(
             None,
             quiet,
             steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
+            train=splits.train,
         )
         steering = callbacks.build(
             cfg, built.model, Path(cfg.paths.output_dir), built.objective_metric, writes_files=False
