@@ -503,6 +503,10 @@ def bench_gpu(
             f"trainer.epochs={cifar_epochs}",
             env={**ENV, "RUNNER_DATA_DIR": str(cifar_cache)},
         )
+        from omegaconf import OmegaConf  # the kit carries it to the GPU machine too
+
+        preset = OmegaConf.load(ROOT / "conf" / "experiment" / "cifar10_tuned.yaml")
+        preset_epochs = int(preset.trainer.epochs)
         cifar = {
             "train_images": 5 * cifar_per_batch,
             "epochs": cifar_epochs,
@@ -512,8 +516,9 @@ def bench_gpu(
             "device_peak_memory_mb": curve["device_peak_memory_mb"],
             "process_wall_seconds": curve["process_wall_seconds"],
             # The preset's epochs at the measured steady pace, plus the first (compiling) one.
-            "preset_20_epochs_seconds_estimate": curve["epoch_seconds"][0]
-            + 19 * steady(curve["epoch_seconds"]),
+            "preset_epochs": preset_epochs,
+            "preset_epochs_seconds_estimate": curve["epoch_seconds"][0]
+            + (preset_epochs - 1) * steady(curve["epoch_seconds"]),
         }
     headline = {
         "what": f"backend={backend}: LeNet and the CIFAR CNN on {samples} MNIST-format images "
