@@ -139,14 +139,12 @@ class PatchMoments:
 
     def __init__(self) -> None:
         self.count, self.total, self.products = 0, 0.0, 0.0
-        self.channels = 0
 
     def add(self, images: np.ndarray) -> None:
-        self.channels = images.shape[-1]
         windows = np.lib.stride_tricks.sliding_window_view(
             images.astype(np.float64), (STEM_KERNEL, STEM_KERNEL), axis=(1, 2)
         )  # (N, H-1, W-1, C, kh, kw) -> rows in the kernel's (kh, kw, C) order
-        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, STEM_KERNEL**2 * self.channels)
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, STEM_KERNEL**2 * images.shape[-1])
         self.count += len(patches)
         self.total = self.total + patches.sum(0)
         self.products = self.products + patches.T @ patches
@@ -161,5 +159,5 @@ class PatchMoments:
         order = np.argsort(variances)[::-1]  # the strongest direction first
         scaled = directions[:, order] / np.sqrt(np.maximum(variances[order], 0.0) + epsilon)
         filters = np.concatenate([scaled, -scaled], axis=1)
-        kernel = filters.reshape(STEM_KERNEL, STEM_KERNEL, self.channels, -1)
+        kernel = filters.reshape(STEM_KERNEL, STEM_KERNEL, -1, filters.shape[1])
         return [kernel.astype("float32"), (-mean @ filters).astype("float32")]

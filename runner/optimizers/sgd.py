@@ -31,14 +31,11 @@ class SGDConfig(OptimizerConfig):
 
 @OPTIMIZERS.register("sgd", SGDConfig)
 def build(cfg: SGDConfig, lr: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    kind = keras.optimizers.SGD if cfg.norm_bias_lr_scale == 1 else scaled_sgd_class()
-    extra = {} if cfg.norm_bias_lr_scale == 1 else {"norm_bias_lr_scale": cfg.norm_bias_lr_scale}
-    return kind(
-        learning_rate=lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        **extra,
-        **keyword_args(cfg),
+    args = {"learning_rate": lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov}
+    if cfg.norm_bias_lr_scale == 1:
+        return keras.optimizers.SGD(**args, **keyword_args(cfg))
+    return scaled_sgd_class()(
+        **args, norm_bias_lr_scale=cfg.norm_bias_lr_scale, **keyword_args(cfg)
     )
 
 
