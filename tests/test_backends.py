@@ -229,12 +229,14 @@ def test_a_sweep_on_jax(workspace):
         "optimizer.lr=0.01,0.002",
         "logger.experiment=sweep",
         "logger.log_model=false",
+        "evaluate.tta=flip_translate",  # its views on NumPy batches
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(workspace, "sweep")
     children = [run for run in runs if run.data.tags.get("sweep") != "parent"]
     assert sorted(run.data.params["optimizer.lr"] for run in children) == ["0.002", "0.01"]
     assert {run.data.tags["backend"] for run in children} == {"jax"}
+    assert all(0 <= run.data.metrics["test_tta_accuracy"] <= 1 for run in children)
     assert all(run.info.status == "FINISHED" for run in runs) and len(runs) == 3
 
 

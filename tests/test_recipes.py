@@ -284,15 +284,46 @@ def test_ema_validates_and_checkpoints_the_averaged_weights_and_resumes_from_the
 
 
 def test_flip_tta_averages_each_image_with_its_mirror():
-    from runner.evaluation.tta import flip_mean
+    from runner.evaluation.tta import tta_mean
 
     images = np.arange(2 * 2 * 3, dtype="float32").reshape(2, 2, 3, 1)
 
     def left_column(batch):
         return batch[:, :, 0, 0]
 
-    got = flip_mean(left_column, images)
+    got = tta_mean(left_column, images, "flip")
     np.testing.assert_allclose(got, (images[:, :, 0, 0] + images[:, :, 2, 0]) / 2)
+
+
+def test_translate_tta_shifts_by_a_pixel_with_reflected_edges_on_arrays_and_tensors():
+    """flip_translate: six views weighing 1/4 (the image, its mirror) and 1/8 (each shifted a
+    pixel down-right or up-left, and their mirrors); NumPy (JAX path) and tf.data agree."""
+    import tensorflow as tf
+
+    from runner.evaluation.tta import shifted, tta_mean, views
+
+    x = np.arange(2 * 4 * 5 * 3, dtype="float32").reshape(2, 4, 5, 3)
+    down_right, _ = shifted(0)(x, None)
+    assert down_right.shape == x.shape
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], x[:, :-1, :-1])
+    np.testing.assert_array_equal(down_right[:, 0, 1:], x[:, 1, :-1])  # row -1 reflects row 1
+    up_left, _ = shifted(2)(x, None)
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], x[:, 1:, 1:])
+    np.testing.assert_array_equal(up_left[:, -1, :-1], x[:, -2, 1:])
+    weighted = views("flip_translate")
+    assert [w for w, _ in weighted] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    for _, view in weighted[1:]:
+        np.testing.assert_array_equal(view(tf.constant(x), None)[0].numpy(), view(x, None)[0])
+
+    def top_left_pixel(batch):
+        return batch[:, 0, 0, :]
+
+    expected = (
+        0.25 * (x[:, 0, 0] + x[:, 0, -1])
+        + 0.125 * (x[:, 1, 1] + x[:, 1, -2])  # down-right: (0, 0) shows (1, 1), reflected
+        + 0.125 * (x[:, 1, 1] + x[:, 1, -2])  # up-left: (0, 0) shows (1, 1)
+    )
+    np.testing.assert_allclose(tta_mean(top_left_pixel, x, "flip_translate"), expected)
 
 
 @pytest.mark.parametrize(
@@ -314,7 +345,7 @@ def test_the_new_models_have_the_parameter_counts_the_readme_states(name, shape,
 def test_a_onecycle_recipe_run_logs_its_lr_curve_and_tta_scores(workspace, tmp_path):
     """Through the CLI: one-cycle AdamW with EMA, label smoothing, MixUp/CutMix, RandAugment,
     erasing and the padded crop trains digits; `lr` rises then falls in MLflow, the test split
-    is also scored with flip TTA, and the model predicts with --tta flip."""
+    is also scored with flip TTA, and the model predicts with --tta flip_translate."""
     from PIL import Image
 
     result = workspace.run(
@@ -366,7 +397,7 @@ def test_a_onecycle_recipe_run_logs_its_lr_curve_and_tta_scores(workspace, tmp_p
         "--tracking-uri",
         workspace.tracking_uri,
         "--tta",
-        "flip",
+        "flip_translate",
         "--out",
         str(out),
         str(image),

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runner.cli.app import run_command
+from runner.config.schema import TTA
 from runner.core.errors import RunnerError
 from runner.data.images import decode_files, display, is_image_name
 from runner.evaluation.classifiers import (
@@ -40,7 +39,7 @@ from runner.evaluation.classifiers import (
     logged_classifier,
 )
 from runner.evaluation.model_files import TRUST_HELP
-from runner.evaluation.tta import flip_mean
+from runner.evaluation.tta import tta_mean
 
 
 @dataclass
@@ -184,10 +183,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tta",
-        choices=["none", "flip"],
+        choices=[mode.value for mode in TTA],
         default="none",
-        help="test-time augmentation: flip averages each image's probabilities with its "
-        "mirror's (for mirror-symmetric classes)",
+        help="test-time augmentation (for mirror-symmetric classes): flip averages each "
+        "image's probabilities with its mirror's; flip_translate also with both shifted by a "
+        "pixel (six views)",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/predictions"))
     return parser.parse_args(argv)
@@ -226,10 +226,7 @@ def run(args: argparse.Namespace) -> None:
             f"None of the {len(inputs.files)} input file(s) could be decoded as an image "
             f"(e.g. {skipped[0][0]}: {skipped[0][1]})."
         )
-    if args.tta == "flip":
-        raw = flip_mean(classifier.classify, images)
-    else:
-        raw = np.asarray(classifier.classify(images))
+    raw = tta_mean(classifier.classify, images, args.tta)
     probabilities = label_probabilities(raw, classifier.class_names)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()

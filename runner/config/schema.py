@@ -465,6 +465,8 @@ class ObjectiveConfig:
 class TTA(Enum):
     none = "none"
     flip = "flip"  # the mean of the probabilities of each image and its left-right mirror
+    # Half on those two, a quarter each on both shifted a pixel up-left and down-right.
+    flip_translate = "flip_translate"
 
 
 @dataclass

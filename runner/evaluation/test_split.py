@@ -25,7 +25,7 @@ from runner.augmentation.transforms import MIRROR_SENSITIVE
 from runner.config.schema import TTA
 from runner.data.base import DataInfo, Splits, spread_indices
 from runner.data.streams import evaluation_batches
-from runner.evaluation.tta import mirror
+from runner.evaluation.tta import views
 from runner.reports import plots
 from runner.tracking.run_log import RunLog
 
@@ -43,8 +43,9 @@ def evaluate(
     tta: TTA = TTA.none,
 ) -> dict[str, float]:
     """Score `model` on `splits.test`; log the metrics, reports and figures to `run_log`.
-    With `tta=flip`, also `test_tta_<metric>`: the scores of the predictions averaged with
-    those of the mirrored images (the reports stay those of the plain predictions)."""
+    With `tta` (flip, flip_translate), also `test_tta_<metric>`: the scores of the predictions
+    averaged over the TTA views of each image (the reports stay those of the plain
+    predictions)."""
     info = splits.info
     y_true = splits.test.y
     batches = evaluation_batches(splits.test, batch_size=batch_size)
@@ -53,19 +54,26 @@ def evaluate(
     metrics = {
         f"test_{name}": value for name, value in scored(model, y_true, probabilities).items()
     }
-    if TTA(tta) is TTA.flip:
+    if TTA(tta) is not TTA.none:
         if info.name in MIRROR_SENSITIVE:
             log.warning(
-                "evaluate.tta=flip averages each test image with its mirror, but the classes "
+                "evaluate.tta=%s averages each test image with its mirror, but the classes "
                 "of data=%s are not mirror-symmetric: expect test_tta_* below test_*",
+                TTA(tta).value,
                 info.name,
             )
-        averaged = (
-            probabilities
-            + model.predict(
-                evaluation_batches(splits.test, batch_size=batch_size, transform=mirror), verbose=0
+        averaged = sum(
+            weight
+            * (
+                probabilities
+                if view is None
+                else model.predict(
+                    evaluation_batches(splits.test, batch_size=batch_size, transform=view),
+                    verbose=0,
+                )[:count]
             )
-        ) / 2.0
+            for weight, view in views(tta)
+        )
         metrics.update(
             {f"test_tta_{name}": value for name, value in scored(model, y_true, averaged).items()}
         )
