@@ -82,7 +82,7 @@ RANGE_ERRORS = [
     ("logger.run_name=" + "x" * 251, "logger.run_name is 251 characters long; at most 250"),
     ("notes=" + "x" * 6001, "notes is 6,001 characters long; MLflow keeps at most 6,000"),
     ("+trainer.epoch=3", "trainer.epoch is not a config key (added with +?)"),
-    ("trainer.validation_split=1.5", "trainer.validation_split should be between 0 and 1"),
+    ("trainer.validation_split=1.5", "trainer.validation_split should be in [0, 1)"),
     ("optimizer.lr=-1", "optimizer.lr should be a positive number"),
     ("optimizer=adam optimizer.weight_decay=-1", "optimizer.weight_decay should be >= 0 or null"),
     ("optimizer=adam optimizer.beta_1=1", "optimizer.beta_1 should be in [0, 1). Received: 1"),
@@ -167,6 +167,6 @@ def test_a_monitor_that_is_not_a_metric_is_refused_with_the_choices():
     cfg = compose_config(["experiment=digits_lenet", "callbacks.early_stopping.monitor=val_acc"])
     _, metrics = loss_and_metrics(DataInfo("digits", (28, 28, 1), tuple("0123456789")))
     with pytest.raises(RunnerError) as error:
-        callbacks.check(cfg, "val_accuracy", metrics)
+        callbacks.check(cfg, "val_accuracy", metrics, validated=True)
     assert "callbacks.early_stopping.monitor='val_acc' is not a metric" in str(error.value)
     assert "val_accuracy" in str(error.value)

@@ -147,6 +147,7 @@ def test_multilabel_heads_name_accuracy_for_what_it_is_and_rank_by_pr_auc():
     assert [m.name for m in metrics] == ["binary_accuracy", "pr_auc"]
     assert default_objective(info) == "val_pr_auc"
     assert default_objective(DataInfo("x", (8, 8, 1), ("a", "b", "c"))) == "val_accuracy"
+    assert default_objective(info, validated=False) == "pr_auc"
 
 
 def test_inverse_time_schedule_is_the_tutorials_sgd_decay():

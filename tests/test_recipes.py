@@ -48,6 +48,23 @@ def test_onecycle_rises_from_a_25th_to_the_peak_then_anneals():
     assert end == pytest.approx(0.0, abs=1e-7)
 
 
+def test_onecycle_with_a_linear_anneal_is_airbenchs_triangle():
+    """div_factor 5, anneal_strategy=linear: 0.2 of the peak at the start, straight up to the
+    peak at 23% of the steps, straight down to min_lr (0.07 of the peak) at the end."""
+    cfg = optimizer_cfg(
+        lr=1.0,
+        schedule="onecycle",
+        warmup_epochs=2.3,
+        min_lr=0.07,
+        div_factor=5,
+        anneal_strategy="linear",
+    )
+    got = rates(cfg, 10, 100, [0, 115, 230, 615, 1000])
+    assert got == pytest.approx([0.2, 0.6, 1.0, 0.535, 0.07], rel=1e-4)
+    with pytest.raises(RunnerError, match=r"optimizer.div_factor should be >= 1"):
+        check_group(optimizer_cfg(div_factor=0.5), "optimizer")
+
+
 def test_step_and_piecewise_change_the_rate_at_their_milestones():
     step = optimizer_cfg(lr=0.1, schedule="step", milestones="[2,3]", gamma=0.5)
     assert rates(step, 4, 10, [0, 19, 20, 30, 39]) == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.025])
@@ -62,7 +79,7 @@ def test_a_onecycle_optimizer_saves_and_loads_back_in_safe_mode(tmp_path):
 
     from runner import optimizers
 
-    cfg = optimizer_cfg("adamw", lr=0.01, schedule="onecycle")
+    cfg = optimizer_cfg("adamw", lr=0.01, schedule="onecycle", anneal_strategy="linear")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(
         optimizer=optimizers.build(cfg.optimizer, epochs=2, steps_per_epoch=5), loss="mse"
@@ -440,3 +457,32 @@ def test_a_tuned_sweep_runs_through_optuna_on_digits(workspace):
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     rates = {r.data.params["optimizer.lr"] for r in children}
     assert len(rates) == 2 and all(0.0005 <= float(v) <= 0.02 for v in rates)
+
+
+def test_validation_split_0_trains_on_every_training_image(workspace):
+    """trainer.validation_split=0 (what the CIFAR records do): a callback that watches val_*
+    is refused in one line; without one, the run trains on all of train, reports no val_*
+    metric, and checkpoints and the objective watch the training accuracy."""
+    from tests.conftest import FAST, one_line_error
+
+    job = ["experiment=digits_lenet", "trainer.validation_split=0", *FAST]
+    refused = workspace.run(*job)
+    one_line_error(
+        refused,
+        "trainer.validation_split=0 holds out no validation data",
+        "callbacks.early_stopping.monitor='val_loss'",
+    )
+    result = workspace.run(*job, "callbacks.early_stopping.enabled=false", "trainer.epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no validation split (trainer.validation_split=0)" in result.stdout + result.stderr
+    client = workspace.client()
+    (run,) = [r for r in client.search_runs(["1"]) if r.info.status == "FINISHED"]
+    params, metrics = run.data.params, run.data.metrics
+    assert params["data.size.val"] == "0"
+    # scikit-learn's digits are 1,797 images: what the test split leaves all trains.
+    assert int(params["data.size.train"]) + int(params["data.size.test"]) == 1797
+    assert not [name for name in metrics if name.startswith("val_")]
+    assert run.data.tags["objective_metric"] == "accuracy"
+    assert 0 <= metrics["best_accuracy"] <= 1 and "test_accuracy" in metrics
+    assert run.data.tags["evaluated_weights"].startswith("best: best.keras")
+    assert "by accuracy" in run.data.tags["evaluated_weights"]

@@ -146,6 +146,13 @@ class Schedule(Enum):
 WARMUP_SCHEDULES = (Schedule.cosine, Schedule.onecycle)
 
 
+class Anneal(Enum):
+    """How one-cycle falls from its peak to min_lr (PyTorch OneCycleLR's anneal_strategy)."""
+
+    cos = "cos"  # a half cosine
+    linear = "linear"  # a straight line: with a linear rise, airbench's triangle
+
+
 @dataclass
 class OptimizerConfig:
     """Keys every optimizer has: the learning rate and its schedule, decay, clipping, an
@@ -160,6 +167,9 @@ class OptimizerConfig:
     warmup_epochs: float | None = None
     # cosine / onecycle: the rate the schedule ends at.
     min_lr: float = 0.0
+    # onecycle: it starts at lr / div_factor and falls by anneal_strategy (PyTorch's names).
+    div_factor: float = 25.0
+    anneal_strategy: Anneal = Anneal.cos
     # step / piecewise: the epochs where the rate changes, ascending.
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1  # step: the factor at each milestone
@@ -188,6 +198,7 @@ class OptimizerConfig:
         optional_at_least(f"{at}.weight_decay", self.weight_decay, 0)
         optional_at_least(f"{at}.warmup_epochs", self.warmup_epochs, 0)
         at_least(f"{at}.min_lr", self.min_lr, 0)
+        at_least(f"{at}.div_factor", self.div_factor, 1)
         if self.clipnorm is not None:
             positive(f"{at}.clipnorm", self.clipnorm)
         in_range(f"{at}.ema_momentum", self.ema_momentum, 0, 1)
@@ -328,6 +339,8 @@ class TrainerConfig:
     epochs: int = 20
     batch_size: int = 128
     seed: int = 42  # initialisation, data order, augmentation (not the splits: data.split_seed)
+    # Fraction of the training data held out for validation; 0 trains on all of it (then
+    # checkpoints and the objective watch training metrics, and no callback may watch val_*).
     validation_split: float = 0.1
     # Continue an unfinished run in its MLflow run: a run id, its job folder, or true (the
     # latest unfinished run with this config; in a sweep, the same job of the same sweep).
@@ -360,7 +373,7 @@ class TrainerConfig:
             at_least(f"{at}.{key}", getattr(self, key), minimum)
         in_range(f"{at}.seed", self.seed, 0, SEEDS)
         one_of(f"{at}.jit_compile", str(self.jit_compile).lower(), ("auto", "true", "false"))
-        between(f"{at}.validation_split", self.validation_split, 0, 1)
+        in_range(f"{at}.validation_split", self.validation_split, 0, 1)
         in_range(f"{at}.label_smoothing", self.label_smoothing, 0, 1)
 
 

@@ -237,14 +237,19 @@ def as_nhwc(images: np.ndarray) -> np.ndarray:
     return images[..., np.newaxis] if images.ndim == 3 else images
 
 
+def hold_out_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(train, validation): a stratified `trainer.validation_split` of `split`; with 0, all
+    of it trains and the validation split is empty."""
+    if fraction == 0:
+        return split, split.take(np.arange(0))
+    return stratified_split(split, fraction, seed, "trainer.validation_split")
+
+
 def to_splits(raw: RawArrays, *, name: str, validation_split: float, seed: int) -> Splits:
     """Official test split stays the test split; validation is a stratified part of train."""
     x_train, x_test = as_nhwc(raw.x_train), as_nhwc(raw.x_test)
-    train, val = stratified_split(
-        ArraySplit(x_train, raw.y_train.astype(np.int64)),
-        validation_split,
-        seed,
-        "trainer.validation_split",
+    train, val = hold_out_validation(
+        ArraySplit(x_train, raw.y_train.astype(np.int64)), validation_split, seed
     )
     test = ArraySplit(x_test, raw.y_test.astype(np.int64))
     info = DataInfo(

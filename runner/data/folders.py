@@ -23,6 +23,7 @@ from runner.data.base import (
     LoadContext,
     Splits,
     check_classes,
+    hold_out_validation,
     image_shape,
     read_split,
     stratified_split,
@@ -85,6 +86,6 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
     every, undecodable = read_split(paths, labels, ctx, in_memory=ctx.fits_in_memory(len(paths)))
     require_every_class(every.y, class_names, root)
     rest, test = stratified_split(every, cfg.test_split, ctx.seed, "data.test_split")
-    train, val = stratified_split(rest, ctx.validation_split, ctx.seed, "trainer.validation_split")
+    train, val = hold_out_validation(rest, ctx.validation_split, ctx.seed)
     info = DataInfo(cfg.name, image_shape(every), class_names, task_for(class_names))
     return Splits(train, val, test, info, skipped=skipped + undecodable)

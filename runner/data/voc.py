@@ -228,7 +228,8 @@ def load(cfg: Any, ctx: LoadContext) -> Splits:
         train_ids = [i for i in train_ids if i in targets]
         test_ids = [i for i in test_ids if i in targets]
         order = rng.permutation(len(train_ids))
-        n_val = max(1, round(ctx.validation_split * len(train_ids)))
+        # At least one image once any is asked for; none with trainer.validation_split=0.
+        n_val = max(1, round(ctx.validation_split * len(train_ids))) if ctx.validation_split else 0
         groups = {
             "train": [train_ids[i] for i in order[n_val:]],
             "val": [train_ids[i] for i in order[:n_val]],

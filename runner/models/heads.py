@@ -58,5 +58,7 @@ def loss_and_metrics(
     ]
 
 
-def default_objective(info: DataInfo) -> str:
-    return "val_pr_auc" if info.task == "multilabel" else "val_accuracy"
+def default_objective(info: DataInfo, *, validated: bool = True) -> str:
+    """The validation metric; the same metric on the training data when nothing is held out."""
+    metric = "pr_auc" if info.task == "multilabel" else "accuracy"
+    return f"val_{metric}" if validated else metric

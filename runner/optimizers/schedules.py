@@ -11,10 +11,9 @@ import functools
 import math
 from typing import Any
 
-from runner.config.schema import Schedule
+from runner.config.schema import Anneal, Schedule
 from runner.core.lazy import keras
 
-ONECYCLE_START_DIVISOR = 25.0  # one-cycle starts at lr / 25 (PyTorch's div_factor)
 ONECYCLE_WARMUP_FRACTION = 0.3  # and peaks after 30% of the steps (PyTorch's pct_start)
 
 
@@ -47,7 +46,14 @@ def learning_rate(cfg: Any, *, epochs: int, steps_per_epoch: int) -> Any:
             else ONECYCLE_WARMUP_FRACTION * epochs
         )
         warmup = min(total - 1, max(1, round(warmup_epochs * steps_per_epoch)))
-        return one_cycle_class()(cfg.lr, total, warmup, cfg.min_lr)
+        return one_cycle_class()(
+            cfg.lr,
+            total,
+            warmup,
+            cfg.min_lr,
+            div_factor=cfg.div_factor,
+            anneal=Anneal(cfg.anneal_strategy).value,
+        )
     # step / piecewise: rates that change at epoch milestones.
     # Keras keeps a rate up to and including its boundary step; milestone epoch m starts at
     # step m * steps_per_epoch with the new rate (PyTorch's MultiStepLR).
@@ -66,23 +72,36 @@ def one_cycle_class() -> type:
 
     @keras.saving.register_keras_serializable(package="runner")
     class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-        """Linear from peak / 25 up to `peak` over `warmup_steps`, then a half cosine from `peak`
-        down to `final` at `total_steps` (held there after)."""
+        """Linear from peak / `div_factor` up to `peak` over `warmup_steps`, then a half cosine
+        (`anneal="cos"`) or a line (`"linear"`) from `peak` down to `final` at `total_steps`
+        (held there after)."""
 
-        def __init__(self, peak: float, total_steps: int, warmup_steps: int, final: float = 0.0):
+        def __init__(
+            self,
+            peak: float,
+            total_steps: int,
+            warmup_steps: int,
+            final: float = 0.0,
+            div_factor: float = 25.0,
+            anneal: str = "cos",
+        ):
             self.peak, self.final = float(peak), float(final)
             self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+            self.div_factor, self.anneal = float(div_factor), Anneal(anneal).value
 
         def __call__(self, step: Any) -> Any:
             ops = keras.ops
             step = ops.cast(step, "float32")
-            start = self.peak / ONECYCLE_START_DIVISOR
+            start = self.peak / self.div_factor
             rising = start + (self.peak - start) * step / self.warmup_steps
             decay_steps = max(1, self.total_steps - self.warmup_steps)
             progress = ops.minimum(1.0, (step - self.warmup_steps) / decay_steps)
-            falling = self.final + (self.peak - self.final) * 0.5 * (
-                1.0 + ops.cos(math.pi * progress)
+            remaining = (
+                1.0 - progress
+                if self.anneal == "linear"
+                else 0.5 * (1.0 + ops.cos(math.pi * progress))
             )
+            falling = self.final + (self.peak - self.final) * remaining
             return ops.where(step < self.warmup_steps, rising, falling)
 
         def get_config(self) -> dict:
@@ -91,6 +110,8 @@ def one_cycle_class() -> type:
                 "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps,
                 "final": self.final,
+                "div_factor": self.div_factor,
+                "anneal": self.anneal,
             }
 
     return OneCycle

@@ -5,6 +5,7 @@ evaluated."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from runner.evaluation.classifiers import CLASSES_FILE
 from runner.models import heads
 from runner.tracking.run_log import RunLog
 from runner.training import callbacks, labels
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,11 @@ def build(
     *,
     steps_per_epoch: int,
     train: Split,
+    validation: int,
 ) -> BuiltModel:
     """The model for `info`, compiled; `classes.json` beside its checkpoints (for predict on a
-    `.keras` file); weights the model fixes from the data come from `train`. Call inside the
+    `.keras` file); weights the model fixes from the data come from `train`; `validation`
+    images are held out (none: training metrics are watched instead). Call inside the
     strategy's scope: the model, its optimizer and metrics live on every replica."""
     labels.check(cfg, info)
     model = models.build(cfg.model, info, weights)
@@ -50,9 +55,17 @@ def build(
             json.dumps({"class_names": list(info.class_names), **metadata})
         )
     _, metrics = heads.loss_and_metrics(info)
-    objective_metric = cfg.objective.metric or heads.default_objective(info)
+    validated = validation > 0
+    objective_metric = cfg.objective.metric or heads.default_objective(info, validated=validated)
     run_log.set_tag("objective_metric", objective_metric)
-    callbacks.check(cfg, objective_metric, metrics)
+    callbacks.check(cfg, objective_metric, metrics, validated=validated)
+    if not validated:
+        log.info(
+            "no validation split (trainer.validation_split=0): all %d training images train; "
+            "checkpoints and the objective watch the training %s",
+            len(train),
+            objective_metric,
+        )
     run_log.log_text(summary_text(model), "model_summary.txt")
     if augment.in_model(cfg.augmentation):
         model = augment.wrap_model(model, cfg.augmentation, seed=cfg.trainer.seed)

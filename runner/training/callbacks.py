@@ -272,11 +272,11 @@ def build(
     return RunCallbacks(checkpoint, last, plateau, extra)
 
 
-def check(cfg: DictConfig, objective_metric: str, metrics: list) -> None:
+def check(cfg: DictConfig, objective_metric: str, metrics: list, *, validated: bool) -> None:
     """Fail before training when a callback watches a metric this run will never report, or
-    the weights to evaluate will not exist."""
+    the weights to evaluate will not exist. `validated`: a validation split is held out."""
     names = ["loss", *(getattr(metric, "name", metric) for metric in metrics)]
-    available = names + [f"val_{name}" for name in names]
+    available = names + ([f"val_{name}" for name in names] if validated else [])
     callbacks = cfg.callbacks
     watched = {"objective.metric": objective_metric}
     if callbacks.early_stopping.enabled:
@@ -285,6 +285,12 @@ def check(cfg: DictConfig, objective_metric: str, metrics: list) -> None:
         watched["callbacks.model_checkpoint.monitor"] = checkpoint_monitor(cfg, objective_metric)
     if callbacks.reduce_lr_on_plateau.enabled:
         watched["callbacks.reduce_lr_on_plateau.monitor"] = callbacks.reduce_lr_on_plateau.monitor
+    blind = [f"{key}={metric!r}" for key, metric in watched.items() if metric.startswith("val_")]
+    if blind and not validated:
+        raise RunnerError(
+            f"trainer.validation_split=0 holds out no validation data, but {', '.join(blind)} "
+            f"watch(es) it: switch that callback off or watch a training metric ({available})."
+        )
     for key, metric in watched.items():
         if metric not in available:
             raise RunnerError(

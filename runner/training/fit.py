@@ -122,6 +122,9 @@ def image_batches(cfg: DictConfig, train: Split, info: DataInfo, batch_size: int
 
 
 def validation_batches(cfg: DictConfig, val: Split, info: DataInfo, batch_size: int) -> Any:
+    """None when nothing is held out (trainer.validation_split=0): `fit` validates nothing."""
+    if not len(val):
+        return None
     transform = None
     if labels.one_hot(cfg, info):  # compared by the same (categorical) loss as training
         encode = labels.encoder(info)
@@ -218,6 +221,7 @@ def _head_on_cached_features(
             split.y,
         )
         for name, split in (("train", splits.train), ("val", splits.val))
+        if len(split)
     }
     log.info(
         "feature extraction: backbone features of %d training and %d validation images "
@@ -250,5 +254,5 @@ def _head_on_cached_features(
             transform=transform,
         )
 
-    validation = validation_batches(cfg, features["val"], splits.info, batch_size)
+    validation = validation_batches(cfg, features.get("val", splits.val), splits.info, batch_size)
     return _Fit(number, head, batches, validation, start, end, len(features["train"]))

@@ -94,6 +94,7 @@ def run(cfg: DictConfig, target: resume.Target | None) -> float:
                     run_log,
                     steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
                     train=splits.train,
+                    validation=len(splits.val),
                 )
                 run_callbacks = callbacks.build(
                     cfg, built.model, output_dir, built.objective_metric
@@ -178,6 +179,7 @@ def _train_beside_chief(
             quiet,
             steps_per_epoch=fit.steps_per_epoch(len(splits.train), batch_size),
             train=splits.train,
+            validation=len(splits.val),
         )
         steering = callbacks.build(
             cfg, built.model, Path(cfg.paths.output_dir), built.objective_metric, writes_files=False
