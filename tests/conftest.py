@@ -18,6 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 
 from tests import fixtures
@@ -395,3 +396,11 @@ def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> str:
     for text in expected:
         assert text in line, line
     return line
+
+
+def mirrored_mask(images: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Which of `out` are their image's mirror (every one is the image or its mirror)."""
+    mirrored = np.array([np.array_equal(o, i[:, ::-1]) for i, o in zip(images, out, strict=True)])
+    kept = np.array([np.array_equal(o, i) for i, o in zip(images, out, strict=True)])
+    assert (mirrored | kept).all()
+    return mirrored

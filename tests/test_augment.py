@@ -15,6 +15,7 @@ from runner.core.errors import RunnerError
 from runner.data.base import ArraySplit, DataInfo, Splits
 from runner.training import fit
 from tests.conftest import compose_config as compose_cfg
+from tests.conftest import mirrored_mask
 from tests.test_config import options
 
 
@@ -108,6 +109,51 @@ def test_flip_alone_mirrors_exactly():
     )
     for original, result in zip(images, out.numpy(), strict=True):
         assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1])
+
+
+def test_alternate_flips_mirror_each_image_in_every_other_epoch_on_both_paths():
+    """alternate_flips: an image is mirrored in epoch e exactly when it is not in e + 1,
+    wherever it sits in the batch (it is decided by the image, not its slot); about half of
+    the images each epoch; tf.data (TensorFlow) and keras.ops (JAX, torch) paths agree."""
+    from runner.augmentation import portable
+
+    cfg = compose_cfg(
+        [
+            "augmentation=none",
+            "augmentation.horizontal_flip=true",
+            "augmentation.alternate_flips=true",
+        ]
+    ).augmentation
+    images = random_splits(200).train.x
+    by_epoch = []
+    for epoch in (4, 5, 6):
+        seed = tf.constant([42 * 100_003 + epoch, 7], tf.int64)
+        out = augment.augment_batch(tf.constant(images), seed, cfg).numpy()
+        by_epoch.append(mirrored_mask(images, out))
+        generator = portable.batch_generator(seed.numpy())
+        ported = portable.augment_batch(images, generator, cfg, epoch_parity=int(seed[0]) % 2)
+        np.testing.assert_array_equal(np.asarray(ported), out)
+    assert (by_epoch[0] != by_epoch[1]).all() and (by_epoch[0] == by_epoch[2]).all()
+    assert 0.35 < by_epoch[0].mean() < 0.65
+    order = np.random.default_rng(1).permutation(len(images))
+    shuffled = augment.augment_batch(
+        tf.constant(images[order]), tf.constant([42 * 100_003 + 4, 9], tf.int64), cfg
+    ).numpy()
+    np.testing.assert_array_equal(mirrored_mask(images[order], shuffled), by_epoch[0][order])
+    for overrides, says in (
+        (["augmentation.horizontal_flip=false"], "set augmentation.horizontal_flip=true"),
+        (["augmentation.placement=model"], "set augmentation.placement=pipeline"),
+    ):
+        wrong = compose_cfg(
+            [
+                "augmentation=none",
+                "augmentation.horizontal_flip=true",
+                "augmentation.alternate_flips=true",
+                *overrides,
+            ]
+        )
+        with pytest.raises(RunnerError, match=says):
+            check_group(wrong, "augmentation")
 
 
 def augmented(overrides: list[str], images: np.ndarray, seed=(3, 4)) -> np.ndarray:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from runner.data.base import ArraySplit
 from runner.data.batches import in_order, training_stream
-from tests.conftest import epochs_done, wait_until
+from tests.conftest import epochs_done, mirrored_mask, wait_until
 
 pytestmark = pytest.mark.backends
 
@@ -140,6 +140,28 @@ def test_randaugment_and_augmix_in_keras_ops_are_a_function_of_the_batch_seed(ke
     assert (first != images).reshape(16, -1).any(axis=1).mean() > 0.5
     np.testing.assert_array_equal(augmented([1, 0]), first)
     assert (augmented([1, 1]) != first).any()
+
+
+def test_alternate_flips_on_the_portable_path_follow_the_epoch_of_the_batch_seed():
+    """The JAX input pipeline's transform: an image mirrored in one epoch is not in the next."""
+    from runner.data.base import DataInfo
+    from runner.training.labels import training_transform
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        [
+            "augmentation=none",
+            "augmentation.horizontal_flip=true",
+            "augmentation.alternate_flips=true",
+        ]
+    )
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("uint8")
+    transform = training_transform(cfg, DataInfo("x", (8, 8, 3), ("a", "b")))
+    masks = []
+    for epoch in (2, 3):
+        out, _ = transform(images, np.zeros(64, np.int64), np.array([7 * 100_003 + epoch, 0]))
+        masks.append(mirrored_mask(images, np.asarray(out)))
+    assert (masks[0] != masks[1]).all() and 0.25 < masks[0].mean() < 0.75
 
 
 def test_an_unknown_backend_is_one_line(workspace):

@@ -47,8 +47,17 @@ def _flip(gen: Any, n: Any, enabled: bool) -> Any:
     return keras.ops.where(keras.random.uniform([n], seed=gen) < 0.5, -1.0, 1.0)
 
 
-def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int) -> Any:
-    """(n, 8) projective transforms mapping output to input coordinates, one per image."""
+def alternating_flips(images: Any, epoch_parity: int) -> Any:
+    """transforms.alternating_flips in keras.ops: -1 (mirror) or 1 per image, by the parity
+    of its pixel sum plus the epoch's."""
+    o = keras.ops
+    pixel_sum = o.sum(o.cast(images, "int32"), axis=[1, 2, 3])
+    return o.where((pixel_sum + epoch_parity) % 2 == 1, -1.0, 1.0)
+
+
+def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int, flip_x: Any = None) -> Any:
+    """(n, 8) projective transforms mapping output to input coordinates, one per image
+    (`flip_x`: the mirrors decided elsewhere)."""
     return compose_matrices(
         theta=_uniform(gen, n, math.radians(cfg.rotation)),
         shear=_uniform(gen, n, math.radians(cfg.shear)),
@@ -56,7 +65,7 @@ def random_matrices(cfg: Any, gen: Any, n: Any, height: int, width: int) -> Any:
         shift_y=_uniform(gen, n, cfg.height_shift * height),
         zoom_x=1.0 + _uniform(gen, n, cfg.zoom),
         zoom_y=1.0 + _uniform(gen, n, cfg.zoom),
-        flip_x=_flip(gen, n, cfg.horizontal_flip),
+        flip_x=_flip(gen, n, cfg.horizontal_flip) if flip_x is None else flip_x,
         flip_y=_flip(gen, n, cfg.vertical_flip),
         height=height,
         width=width,
@@ -143,13 +152,18 @@ def random_erasing(images: Any, gen: Any, probability: float) -> Any:
     return images * (1.0 - mask) + noise * mask
 
 
-def augment_batch(images: Any, gen: Any, cfg: Any, as_uint8: bool = True) -> Any:
-    """Augment a (N, H, W, C) batch of 0-255 pixels (transforms.augment_batch's keys)."""
+def augment_batch(
+    images: Any, gen: Any, cfg: Any, as_uint8: bool = True, epoch_parity: int = 0
+) -> Any:
+    """Augment a (N, H, W, C) batch of 0-255 pixels (transforms.augment_batch's keys);
+    `epoch_parity` (the batch seed's first number, mod 2) decides `alternate_flips`."""
     o = keras.ops
     out = o.cast(images, "float32")
     n, height, width = o.shape(out)[0], out.shape[1], out.shape[2]
     if is_geometric(cfg):
-        matrices = random_matrices(cfg, gen, n, height, width)
+        alternating = getattr(cfg, "alternate_flips", False)
+        flips = alternating_flips(images, epoch_parity) if alternating else None
+        matrices = random_matrices(cfg, gen, n, height, width, flips)
         out = o.image.affine_transform(
             out,
             matrices,

@@ -68,9 +68,24 @@ def _uniform(seed: tf.Tensor, n: tf.Tensor, bound: float, index: int) -> tf.Tens
     return tf.random.stateless_uniform([n], sub_seed, -bound, bound)
 
 
-def random_matrices(cfg: Any, seed: tf.Tensor, n: tf.Tensor, height: int, width: int):
+def alternating_flips(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`alternate_flips`: -1 (mirror) or 1 per image, flipping from one epoch to the next. The
+    image's own bit is its pixel sum's parity; seed[0] folds in the epoch (seed * 100,003 +
+    epoch), so its parity alternates epoch by epoch."""
+    pixel_sum = tf.reduce_sum(tf.cast(images, tf.int64), axis=[1, 2, 3])
+    return tf.where(tf.math.floormod(pixel_sum + seed[0], 2) == 1, -1.0, 1.0)
+
+
+def random_matrices(
+    cfg: Any,
+    seed: tf.Tensor,
+    n: tf.Tensor,
+    height: int,
+    width: int,
+    flip_x: tf.Tensor | None = None,
+):
     """(n, 8) projective transforms mapping output to input coordinates, one per image, drawn
-    from the batch's stateless seed."""
+    from the batch's stateless seed (`flip_x`: the mirrors decided elsewhere)."""
     return portable.compose_matrices(
         theta=_uniform(seed, n, math.radians(cfg.rotation), 0),
         shear=_uniform(seed, n, math.radians(cfg.shear), 1),
@@ -78,7 +93,7 @@ def random_matrices(cfg: Any, seed: tf.Tensor, n: tf.Tensor, height: int, width:
         shift_y=_uniform(seed, n, cfg.height_shift * height, 3),
         zoom_x=1.0 + _uniform(seed, n, cfg.zoom, 4),
         zoom_y=1.0 + _uniform(seed, n, cfg.zoom, 5),
-        flip_x=_flip(seed, n, cfg.horizontal_flip, 6),
+        flip_x=_flip(seed, n, cfg.horizontal_flip, 6) if flip_x is None else flip_x,
         flip_y=_flip(seed, n, cfg.vertical_flip, 7),
         height=height,
         width=width,
@@ -100,7 +115,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
     if is_geometric(cfg):
         from runner.augmentation import resample  # compiles a TensorFlow function at import
 
-        matrices = random_matrices(cfg, seed, n, height, width)
+        flips = alternating_flips(images, seed) if _alternating(cfg) else None
+        matrices = random_matrices(cfg, seed, n, height, width, flips)
         out = resample.project(images, matrices, str(cfg.fill_mode), float(cfg.fill_value))
     else:
         out = tf.cast(images, tf.float32)
@@ -123,6 +139,11 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
         out = regions.random_erasing(out, seed, float(cfg.random_erasing))
     out = tf.clip_by_value(out, 0.0, 255.0)
     return tf.cast(tf.round(out), tf.uint8) if as_uint8 else out
+
+
+def _alternating(cfg: Any) -> bool:
+    # A layer's settings (placement: model) may predate the key; the config refuses it there.
+    return bool(getattr(cfg, "alternate_flips", False))
 
 
 def in_model(cfg: Any) -> bool:

@@ -268,6 +268,10 @@ class AugmentationConfig:
     shear: float = 0.0  # degrees (ImageDataGenerator's shear_range unit)
     zoom: float = 0.0  # scale uniform in [1 - zoom, 1 + zoom] per axis
     horizontal_flip: bool = False
+    # With horizontal_flip: each image mirrored in every other epoch instead of at random
+    # (airbench's alternating flips: every image is seen both ways within two epochs). Which
+    # epochs is fixed per image by the parity of its pixel sum; input pipeline only.
+    alternate_flips: bool = False
     vertical_flip: bool = False
     fill_mode: str = "nearest"  # nearest | reflect | wrap | constant
     fill_value: float = 0.0  # for fill_mode=constant
@@ -318,6 +322,16 @@ class AugmentationConfig:
                 "per image); choose one."
             )
         positive(f"{at}.zca_epsilon", self.zca_epsilon)
+        if self.alternate_flips and not self.horizontal_flip:
+            raise RunnerError(
+                f"{at}.alternate_flips=true decides when each image is mirrored, but "
+                f"{at}.horizontal_flip is false: set {at}.horizontal_flip=true."
+            )
+        if self.alternate_flips and Placement(self.placement) is Placement.model:
+            raise RunnerError(
+                f"{at}.alternate_flips=true needs the epoch of each batch, which the input "
+                f"pipeline knows and a model layer does not: set {at}.placement=pipeline."
+            )
 
 
 # ------------------------------------------------------------------------ trainer and logging

@@ -82,7 +82,13 @@ def _portable_transform(
             labels = encode(labels)
         generator = portable.batch_generator(seed)
         if transform_images:
-            images = portable.augment_batch(images, generator, cfg.augmentation, as_uint8=not mix)
+            images = portable.augment_batch(
+                images,
+                generator,
+                cfg.augmentation,
+                as_uint8=not mix,
+                epoch_parity=int(np.asarray(seed).ravel()[0]) % 2,
+            )
         if mix:
             images, labels = portable.mix(images, labels, generator, cfg.augmentation)
         return keras.ops.convert_to_numpy(images), keras.ops.convert_to_numpy(labels)
