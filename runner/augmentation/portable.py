@@ -161,8 +161,7 @@ def augment_batch(
     out = o.cast(images, "float32")
     n, height, width = o.shape(out)[0], out.shape[1], out.shape[2]
     if is_geometric(cfg):
-        alternating = getattr(cfg, "alternate_flips", False)
-        flips = alternating_flips(images, epoch_parity) if alternating else None
+        flips = alternating_flips(images, epoch_parity) if cfg.alternate_flips else None
         matrices = random_matrices(cfg, gen, n, height, width, flips)
         out = o.image.affine_transform(
             out,

@@ -115,7 +115,7 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
     if is_geometric(cfg):
         from runner.augmentation import resample  # compiles a TensorFlow function at import
 
-        flips = alternating_flips(images, seed) if _alternating(cfg) else None
+        flips = alternating_flips(images, seed) if cfg.alternate_flips else None
         matrices = random_matrices(cfg, seed, n, height, width, flips)
         out = resample.project(images, matrices, str(cfg.fill_mode), float(cfg.fill_value))
     else:
@@ -139,11 +139,6 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, cfg: Any, as_uint8: bool =
         out = regions.random_erasing(out, seed, float(cfg.random_erasing))
     out = tf.clip_by_value(out, 0.0, 255.0)
     return tf.cast(tf.round(out), tf.uint8) if as_uint8 else out
-
-
-def _alternating(cfg: Any) -> bool:
-    # A layer's settings (placement: model) may predate the key; the config refuses it there.
-    return bool(getattr(cfg, "alternate_flips", False))
 
 
 def in_model(cfg: Any) -> bool:
