@@ -92,10 +92,11 @@ def test_norm_bias_lr_scale_speeds_up_only_the_normalization_shifts_and_saves(tm
     assert again.norm_bias_lr_scale == 64 and type(again) is type(optimizer)
 
 
-def test_lookahead_averages_the_weights_on_its_schedule_and_ends_each_epoch_on_the_average():
+def test_lookahead_averages_the_weights_on_its_schedule_and_at_each_epochs_last_step():
     """A weight whose gradient is always 1 under plain SGD (lr 0.1) against the same steps
     replayed in NumPy: every 2 steps the average takes in 1 - d of the weight, d = 0.8 (t/T)^3,
-    and the weight is set to the average; the epoch's last step (odd) sets it to the average."""
+    and the weight is set to the average; the epoch's last step (odd) averages as well, so its
+    progress since the last even step is not thrown away."""
     import keras
 
     from runner.training.callbacks import Lookahead
@@ -120,11 +121,9 @@ def test_lookahead_averages_the_weights_on_its_schedule_and_ends_each_epoch_on_t
         for batch in range(steps):
             weight -= 0.1  # d loss / d w = mean(x) = 1
             step = epoch * steps + batch + 1
-            if step % 2 == 0:
+            if step % 2 == 0 or batch == steps - 1:
                 decay = 0.8 * (step / (epochs * steps)) ** 3
                 average = decay * average + (1 - decay) * weight
-                weight = average
-            elif batch == steps - 1:
                 weight = average
     assert float(np.asarray(model.layers[0].kernel)[0, 0]) == pytest.approx(weight, abs=1e-5)
     assert weight != pytest.approx(5.0 - 0.1 * epochs * steps)

@@ -142,10 +142,11 @@ class Lookahead(keras.callbacks.Callback):
     """`optimizer.lookahead` (airbench94's weight averaging, after Lookahead, Zhang et al.
     2019): every `every` steps the average moves toward the model's weights by 1 - decay and
     the model is set to it; decay = `final_decay` * (step / total steps)^3, so training moves
-    freely early and averages strongly at the end. At the last step of each epoch the model
-    takes the average as it stands, so the epoch ends with the model equal to the average:
-    nothing beyond the weights is needed to resume. Floating-point weights only (BatchNorm's
-    moving statistics included; seed states and counters left alone)."""
+    freely early and averages strongly at the end. The last step of each epoch averages too
+    (whatever its number), so the epoch ends with the model equal to the average, taking in
+    that epoch's last steps: nothing beyond the weights is needed to resume. Floating-point
+    weights only (BatchNorm's moving statistics included; seed states and counters left
+    alone)."""
 
     def __init__(self, every: int, final_decay: float, first_epoch: int) -> None:
         super().__init__()
@@ -169,15 +170,12 @@ class Lookahead(keras.callbacks.Callback):
         last_of_epoch = batch + 1 == steps
         if step % self.every and not last_of_epoch:
             return
-        weights = self._weights()
-        if step % self.every == 0:
-            total = (self.params["epochs"] - self.first_epoch) * steps
-            decay = self.final_decay * (step / total) ** 3
-            for index, weight in enumerate(weights):
-                current = keras.ops.convert_to_numpy(weight)
-                self.average[index] = decay * self.average[index] + (1 - decay) * current
-        for weight, value in zip(weights, self.average, strict=True):
-            weight.assign(value)
+        total = (self.params["epochs"] - self.first_epoch) * steps
+        decay = self.final_decay * (step / total) ** 3
+        for index, weight in enumerate(self._weights()):
+            current = keras.ops.convert_to_numpy(weight)
+            self.average[index] = decay * self.average[index] + (1 - decay) * current
+            weight.assign(self.average[index])
 
 
 @dataclass(frozen=True)
