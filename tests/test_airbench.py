@@ -18,7 +18,8 @@ def optimizer_cfg(name: str = "sgd", **keys):
 def test_airbench_whitening_stem_decorrelates_the_training_patches_and_stays_fixed():
     """The stem's first 12 filters give each 2x2 patch of the training images centred, with unit
     variance and no correlation between filters; the other 12 are their negatives; the stem
-    is not trained, the group convs start as identities on their first channels."""
+    kernel is not trained (its bias is), the group convs start as identities on their first
+    channels."""
     import keras
 
     from runner import models
@@ -33,7 +34,7 @@ def test_airbench_whitening_stem_decorrelates_the_training_patches_and_stays_fix
     model = models.build(cfg, DataInfo("x", (32, 32, 3), tuple("abcdefghij")))
     models.initialize(cfg, model, ArraySplit(images, rng.integers(0, 10, 300)))
     stem = model.get_layer("stem_conv")
-    assert not stem.trainable and stem.filters == 24
+    assert [w.name for w in stem.trainable_weights] == ["bias"] and stem.filters == 24
     seen = keras.Model(model.input, stem.output).predict(images[:200].astype("float32"), verbose=0)
     flat = seen.reshape(-1, 24).astype(np.float64)
     np.testing.assert_allclose(flat.mean(0), 0, atol=1e-3)
@@ -43,6 +44,53 @@ def test_airbench_whitening_stem_decorrelates_the_training_patches_and_stays_fix
     kernel = np.asarray(model.get_layer("group2_conv1").kernel)  # (3, 3, 64, 256)
     np.testing.assert_array_equal(kernel[1, 1, :, :64], np.eye(64))
     assert not kernel[..., :64].sum() - 64 and kernel[..., 64:].std() > 0
+
+
+@pytest.mark.parametrize("train_bias", [True, False])
+def test_airbench_whitening_stem_bias_learns_as_a_shift_unless_fixed(train_bias):
+    """One SGD step: the whitening stem's kernel stays as `initialize` set it; its bias moves
+    64x as far under norm_bias_lr_scale=64 as at the plain rate (it is a shift, as BatchNorm's
+    beta), or not at all with train_whitening_bias=false."""
+    import keras
+
+    from runner import models, optimizers
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    labels = np.eye(10, dtype="float32")[rng.integers(0, 10, 8)]
+
+    def step(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        keras.utils.set_random_seed(0)
+        cfg = compose_config(
+            [
+                "model=airbench",
+                "model.widths=[8,8,8]",
+                "model.whitening_images=8",
+                f"model.train_whitening_bias={train_bias}",
+                "optimizer=sgd",
+                "optimizer.lr=0.01",
+                f"optimizer.norm_bias_lr_scale={scale}",
+            ]
+        )
+        model = models.build(cfg.model, DataInfo("x", (32, 32, 3), tuple("abcdefghij")))
+        models.initialize(cfg.model, model, ArraySplit(images, labels.argmax(1)))
+        stem = model.get_layer("stem_conv")
+        stem.bias.assign(np.zeros(24, "float32"))  # small steps stay exact in float32 from 0
+        before = [np.asarray(w).copy() for w in (stem.kernel, stem.bias)]
+        model.compile(
+            optimizer=optimizers.build(cfg.optimizer, epochs=1, steps_per_epoch=1),
+            loss="categorical_crossentropy",
+        )
+        model.train_on_batch(images.astype("float32"), labels)
+        np.testing.assert_array_equal(np.asarray(stem.kernel), before[0])
+        return np.asarray(stem.bias) - before[1]
+
+    plain, scaled = step(1.0), step(64.0)
+    if train_bias:
+        assert np.abs(plain).max() > 0
+        np.testing.assert_allclose(scaled, 64 * plain, rtol=1e-4)
+    else:
+        assert not plain.any() and not scaled.any()
 
 
 def test_airbench_learned_stem_is_trained_and_takes_its_width():

@@ -7,8 +7,10 @@ As in airbench, by default the stem is fixed before training to a whitening of 2
 the training images (`initialize`, below: their principal directions, each scaled to unit
 variance, and their negatives, so 24 filters for RGB), the BatchNorm layers learn a shift but
 no scale, and each conv starts as an identity on its first input channels (an implicit
-residual). `stem=learned` trains the stem like any conv instead. 1,973,944 parameters on
-CIFAR-10 (the default `widths`), 312 of them the fixed stem."""
+residual). The whitening stem's bias still learns, as a shift (`optimizer.norm_bias_lr_scale`
+speeds it up with the BatchNorm shifts), unless `train_whitening_bias=false`.
+`stem=learned` trains the stem like any conv instead. 1,973,944 parameters on CIFAR-10 (the
+default `widths`), 288 of them the fixed stem kernel."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from runner.config.registry import MODELS
 from runner.config.rules import at_least, positive
 from runner.config.schema import ModelConfig
 from runner.core.lazy import keras
+from runner.core.shifts import mark_shift
 from runner.models.heads import image_input
 
 if TYPE_CHECKING:
@@ -44,6 +47,8 @@ class AirbenchConfig(ModelConfig):
     stem_width: int = 24
     whitening_images: int = 5000  # training images the whitening is computed from (airbench)
     whitening_epsilon: float = 5e-4  # added to each variance before the square root
+    # airbench learns the whitening stem's bias (from the patches' centring here); false: fixed
+    train_whitening_bias: bool = True
     logit_scale: float = 1.0 / 9.0  # airbench's temperature on the logits
     batchnorm_momentum: float = 0.6  # Keras' convention (PyTorch's 0.4)
     batchnorm_scale: bool = False  # airbench trains only the BatchNorm shifts
@@ -87,8 +92,12 @@ def build(info: DataInfo, cfg: AirbenchConfig) -> keras.Model:
     stem_width = (
         2 * STEM_KERNEL * STEM_KERNEL * info.input_shape[-1] if whitening else cfg.stem_width
     )
-    # The whitening stem's weights are set by `initialize`, then never trained.
-    x = keras.layers.Conv2D(stem_width, STEM_KERNEL, trainable=not whitening, name="stem_conv")(x)
+    stem = keras.layers.Conv2D(stem_width, STEM_KERNEL, name="stem_conv")
+    x = stem(x)
+    if whitening:  # set by `initialize`; the kernel is never trained, the bias is a shift
+        stem.kernel.trainable = False
+        stem.bias.trainable = cfg.train_whitening_bias
+        mark_shift(stem.bias)
     x = keras.layers.Activation("gelu", name="stem_gelu")(x)
     for number, width in enumerate(cfg.widths, start=1):
         x = conv_group(x, width, cfg, f"group{number}")

@@ -1,7 +1,8 @@
 """Stochastic gradient descent, with optional (Nesterov) momentum: the tutorials' optimizer.
 
-`norm_bias_lr_scale` (airbench's "bias scaler") multiplies the learning rate of the
-normalization layers' shifts (the variables named `beta`), not their weight decay.
+`norm_bias_lr_scale` (airbench's "bias scaler") multiplies the learning rate of the shifts
+(the normalization layers' `beta`, and biases a model marks as shifts: airbench's whitening
+stem), not their weight decay.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from runner.config.registry import OPTIMIZERS
 from runner.config.rules import in_range, positive
 from runner.config.schema import OptimizerConfig
 from runner.core.lazy import keras
+from runner.core.shifts import is_shift
 from runner.optimizers.common import keyword_args
 
 
@@ -21,7 +23,7 @@ from runner.optimizers.common import keyword_args
 class SGDConfig(OptimizerConfig):
     momentum: float = 0.0
     nesterov: bool = False
-    norm_bias_lr_scale: float = 1.0  # the BatchNorm/LayerNorm shifts learn this much faster
+    norm_bias_lr_scale: float = 1.0  # the shifts (BatchNorm/LayerNorm beta) learn this much faster
 
     def check(self, at: str) -> None:
         super().check(at)
@@ -54,9 +56,7 @@ def scaled_sgd_class() -> type:
 
         def build(self, variables: list) -> None:
             super().build(variables)
-            self._scaled = {
-                self._var_key(variable) for variable in variables if variable.name == "beta"
-            }
+            self._scaled = {self._var_key(variable) for variable in variables if is_shift(variable)}
 
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
             if self._var_key(variable) in self._scaled:
